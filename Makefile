@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` and `make test`. Both set up a fresh machine first.
+.PHONY: setup demo test lint check bench down
+
+setup:
+	./scripts/setup
+
+demo: setup
+	.venv/bin/supaworker demo
+
+lint:
+	.venv/bin/ruff check supaworker tests bench examples
+	.venv/bin/ruff format --check supaworker tests bench examples
+	.venv/bin/mypy
+
+test: setup lint
+	node_modules/.bin/deno check supabase/functions/*/index.ts
+	node_modules/.bin/deno lint supabase/functions
+	.venv/bin/pytest -q
+
+bench: setup
+	.venv/bin/python bench/run_all.py
+
+down:
+	.venv/bin/supaworker dev down

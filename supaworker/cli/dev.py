@@ -1,0 +1,119 @@
+"""`supaworker dev ...`: the local Supabase-compatible stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from supaworker.dev import stack
+from supaworker.dev.config import StackConfig, default_state_dir
+
+app = typer.Typer(help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",
+                  no_args_is_help=True)
+console = Console()
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="SUPAWORKER_STATE_DIR",
+                 help="Where the stack keeps its data and pid files [env: SUPAWORKER_STATE_DIR]"),
+]
+
+
+def _dir(state_dir: Path | None) -> Path:
+    return (state_dir or default_state_dir()).resolve()
+
+
+def _config(state_dir: Path | None) -> StackConfig:
+    directory = _dir(state_dir)
+    if not (directory / "stack.json").exists():
+        console.print(f"[red]No local stack under {directory}. Run: supaworker dev up[/red]")
+        raise typer.Exit(1)
+    return StackConfig.load(directory)
+
+
+@app.command()
+def up(
+    state_dir: StateDir = None,
+    reset: Annotated[bool, typer.Option(help="Wipe all local data and rebuild")] = False,
+    db_port: Annotated[int | None, typer.Option(help="PostgreSQL port (default 54322)")] = None,
+    api_port: Annotated[int | None, typer.Option(help="API gateway port (default 54321)")] = None,
+    postgrest_port: Annotated[int | None, typer.Option(help="PostgREST port (54330)")] = None,
+) -> None:
+    """Start the stack (idempotent) and apply supabase/migrations with `supabase db push`."""
+    ports = {
+        name: value
+        for name, value in (("db_port", db_port), ("api_port", api_port),
+                            ("postgrest_port", postgrest_port))
+        if value is not None
+    }
+    if postgrest_port is not None:
+        ports["postgrest_admin_port"] = postgrest_port + 1
+    with console.status("Starting the local stack..."):
+        config = stack.up(_dir(state_dir), reset=reset, **ports)
+    _print_status(config)
+    console.print('\nConfigure a shell with: [bold]eval "$(supaworker dev env)"[/bold]')
+
+
+@app.command()
+def down(
+    state_dir: StateDir = None,
+    reset: Annotated[bool, typer.Option(help="Also delete all local data")] = False,
+) -> None:
+    """Stop every process the stack started (data kept unless --reset)."""
+    stopped = stack.down(_dir(state_dir), reset=reset)
+    console.print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status(state_dir: StateDir = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What runs, on which port, healthy or not."""
+    config = _config(state_dir)
+    if as_json:
+        rows = [vars(s) for s in stack.status(config)]
+        typer.echo(json.dumps(rows))
+        return
+    _print_status(config)
+
+
+def _print_status(config: StackConfig) -> None:
+    table = Table("service", "port", "running", "healthy", "pid")
+    for s in stack.status(config):
+        table.add_row(s.name, str(s.port), "yes" if s.running else "no",
+                      "[green]yes[/green]" if s.healthy else "[red]no[/red]",
+                      str(s.pid or ""))
+    console.print(table)
+    console.print(f"API: {config.api_url}   DB: {config.db_url}")
+
+
+@app.command()
+def env(state_dir: StateDir = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print `export` lines for SUPABASE_URL, the keys, SUPABASE_DB_URL and the JWT secret."""
+    variables = stack.env_vars(_config(state_dir))
+    if as_json:
+        typer.echo(json.dumps(variables, indent=2))
+        return
+    for name, value in variables.items():
+        typer.echo(f"export {name}='{value}'")
+
+
+@app.command()
+def user(
+    email: str,
+    state_dir: StateDir = None,
+    admin: Annotated[bool, typer.Option(help="Mark the user a queue admin (app_metadata)")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create (or find) a user and print an access token for it on the last line."""
+    user_id, token = stack.create_user(_config(state_dir), email, admin=admin)
+    if as_json:
+        typer.echo(json.dumps({"id": str(user_id), "email": email, "access_token": token}))
+        return
+    typer.echo(f"user {email} id {user_id}")
+    typer.echo(token)

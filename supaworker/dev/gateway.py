@@ -1,0 +1,168 @@
+"""The local API gateway: what Kong (and the Realtime / Functions routers) do on Supabase.
+
+One port serves `/rest/v1/*` (proxied to PostgREST with the prefix stripped),
+`/realtime/v1/websocket` and `/functions/v1/<name>`. API keys are checked and translated as
+Supabase's gateway does: the new opaque `sb_publishable_...` / `sb_secret_...` keys are
+replaced by the matching legacy JWT before the request reaches PostgREST, which only
+understands JWTs.
+
+Run as `python -m supaworker.dev.gateway --state-dir DIR` (started by `supaworker dev up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from supaworker.dev import keys
+from supaworker.dev.config import StackConfig
+
+log = logging.getLogger("supaworker.dev.gateway")
+
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length",
+}
+CONFIG_KEY = web.AppKey("config", StackConfig)
+SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
+
+
+class KeyRejected(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def translate_keys(config: StackConfig, apikey: str | None, authorization: str | None,
+                   user_agent: str | None) -> str:
+    """Return the `Authorization` header PostgREST should see, or raise KeyRejected.
+
+    Mirrors the CLI's kong.yml / ApiProxy.ts rule: an `sb_` key is swapped for the minted JWT
+    of its role when `Authorization` is missing or carries that same `sb_` key.
+    """
+    if not apikey:
+        raise KeyRejected("No API key found in request")
+    if apikey.startswith("sb_"):
+        if apikey == config.secret_key:
+            if user_agent and user_agent.startswith("Mozilla/"):
+                raise KeyRejected("Secret API keys can only be used in a protected environment")
+            minted = config.service_role_key
+        elif apikey == config.publishable_key:
+            minted = config.anon_key
+        else:
+            raise KeyRejected("Invalid API key")
+        if authorization is None or authorization == f"Bearer {apikey}":
+            return f"Bearer {minted}"
+        if authorization.startswith("Bearer sb_"):
+            raise KeyRejected("Invalid API key: Authorization does not match apikey")
+        return authorization
+    try:
+        claims = keys.decode(config.jwt_secret, apikey)
+    except jwt.InvalidTokenError as exc:
+        raise KeyRejected("Invalid API key") from exc
+    if claims.get("role") not in ("anon", "service_role"):
+        raise KeyRejected("Invalid API key: the apikey must be the project's anon or service key")
+    return authorization or f"Bearer {apikey}"
+
+
+def _reject(message: str) -> web.Response:
+    return web.json_response({"message": message}, status=401)
+
+
+async def rest_proxy(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG_KEY]
+    apikey = request.headers.get("apikey") or request.query.get("apikey")
+    if request.method == "OPTIONS":
+        authorization = request.headers.get("Authorization")
+    else:
+        try:
+            authorization = translate_keys(
+                config, apikey, request.headers.get("Authorization"),
+                request.headers.get("User-Agent"),
+            )
+        except KeyRejected as exc:
+            return _reject(exc.message)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers.pop("Authorization", None)
+    headers.pop("authorization", None)
+    if authorization:
+        headers["Authorization"] = authorization
+    tail = request.match_info["tail"]
+    url = f"{config.postgrest_url}/{tail}"
+    body = await request.read()
+    session = request.app[SESSION_KEY]
+    try:
+        async with session.request(
+            request.method, url, params=request.query, headers=headers, data=body or None,
+            allow_redirects=False,
+        ) as upstream:
+            payload = await upstream.read()
+            out_headers = {
+                k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                and k.lower() != "content-encoding"
+            }
+            return web.Response(status=upstream.status, body=payload, headers=out_headers)
+    except aiohttp.ClientConnectionError:
+        return web.json_response(
+            {"message": "An invalid response was received from the upstream server"}, status=502
+        )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"gateway": "ok"})
+
+
+async def _open_session(app: web.Application) -> None:
+    app[SESSION_KEY] = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        connector=aiohttp.TCPConnector(limit=256),
+        auto_decompress=False,
+    )
+
+
+async def _close_session(app: web.Application) -> None:
+    await app[SESSION_KEY].close()
+
+
+def build_app(config: StackConfig) -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[CONFIG_KEY] = config
+    app.on_startup.append(_open_session)
+    app.on_cleanup.append(_close_session)
+    app.router.add_get("/_stack/health", health)
+    app.router.add_route("*", "/rest/v1/{tail:.*}", rest_proxy)
+    try:
+        from supaworker.dev import realtime
+    except ImportError:  # pragma: no cover - realtime arrives with its own module
+        realtime = None  # type: ignore[assignment]
+    if realtime is not None and hasattr(realtime, "setup_realtime"):
+        realtime.setup_realtime(app, config)
+    try:
+        from supaworker.dev import functions
+    except ImportError:  # pragma: no cover
+        functions = None  # type: ignore[assignment]
+    if functions is not None and hasattr(functions, "setup_functions"):
+        functions.setup_functions(app, config)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = StackConfig.load(args.state_dir)
+    app = build_app(config)
+    web.run_app(app, host=config.host, port=config.api_port, print=None,
+                access_log=None, handle_signals=True, shutdown_timeout=2)
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()

@@ -1,0 +1,133 @@
+"""A private PostgreSQL 15 cluster, bootstrapped like a Supabase project's database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+from supaworker.dev import tools
+from supaworker.dev.config import LOCAL_AUTHENTICATOR_PASSWORD, LOCAL_DB_PASSWORD, StackConfig
+from supaworker.exceptions import StackError, ToolMissingError
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    # initdb and the server refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def data_dir(config: StackConfig) -> Path:
+    return config.path / "pgdata"
+
+
+def is_initialised(config: StackConfig) -> bool:
+    return (data_dir(config) / "PG_VERSION").exists()
+
+
+def is_running(config: StackConfig) -> bool:
+    result = subprocess.run(
+        [tools.pg_bin("pg_isready"), "-q", "-h", config.socket_dir, "-p", str(config.db_port)],
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _prepare_dirs(config: StackConfig) -> None:
+    for path in (config.path, data_dir(config), Path(config.socket_dir), config.path / "log"):
+        path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        for path in (data_dir(config), Path(config.socket_dir), config.path / "log"):
+            subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
+        data_dir(config).chmod(0o700)
+
+
+def initialise(config: StackConfig) -> None:
+    _prepare_dirs(config)
+    subprocess.run(
+        _as_postgres_user([
+            tools.pg_bin("initdb"), "-D", str(data_dir(config)), "-U", "supabase_admin",
+            "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
+        ]),
+        check=True,
+        capture_output=True,
+    )
+
+
+def _server_options(config: StackConfig) -> str:
+    options = [
+        f"-p {config.db_port}",
+        f"-k {config.socket_dir}",
+        f"-c listen_addresses={config.host}",
+        "-c wal_level=logical",
+        "-c max_replication_slots=20",
+        "-c max_wal_senders=20",
+        "-c max_connections=200",
+        "-c fsync=off",  # a throwaway development cluster; durability is not what it tests
+        "-c synchronous_commit=off",
+    ]
+    if tools.pg_cron_installed():
+        options += ["-c shared_preload_libraries=pg_cron", "-c cron.database_name=postgres"]
+    return " ".join(options)
+
+
+def start(config: StackConfig) -> None:
+    if not tools.wal2json_installed():
+        raise ToolMissingError(f"wal2json is not installed. Install it with: {tools.APT_HINT}")
+    _prepare_dirs(config)
+    log = config.path / "log" / "postgres.log"
+    result = subprocess.run(
+        _as_postgres_user([
+            tools.pg_bin("pg_ctl"), "-D", str(data_dir(config)), "-l", str(log), "-w", "-t", "60",
+            "-o", _server_options(config), "start",
+        ]),
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        raise StackError("PostgreSQL did not start:\n" + result.stderr + "\n".join(tail))
+
+
+def stop(config: StackConfig, *, mode: str = "fast") -> bool:
+    if not is_initialised(config) or not is_running(config):
+        return False
+    subprocess.run(
+        _as_postgres_user(
+            [tools.pg_bin("pg_ctl"), "-D", str(data_dir(config)), "-m", mode, "-w", "stop"]
+        ),
+        check=False,
+        capture_output=True,
+    )
+    return True
+
+
+def admin_connect(config: StackConfig) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(config.admin_db_url, autocommit=True)
+
+
+def bootstrap(config: StackConfig) -> None:
+    """Roles, auth schema, extensions, publication, grants: see sql/bootstrap.sql."""
+    sql = resources.files("supaworker.dev").joinpath("sql/bootstrap.sql").read_text()
+    with admin_connect(config) as conn:
+        conn.execute(sql)  # type: ignore[call-overload]
+        conn.execute(f"alter role postgres password '{LOCAL_DB_PASSWORD}'")  # type: ignore[call-overload]
+        conn.execute(  # type: ignore[call-overload]
+            f"alter role authenticator password '{LOCAL_AUTHENTICATOR_PASSWORD}'"
+        )
+
+
+def applied_migrations(config: StackConfig) -> list[str]:
+    with admin_connect(config) as conn:
+        exists = conn.execute(
+            "select to_regclass('supabase_migrations.schema_migrations') is not null"
+        ).fetchone()
+        if not exists or not exists[0]:
+            return []
+        rows = conn.execute(
+            "select version from supabase_migrations.schema_migrations order by version"
+        ).fetchall()
+    return [str(row[0]) for row in rows]
