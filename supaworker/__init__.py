@@ -1,0 +1,48 @@
+"""supaworker: a Supabase-native job queue for spreading document processing over servers.
+
+App side:    `QueueClient` / `AsyncQueueClient` (enqueue, get, stats, retry, cancel).
+Worker side: `supaworker run --handler myapp.processing:process_document`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from supaworker.client import AsyncQueueClient, QueueClient
+from supaworker.exceptions import (
+    ConfigurationError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PermanentError,
+    PermissionDenied,
+    QueueError,
+    RpcError,
+    SupaworkerError,
+    TransportError,
+)
+from supaworker.models import Job, JobEvent, JobStatus, QueueStats, WorkerInfo, WorkerStatus
+from supaworker.worker.handler import JobContext
+
+__all__ = [
+    "AsyncQueueClient",
+    "ConfigurationError",
+    "Conflict",
+    "Job",
+    "JobContext",
+    "JobEvent",
+    "JobStatus",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermanentError",
+    "PermissionDenied",
+    "QueueClient",
+    "QueueError",
+    "QueueStats",
+    "RpcError",
+    "SupaworkerError",
+    "TransportError",
+    "WorkerInfo",
+    "WorkerStatus",
+    "__version__",
+]

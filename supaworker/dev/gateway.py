@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 from pathlib import Path
 
@@ -137,18 +138,14 @@ def build_app(config: StackConfig) -> web.Application:
     app.on_cleanup.append(_close_session)
     app.router.add_get("/_stack/health", health)
     app.router.add_route("*", "/rest/v1/{tail:.*}", rest_proxy)
-    try:
-        from supaworker.dev import realtime
-    except ImportError:  # pragma: no cover - realtime arrives with its own module
-        realtime = None  # type: ignore[assignment]
-    if realtime is not None and hasattr(realtime, "setup_realtime"):
-        realtime.setup_realtime(app, config)
-    try:
-        from supaworker.dev import functions
-    except ImportError:  # pragma: no cover
-        functions = None  # type: ignore[assignment]
-    if functions is not None and hasattr(functions, "setup_functions"):
-        functions.setup_functions(app, config)
+    # Realtime and edge functions live in their own modules; each adds its routes.
+    for module_name, setup_name in (("supaworker.dev.realtime", "setup_realtime"),
+                                    ("supaworker.dev.functions", "setup_functions")):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        getattr(module, setup_name)(app, config)
     return app
 
 

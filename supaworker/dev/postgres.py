@@ -113,9 +113,9 @@ def bootstrap(config: StackConfig) -> None:
     """Roles, auth schema, extensions, publication, grants: see sql/bootstrap.sql."""
     sql = resources.files("supaworker.dev").joinpath("sql/bootstrap.sql").read_text()
     with admin_connect(config) as conn:
-        conn.execute(sql)  # type: ignore[call-overload]
-        conn.execute(f"alter role postgres password '{LOCAL_DB_PASSWORD}'")  # type: ignore[call-overload]
-        conn.execute(  # type: ignore[call-overload]
+        conn.execute(sql)
+        conn.execute(f"alter role postgres password '{LOCAL_DB_PASSWORD}'")
+        conn.execute(
             f"alter role authenticator password '{LOCAL_AUTHENTICATOR_PASSWORD}'"
         )
 

@@ -64,7 +64,9 @@ def load_or_create_config(state_dir: Path, **overrides: int) -> StackConfig:
         for name, value in overrides.items():
             setattr(config, name, value)
     else:
-        config = StackConfig(state_dir=str(state_dir), **overrides)
+        config = StackConfig(state_dir=str(state_dir))
+        for name, value in overrides.items():
+            setattr(config, name, value)
     if not config.anon_key:
         config.anon_key = keys.anon_key(config.jwt_secret)
         config.service_role_key = keys.service_role_key(config.jwt_secret)

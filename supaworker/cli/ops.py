@@ -1,0 +1,256 @@
+"""Operator commands: enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch.
+
+Tables for people, `--json` for scripts. Connection from SUPABASE_URL and a service key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from supaworker.client import QueueClient
+from supaworker.exceptions import QueueError, SupaworkerError
+from supaworker.models import Job, JobStatus, WorkerStatus
+
+console = Console()
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+EXIT_QUEUE_ERROR = 1
+
+
+@contextmanager
+def queue_client() -> Iterator[QueueClient]:
+    """A client from the environment; any supaworker error becomes one line and exit 1/2."""
+    try:
+        client = QueueClient.from_env()
+    except SupaworkerError as exc:
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        yield client
+    except QueueError as exc:
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(EXIT_QUEUE_ERROR) from None
+    finally:
+        client.close()
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _parse_json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"supaworker: error: {flag} is not valid JSON: {exc.msg} at column "
+                   f"{exc.colno} (example: '{{\"lang\": \"en\"}}')", err=True)
+        raise typer.Exit(2) from None
+    if not isinstance(value, dict):
+        typer.echo(f"supaworker: error: {flag} must be a JSON object", err=True)
+        raise typer.Exit(2)
+    return value
+
+
+def _job_row(job: Job) -> list[str]:
+    progress = "" if job.progress_percent is None else f"{job.progress_percent:.0f}%"
+    return [str(job.id), str(job.user_document_id), job.status.value, job.queue,
+            str(job.priority), f"{job.retry_count}/{job.max_attempts}", job.assigned_to or "",
+            progress, _age(job.updated_at), (job.error_message or "")[:60]]
+
+
+def enqueue(
+    document_id: str,
+    priority: Annotated[int, typer.Option(help="Higher runs first")] = 0,
+    payload: Annotated[str, typer.Option(help="JSON object handed to the handler")] = "{}",
+    queue: Annotated[str, typer.Option(help="Queue name")] = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """Queue a user_documents row for processing (idempotent per document)."""
+    body = _parse_json_object(payload, "--payload")
+    with queue_client() as client:
+        job = client.enqueue(document_id, priority=priority, payload=body, queue=queue)
+    if as_json:
+        _echo_json(job.model_dump(mode="json"))
+    else:
+        typer.echo(f"queued job {job.id} ({job.status.value}) for document {document_id}")
+
+
+def status(as_json: JsonFlag = False) -> None:
+    """Counts by status, oldest pending age, recent throughput, workers."""
+    with queue_client() as client:
+        stats = client.stats()
+    data = stats.model_dump(mode="json")
+    if as_json:
+        _echo_json(data)
+        return
+    table = Table("status", "jobs")
+    for name in JobStatus:
+        table.add_row(name.value, str(stats.by_status.get(name.value, 0)))
+    console.print(table)
+    oldest = stats.oldest_pending_seconds
+    console.print(f"oldest pending: {'-' if oldest is None else f'{oldest:.0f}s'}")
+    for key in ("completed_last_minute", "completed_last_hour", "failed_last_hour"):
+        if key in data:
+            console.print(f"{key.replace('_', ' ')}: {data[key]}")
+    console.print("workers: " + ", ".join(f"{k} {v}" for k, v in stats.workers.items()))
+
+
+def workers(as_json: JsonFlag = False) -> None:
+    """Registered workers with heartbeat age and load."""
+    with queue_client() as client:
+        rows = client.workers()
+    if as_json:
+        _echo_json([w.model_dump(mode="json") for w in rows])
+        return
+    table = Table("worker", "status", "heartbeat", "jobs", "queues", "capabilities", "host")
+    for w in rows:
+        table.add_row(w.worker_id, w.status.value, _age(w.last_heartbeat),
+                      f"{w.current_jobs}/{w.max_concurrent_jobs}",
+                      ",".join(w.queues or []) or "all", json.dumps(w.capabilities),
+                      w.host or "")
+    console.print(table)
+
+
+def jobs(
+    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status")]
+    = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs, newest first."""
+    if status_filter is not None and status_filter not in {s.value for s in JobStatus}:
+        typer.echo(f"supaworker: error: --status must be one of "
+                   f"{', '.join(s.value for s in JobStatus)}", err=True)
+        raise typer.Exit(2)
+    with queue_client() as client:
+        rows = client.jobs(status=status_filter, queue=queue, limit=limit)
+    if as_json:
+        _echo_json([j.model_dump(mode="json") for j in rows])
+        return
+    table = Table("job", "document", "status", "queue", "prio", "retries", "worker",
+                  "progress", "updated", "error")
+    for job in rows:
+        table.add_row(*_job_row(job))
+    console.print(table)
+
+
+def job(job_id: str, as_json: JsonFlag = False) -> None:
+    """One job with its history."""
+    with queue_client() as client:
+        row = client.get(job_id)
+        events = client.history(job_id)
+    if as_json:
+        _echo_json({"job": row.model_dump(mode="json"),
+                    "history": [e.model_dump(mode="json") for e in events]})
+        return
+    for name, value in row.model_dump(mode="json").items():
+        console.print(f"[bold]{name}[/bold]: {value}")
+    table = Table("when", "event", "from", "to", "worker", "attempt", "message")
+    for e in events:
+        table.add_row(e.created_at.strftime("%H:%M:%S.%f")[:-3], e.event, e.from_status or "",
+                      e.to_status or "", e.worker_id or "", str(e.attempt or ""),
+                      (e.message or "")[:80])
+    console.print(table)
+
+
+def retry(
+    job_id: Annotated[str | None, typer.Argument(help="The job to retry")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed job")] = False,
+    queue: Annotated[str | None, typer.Option(help="With --all-failed: only this queue")]
+    = None,
+) -> None:
+    """Re-queue a failed or cancelled job (or all failed ones)."""
+    if (job_id is None) == (not all_failed):
+        typer.echo("supaworker: error: give a JOB_ID or --all-failed", err=True)
+        raise typer.Exit(2)
+    with queue_client() as client:
+        if all_failed:
+            typer.echo(f"re-queued {client.retry_failed(queue)} failed job(s)")
+        else:
+            assert job_id is not None
+            typer.echo(f"job {job_id} is {client.retry(job_id).status.value}")
+
+
+def cancel(job_id: str) -> None:
+    """Cancel a job: pending ones at once, running ones at their worker's next check."""
+    with queue_client() as client:
+        row = client.cancel(job_id)
+    note = " (cancel requested; the worker stops it)" if row.cancel_requested and \
+        not row.status.is_finished else ""
+    typer.echo(f"job {job_id} is {row.status.value}{note}")
+
+
+def pause(worker_id: str) -> None:
+    """Stop a worker from claiming (running jobs finish)."""
+    with queue_client() as client:
+        info = client.set_worker_status(worker_id, WorkerStatus.PAUSED)
+    typer.echo(f"worker {info.worker_id} is {info.status.value}")
+
+
+def resume(worker_id: str) -> None:
+    """Let a paused worker claim again."""
+    with queue_client() as client:
+        info = client.set_worker_status(worker_id, WorkerStatus.ACTIVE)
+    typer.echo(f"worker {info.worker_id} is {info.status.value}")
+
+
+def watch(
+    job_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between checks")] = 0.5,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")]
+    = None,
+) -> None:
+    """Follow a job's status and progress until it ends."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = ""
+    with queue_client() as client:
+        while True:
+            row = client.get(job_id)
+            line = _watch_line(row)
+            if line != last:
+                typer.echo(line)
+                last = line
+            if row.status.is_finished:
+                raise typer.Exit(0 if row.status == JobStatus.COMPLETED else 1)
+            if deadline is not None and time.monotonic() > deadline:
+                raise typer.Exit(3)
+            time.sleep(interval)
+
+
+def _watch_line(row: Job) -> str:
+    parts = [row.status.value]
+    if row.progress_percent is not None:
+        parts.append(f"{row.progress_percent:.0f}%")
+    if row.progress_message:
+        parts.append(row.progress_message)
+    if row.assigned_to:
+        parts.append(f"on {row.assigned_to}")
+    if row.error_message:
+        parts.append(f"error: {row.error_message}")
+    return " | ".join(parts)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch):
+        app.command()(command)

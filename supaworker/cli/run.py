@@ -1,0 +1,110 @@
+"""`supaworker run`: the process on each VPS."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from supaworker import logs
+from supaworker.client import AsyncQueueClient
+from supaworker.config import WorkerSettings
+from supaworker.exceptions import ConfigurationError
+from supaworker.worker.handler import Handler, load_handler
+from supaworker.worker.loop import EXIT_CONFIG, Worker
+
+EXIT_CODES_HELP = """Exit codes: 0 stopped cleanly (or --burst found nothing left);
+1 an internal error (a side task died); 2 configuration error (missing URL or key, bad
+handler, key refused); 3 the Supabase API could not be reached at start; 130 forced stop
+(second SIGINT/SIGTERM)."""
+
+
+def _opt(envvar: str, help_text: str, **kw: Any) -> Any:
+    return typer.Option(envvar=envvar, show_envvar=True, help=help_text, **kw)
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
+    """One clear line on stderr, no traceback."""
+    typer.echo(f"supaworker: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def run(
+    handler: Annotated[str | None, _opt("SUPAWORKER_HANDLER",
+                                        "The processing function, MODULE:FUNCTION")] = None,
+    worker_id: Annotated[str | None, _opt("SUPAWORKER_WORKER_ID",
+                                          "This worker's id (default: host name)")] = None,
+    concurrency: Annotated[int | None, _opt("SUPAWORKER_CONCURRENCY",
+                                            "Jobs run at once (default 1)")] = None,
+    queue: Annotated[list[str] | None, _opt("SUPAWORKER_QUEUES",
+                                            "Queue to serve; repeat for several (default all)",
+                                            )] = None,
+    capabilities: Annotated[str | None, _opt("SUPAWORKER_CAPABILITIES",
+                                             "JSON object of what this worker offers")] = None,
+    poll_interval: Annotated[float | None, _opt("SUPAWORKER_POLL_INTERVAL",
+                                                "Seconds between polls without Realtime (5)")]
+    = None,
+    heartbeat_interval: Annotated[float | None, _opt("SUPAWORKER_HEARTBEAT_INTERVAL",
+                                                     "Seconds between heartbeats (5)")] = None,
+    job_timeout: Annotated[float | None, _opt("SUPAWORKER_JOB_TIMEOUT",
+                                              "Seconds before an attempt fails (no limit)")]
+    = None,
+    shutdown_timeout: Annotated[float | None, _opt("SUPAWORKER_SHUTDOWN_TIMEOUT",
+                                                   "Seconds to finish jobs on SIGTERM (30)")]
+    = None,
+    executor: Annotated[str | None, _opt("SUPAWORKER_EXECUTOR",
+                                         "Sync handlers in a 'thread' or a 'process'")] = None,
+    realtime: Annotated[bool | None, _opt("SUPAWORKER_REALTIME",
+                                          "Wake on new jobs through Supabase Realtime")] = None,
+    burst: Annotated[bool, _opt("SUPAWORKER_BURST", "Exit 0 once nothing is claimable")]
+    = False,
+    log_format: Annotated[str | None, _opt("SUPAWORKER_LOG_FORMAT", "text or json")] = None,
+    env_file: Annotated[Path | None, typer.Option(help="Read settings from this .env file")]
+    = None,
+) -> None:
+    """Register, claim jobs, run the handler, report outcomes, until stopped.
+
+    Reads SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) from the
+    environment or .env. Never needs database credentials.
+    """
+    given = {
+        "handler": handler, "worker_id": worker_id, "concurrency": concurrency,
+        "queues": queue or None, "capabilities": capabilities, "poll_interval": poll_interval,
+        "heartbeat_interval": heartbeat_interval, "job_timeout": job_timeout,
+        "shutdown_timeout": shutdown_timeout, "executor": executor, "realtime": realtime,
+        "burst": burst or None, "log_format": log_format,
+    }
+    sys.path.insert(0, ".")  # handlers live in the project the worker is started from
+    try:
+        settings = WorkerSettings(_env_file=env_file or ".env",  # type: ignore[call-arg]
+                                  **{k: v for k, v in given.items() if v is not None})
+        settings.require_connection()
+        loaded = load_handler(settings.handler)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise fail(f"invalid {where}: {first['msg']}") from None
+    except ConfigurationError as exc:
+        raise fail(str(exc)) from None
+    logs.configure(settings.log_format, settings.log_level)
+    code = asyncio.run(_serve(settings, loaded))
+    raise typer.Exit(code)
+
+
+async def _serve(settings: WorkerSettings, handler: Handler) -> int:
+    queue = await AsyncQueueClient.connect(settings.supabase_url, settings.service_key)
+    wakeup = None
+    if settings.realtime:
+        from supaworker.worker.wakeup import RealtimeWakeup
+
+        wakeup = RealtimeWakeup(settings.supabase_url, settings.service_key, settings)
+    supabase = getattr(queue.transport, "client", None)
+    try:
+        worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+        return await worker.run()
+    finally:
+        await queue.aclose()

@@ -1,0 +1,240 @@
+"""`QueueClient` / `AsyncQueueClient`: what an API server calls instead of processing a
+document itself, and what the operator CLI and the worker are built on.
+
+    from supaworker import QueueClient
+    queue = QueueClient.from_env()           # SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY
+    job = queue.enqueue(document_id, priority=5)
+    return {"success": True, "status": "queued", "job_id": str(job.id)}
+
+Each method is one RPC (see `supaworker.rpc`); errors are `supaworker.exceptions` errors.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from supaworker import rpc
+from supaworker.exceptions import ConfigurationError
+from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
+from supaworker.transport import (
+    DEFAULT_TIMEOUT,
+    AsyncTransport,
+    SupabaseAsyncTransport,
+    SupabaseSyncTransport,
+    SyncTransport,
+    execute,
+    execute_sync,
+)
+
+DocumentId = uuid.UUID | str
+
+
+def credentials_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """`SUPABASE_URL` and a service key (`SUPABASE_SERVICE_ROLE_KEY` or `SUPABASE_SECRET_KEY`)."""
+    source = os.environ if env is None else env
+    url = source.get("SUPABASE_URL", "")
+    key = source.get("SUPABASE_SERVICE_ROLE_KEY") or source.get("SUPABASE_SECRET_KEY") or ""
+    if not url:
+        raise ConfigurationError("SUPABASE_URL is not set (your project's API URL)")
+    if not key:
+        raise ConfigurationError("Set SUPABASE_SERVICE_ROLE_KEY or SUPABASE_SECRET_KEY")
+    return url, key
+
+
+class AsyncQueueClient:
+    """The queue's API for asyncio code."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self.transport = transport
+
+    @classmethod
+    async def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                      access_token: str | None = None) -> AsyncQueueClient:
+        """`access_token` acts as a signed-in user (only their documents) instead of the key."""
+        transport = await SupabaseAsyncTransport.connect(url, key, timeout=timeout,
+                                                         access_token=access_token)
+        return cls(transport)
+
+    @classmethod
+    async def from_env(cls, env: Mapping[str, str] | None = None) -> AsyncQueueClient:
+        url, key = credentials_from_env(env)
+        return await cls.connect(url, key)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- app side ---------------------------------------------------------------------
+    async def enqueue(self, document_id: DocumentId, *, priority: int = 0,
+                      payload: Mapping[str, Any] | None = None, queue: str = "default",
+                      max_attempts: int | None = None, run_at: datetime | None = None,
+                      timeout_seconds: int | None = None,
+                      requires: Mapping[str, Any] | None = None) -> Job:
+        return await execute(self.transport, rpc.enqueue_job(
+            document_id, priority=priority, payload=payload, queue=queue,
+            max_attempts=max_attempts, run_at=run_at, timeout_seconds=timeout_seconds,
+            requires=requires))
+
+    async def get(self, job_id: DocumentId) -> Job:
+        return await execute(self.transport, rpc.get_job(job_id))
+
+    async def history(self, job_id: DocumentId) -> list[JobEvent]:
+        return await execute(self.transport, rpc.job_history(job_id))
+
+    async def jobs(self, *, status: str | None = None, queue: str | None = None,
+                   limit: int = 50) -> list[Job]:
+        return await execute(self.transport, rpc.list_jobs(status=status, queue=queue,
+                                                           limit=limit))
+
+    async def stats(self) -> QueueStats:
+        return await execute(self.transport, rpc.queue_stats())
+
+    async def retry(self, job_id: DocumentId) -> Job:
+        return await execute(self.transport, rpc.retry_job(job_id))
+
+    async def retry_failed(self, queue: str | None = None) -> int:
+        return await execute(self.transport, rpc.retry_failed_jobs(queue))
+
+    async def cancel(self, job_id: DocumentId) -> Job:
+        return await execute(self.transport, rpc.cancel_job(job_id))
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await execute(self.transport, rpc.list_workers())
+
+    async def set_worker_status(self, worker_id: str, status: WorkerStatus) -> WorkerInfo:
+        return await execute(self.transport, rpc.set_worker_status(worker_id, status))
+
+    async def reap_stale_jobs(self) -> int:
+        return await execute(self.transport, rpc.reap_stale_jobs())
+
+    async def purge_finished(self, older_than_seconds: float | None = None) -> int:
+        return await execute(self.transport, rpc.purge_finished_jobs(older_than_seconds))
+
+    # -- worker side ------------------------------------------------------------------
+    async def register_worker(self, worker_id: str, *, worker_name: str | None,
+                              max_concurrent_jobs: int, capabilities: Mapping[str, Any],
+                              queues: Sequence[str] | None, host: str | None,
+                              version: str | None) -> WorkerInfo:
+        return await execute(self.transport, rpc.register_worker(
+            worker_id, worker_name=worker_name, max_concurrent_jobs=max_concurrent_jobs,
+            capabilities=capabilities, queues=queues, host=host, version=version))
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[uuid.UUID]) -> HeartbeatReply:
+        return await execute(self.transport, rpc.heartbeat_worker(worker_id, job_ids))
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        await execute(self.transport, rpc.deregister_worker(worker_id))
+
+    async def claim(self, worker_id: str, limit: int, queues: Sequence[str] | None) -> list[Job]:
+        return await execute(self.transport, rpc.claim_next_job(worker_id, limit, queues))
+
+    async def start(self, job: Job, worker_id: str) -> bool:
+        return await execute(self.transport, rpc.start_job(job.id, worker_id, job.attempt))
+
+    async def complete(self, job: Job, worker_id: str, result: Any) -> bool:
+        return await execute(self.transport,
+                             rpc.complete_job(job.id, worker_id, job.attempt, result))
+
+    async def complete_many(self, worker_id: str,
+                            results: Sequence[tuple[uuid.UUID, int, Any]]) -> int:
+        return await execute(self.transport, rpc.complete_jobs(worker_id, results))
+
+    async def fail(self, job: Job, worker_id: str, error: str, *, retryable: bool) -> Job | None:
+        return await execute(self.transport, rpc.fail_job(job.id, worker_id, job.attempt, error,
+                                                          retryable=retryable))
+
+    async def progress(self, job: Job, worker_id: str, percent: float,
+                       message: str | None) -> bool:
+        return await execute(self.transport, rpc.report_progress(job.id, worker_id, job.attempt,
+                                                                 percent, message))
+
+    async def release(self, worker_id: str, job_ids: Sequence[uuid.UUID] | None = None) -> int:
+        return await execute(self.transport, rpc.release_jobs(worker_id, job_ids))
+
+
+class QueueClient:
+    """The queue's API for synchronous code (Flask, Django, scripts)."""
+
+    def __init__(self, transport: SyncTransport) -> None:
+        self.transport = transport
+
+    @classmethod
+    def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                access_token: str | None = None) -> QueueClient:
+        return cls(SupabaseSyncTransport.connect(url, key, timeout=timeout,
+                                                 access_token=access_token))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> QueueClient:
+        url, key = credentials_from_env(env)
+        return cls.connect(url, key)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def enqueue(self, document_id: DocumentId, *, priority: int = 0,
+                payload: Mapping[str, Any] | None = None, queue: str = "default",
+                max_attempts: int | None = None, run_at: datetime | None = None,
+                timeout_seconds: int | None = None,
+                requires: Mapping[str, Any] | None = None) -> Job:
+        return execute_sync(self.transport, rpc.enqueue_job(
+            document_id, priority=priority, payload=payload, queue=queue,
+            max_attempts=max_attempts, run_at=run_at, timeout_seconds=timeout_seconds,
+            requires=requires))
+
+    def get(self, job_id: DocumentId) -> Job:
+        return execute_sync(self.transport, rpc.get_job(job_id))
+
+    def history(self, job_id: DocumentId) -> list[JobEvent]:
+        return execute_sync(self.transport, rpc.job_history(job_id))
+
+    def jobs(self, *, status: str | None = None, queue: str | None = None,
+             limit: int = 50) -> list[Job]:
+        return execute_sync(self.transport, rpc.list_jobs(status=status, queue=queue,
+                                                          limit=limit))
+
+    def stats(self) -> QueueStats:
+        return execute_sync(self.transport, rpc.queue_stats())
+
+    def retry(self, job_id: DocumentId) -> Job:
+        return execute_sync(self.transport, rpc.retry_job(job_id))
+
+    def retry_failed(self, queue: str | None = None) -> int:
+        return execute_sync(self.transport, rpc.retry_failed_jobs(queue))
+
+    def cancel(self, job_id: DocumentId) -> Job:
+        return execute_sync(self.transport, rpc.cancel_job(job_id))
+
+    def workers(self) -> list[WorkerInfo]:
+        return execute_sync(self.transport, rpc.list_workers())
+
+    def set_worker_status(self, worker_id: str, status: WorkerStatus) -> WorkerInfo:
+        return execute_sync(self.transport, rpc.set_worker_status(worker_id, status))
+
+    def pause(self, worker_id: str) -> WorkerInfo:
+        return self.set_worker_status(worker_id, WorkerStatus.PAUSED)
+
+    def resume(self, worker_id: str) -> WorkerInfo:
+        return self.set_worker_status(worker_id, WorkerStatus.ACTIVE)
+
+    def purge_finished(self, older_than_seconds: float | None = None) -> int:
+        return execute_sync(self.transport, rpc.purge_finished_jobs(older_than_seconds))

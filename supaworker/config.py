@@ -1,0 +1,74 @@
+"""Worker settings: flags, `SUPAWORKER_*` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from supaworker.exceptions import ConfigurationError
+
+
+class WorkerSettings(BaseSettings):
+    """Everything `supaworker run` needs. Durations are seconds (fractions allowed)."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPAWORKER_", env_file=".env",
+                                      extra="ignore", populate_by_name=True)
+
+    supabase_url: str = Field(default="", validation_alias=AliasChoices("SUPABASE_URL",
+                                                                        "supabase_url"))
+    service_key: str = Field(
+        default="", repr=False,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY",
+                                      "service_key"),
+    )
+    handler: str = ""
+    worker_id: str = Field(default_factory=socket.gethostname)
+    worker_name: str | None = None
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    queues: list[str] = Field(default_factory=list)
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    poll_interval: float = Field(default=5.0, gt=0)
+    # While Realtime is connected the poll is only a safety net, so it can be slow.
+    realtime_poll_interval: float = Field(default=30.0, gt=0)
+    realtime: bool = False
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    job_timeout: float | None = Field(default=None, gt=0)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    executor: Literal["thread", "process"] = "thread"
+    burst: bool = False
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _parse_capabilities(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--capabilities is not valid JSON: {exc.msg} "
+                                 f"(example: '{{\"ocr\": true}}')") from exc
+            if not isinstance(value, dict):
+                raise ValueError("--capabilities must be a JSON object, e.g. '{\"gpu\": true}'")
+        return value
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value
+
+    def require_connection(self) -> None:
+        if not self.supabase_url:
+            raise ConfigurationError("SUPABASE_URL is not set (your project's API URL)")
+        if not self.service_key:
+            raise ConfigurationError(
+                "No service key: set SUPABASE_SERVICE_ROLE_KEY or SUPABASE_SECRET_KEY"
+            )
+        if not self.handler:
+            raise ConfigurationError("No handler: pass --handler MODULE:FUNCTION")

@@ -1,0 +1,119 @@
+"""Typed views of what the queue's SQL functions return."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JSON = Any  # what json.loads returns; kept loose on purpose at the edges
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class WorkerStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    OFFLINE = "offline"
+
+
+class _Row(BaseModel):
+    # Rows may grow columns in later migrations; old clients must keep working.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Job(_Row):
+    """One `processing_queue` row: what a handler receives as `job`."""
+
+    id: uuid.UUID
+    user_document_id: uuid.UUID
+    user_id: uuid.UUID | None = None
+    queue: str = "default"
+    status: JobStatus
+    priority: int = 0
+    payload: dict[str, Any] = Field(default_factory=dict)
+    result: JSON = None
+    error_message: str | None = None
+    retry_count: int = 0
+    attempt: int = 0
+    max_attempts: int = 1
+    run_at: datetime | None = None
+    timeout_seconds: float | None = None
+    requires: dict[str, Any] = Field(default_factory=dict)
+    progress_percent: float | None = None
+    progress_message: str | None = None
+    cancel_requested: bool = False
+    assigned_to: str | None = None
+    assigned_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class WorkerInfo(_Row):
+    """One `vps_workers` row."""
+
+    worker_id: str
+    worker_name: str | None = None
+    status: WorkerStatus
+    last_heartbeat: datetime | None = None
+    max_concurrent_jobs: int = 1
+    current_jobs: int = 0
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    queues: list[str] | None = None
+    host: str | None = None
+    version: str | None = None
+    started_at: datetime | None = None
+
+
+class OrphanedJob(_Row):
+    id: uuid.UUID
+    attempt: int
+
+
+class HeartbeatReply(_Row):
+    """What `heartbeat_worker` tells a worker it must act on."""
+
+    status: WorkerStatus
+    cancel: list[uuid.UUID] = Field(default_factory=list)
+    lost: list[uuid.UUID] = Field(default_factory=list)
+    orphaned: list[OrphanedJob] = Field(default_factory=list)
+
+
+class JobEvent(_Row):
+    """One `job_events` row: a step of a job's history."""
+
+    id: int
+    job_id: uuid.UUID
+    event: str
+    from_status: str | None = None
+    to_status: str | None = None
+    worker_id: str | None = None
+    attempt: int | None = None
+    message: str | None = None
+    created_at: datetime
+
+
+class QueueStats(BaseModel):
+    """`queue_stats()`: kept as a loose mapping plus the figures the CLI shows."""
+
+    model_config = ConfigDict(extra="allow")
+
+    by_status: dict[str, int] = Field(default_factory=dict)
+    oldest_pending_seconds: float | None = None
+    workers: dict[str, int] = Field(default_factory=dict)

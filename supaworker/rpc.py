@@ -1,0 +1,302 @@
+"""The catalogue of the queue's SQL functions: their names, parameters and result parsing.
+
+This is the only module that knows the RPC names (the SQL contracts are in
+`supabase/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
+`RpcCall` that a transport executes, so the sync and async clients share every line here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import ValidationError
+
+from supaworker.exceptions import MalformedResponse
+from supaworker.models import (
+    HeartbeatReply,
+    Job,
+    JobEvent,
+    QueueStats,
+    WorkerInfo,
+    WorkerStatus,
+)
+
+T = TypeVar("T")
+
+RpcName = Literal[
+    "enqueue_job",
+    "claim_next_job",
+    "start_job",
+    "complete_job",
+    "complete_jobs",
+    "fail_job",
+    "report_progress",
+    "register_worker",
+    "heartbeat_worker",
+    "deregister_worker",
+    "release_jobs",
+    "set_worker_status",
+    "retry_job",
+    "retry_failed_jobs",
+    "cancel_job",
+    "reap_stale_jobs",
+    "queue_stats",
+    "purge_finished_jobs",
+    "get_job",
+    "list_jobs",
+    "job_history",
+    "list_workers",
+]
+
+
+@dataclass(frozen=True)
+class RpcCall(Generic[T]):
+    """One call of a SQL function: what to send and how to read the answer."""
+
+    function: RpcName
+    params: Mapping[str, Any]
+    parse: Callable[[Any], T]
+
+
+# -- parsers ------------------------------------------------------------------------------
+def _model(cls: type[Any]) -> Callable[[Any], Any]:
+    def parse(data: Any) -> Any:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise MalformedResponse(f"Unexpected answer for {cls.__name__}: {exc}") from exc
+
+    return parse
+
+
+def _jobs(data: Any) -> list[Job]:
+    if not isinstance(data, list):
+        raise MalformedResponse(f"Expected a list of jobs, got {type(data).__name__}")
+    try:
+        return [Job.model_validate(row) for row in data]
+    except ValidationError as exc:
+        raise MalformedResponse(f"Unexpected job row: {exc}") from exc
+
+
+def _optional_job(data: Any) -> Job | None:
+    """`setof processing_queue` answers where zero rows means "fenced out"."""
+    rows = _jobs(data)
+    return rows[0] if rows else None
+
+
+def _bool(data: Any) -> bool:
+    if not isinstance(data, bool):
+        raise MalformedResponse(f"Expected a boolean, got {data!r:.80}")
+    return data
+
+
+def _int(data: Any) -> int:
+    if not isinstance(data, int) or isinstance(data, bool):
+        raise MalformedResponse(f"Expected an integer, got {data!r:.80}")
+    return data
+
+
+def _none(data: Any) -> None:
+    return None
+
+
+def _ids(job_ids: Sequence[uuid.UUID] | None) -> list[str] | None:
+    return None if job_ids is None else [str(j) for j in job_ids]
+
+
+# -- app side -----------------------------------------------------------------------------
+def enqueue_job(
+    user_document_id: uuid.UUID | str,
+    *,
+    priority: int = 0,
+    payload: Mapping[str, Any] | None = None,
+    queue: str = "default",
+    max_attempts: int | None = None,
+    run_at: datetime | None = None,
+    timeout_seconds: int | None = None,
+    requires: Mapping[str, Any] | None = None,
+) -> RpcCall[Job]:
+    params: dict[str, Any] = {
+        "p_user_document_id": str(user_document_id),
+        "p_priority": priority,
+        "p_payload": dict(payload or {}),
+        "p_queue": queue,
+        "p_requires": dict(requires or {}),
+    }
+    if max_attempts is not None:
+        params["p_max_attempts"] = max_attempts
+    if run_at is not None:
+        params["p_run_at"] = run_at.isoformat()
+    if timeout_seconds is not None:
+        params["p_timeout_seconds"] = timeout_seconds
+    return RpcCall("enqueue_job", params, _model(Job))
+
+
+def retry_job(job_id: uuid.UUID | str) -> RpcCall[Job]:
+    return RpcCall("retry_job", {"p_job_id": str(job_id)}, _model(Job))
+
+
+def retry_failed_jobs(queue: str | None = None) -> RpcCall[int]:
+    return RpcCall("retry_failed_jobs", {"p_queue": queue}, _int)
+
+
+def cancel_job(job_id: uuid.UUID | str) -> RpcCall[Job]:
+    return RpcCall("cancel_job", {"p_job_id": str(job_id)}, _model(Job))
+
+
+def queue_stats() -> RpcCall[QueueStats]:
+    return RpcCall("queue_stats", {}, _model(QueueStats))
+
+
+def set_worker_status(worker_id: str, status: WorkerStatus) -> RpcCall[WorkerInfo]:
+    return RpcCall(
+        "set_worker_status", {"p_worker_id": worker_id, "p_status": status.value},
+        _model(WorkerInfo),
+    )
+
+
+def reap_stale_jobs() -> RpcCall[int]:
+    return RpcCall("reap_stale_jobs", {}, _int)
+
+
+def purge_finished_jobs(older_than_seconds: float | None = None) -> RpcCall[int]:
+    interval = None if older_than_seconds is None else f"{older_than_seconds} seconds"
+    return RpcCall("purge_finished_jobs", {"p_older_than": interval}, _int)
+
+
+# -- worker side --------------------------------------------------------------------------
+def register_worker(
+    worker_id: str,
+    *,
+    worker_name: str | None,
+    max_concurrent_jobs: int,
+    capabilities: Mapping[str, Any],
+    queues: Sequence[str] | None,
+    host: str | None,
+    version: str | None,
+) -> RpcCall[WorkerInfo]:
+    return RpcCall(
+        "register_worker",
+        {
+            "p_worker_id": worker_id,
+            "p_worker_name": worker_name,
+            "p_max_concurrent_jobs": max_concurrent_jobs,
+            "p_capabilities": dict(capabilities),
+            "p_queues": list(queues) if queues else None,
+            "p_host": host,
+            "p_version": version,
+        },
+        _model(WorkerInfo),
+    )
+
+
+def heartbeat_worker(worker_id: str, job_ids: Sequence[uuid.UUID]) -> RpcCall[HeartbeatReply]:
+    return RpcCall(
+        "heartbeat_worker", {"p_worker_id": worker_id, "p_job_ids": _ids(job_ids)},
+        _model(HeartbeatReply),
+    )
+
+
+def deregister_worker(worker_id: str) -> RpcCall[None]:
+    return RpcCall("deregister_worker", {"p_worker_id": worker_id}, _none)
+
+
+def claim_next_job(worker_id: str, limit: int, queues: Sequence[str] | None) -> RpcCall[list[Job]]:
+    return RpcCall(
+        "claim_next_job",
+        {"p_worker_id": worker_id, "p_limit": limit, "p_queues": list(queues) if queues else None},
+        _jobs,
+    )
+
+
+def start_job(job_id: uuid.UUID, worker_id: str, attempt: int) -> RpcCall[bool]:
+    return RpcCall(
+        "start_job", {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt},
+        _bool,
+    )
+
+
+def complete_job(job_id: uuid.UUID, worker_id: str, attempt: int, result: Any) -> RpcCall[bool]:
+    return RpcCall(
+        "complete_job",
+        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt,
+         "p_result": result},
+        _bool,
+    )
+
+
+def complete_jobs(worker_id: str, results: Sequence[tuple[uuid.UUID, int, Any]]) -> RpcCall[int]:
+    jobs = [{"id": str(job_id), "attempt": attempt, "result": result}
+            for job_id, attempt, result in results]
+    return RpcCall("complete_jobs", {"p_worker_id": worker_id, "p_jobs": jobs}, _int)
+
+
+def fail_job(
+    job_id: uuid.UUID, worker_id: str, attempt: int, error: str, *, retryable: bool
+) -> RpcCall[Job | None]:
+    return RpcCall(
+        "fail_job",
+        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt,
+         "p_error": error, "p_retryable": retryable},
+        _optional_job,
+    )
+
+
+def report_progress(
+    job_id: uuid.UUID, worker_id: str, attempt: int, percent: float, message: str | None
+) -> RpcCall[bool]:
+    return RpcCall(
+        "report_progress",
+        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt,
+         "p_percent": percent, "p_message": message},
+        _bool,
+    )
+
+
+def release_jobs(worker_id: str, job_ids: Sequence[uuid.UUID] | None = None) -> RpcCall[int]:
+    return RpcCall(
+        "release_jobs", {"p_worker_id": worker_id, "p_job_ids": _ids(job_ids)}, _int
+    )
+
+
+# -- operator reads -----------------------------------------------------------------------
+def get_job(job_id: uuid.UUID | str) -> RpcCall[Job]:
+    return RpcCall("get_job", {"p_job_id": str(job_id)}, _model(Job))
+
+
+def list_jobs(
+    *, status: str | None = None, queue: str | None = None, limit: int = 50
+) -> RpcCall[list[Job]]:
+    return RpcCall(
+        "list_jobs", {"p_status": status, "p_queue": queue, "p_limit": limit}, _jobs
+    )
+
+
+def _events(data: Any) -> list[JobEvent]:
+    if not isinstance(data, list):
+        raise MalformedResponse("Expected a list of job events")
+    try:
+        return [JobEvent.model_validate(row) for row in data]
+    except ValidationError as exc:
+        raise MalformedResponse(f"Unexpected job event: {exc}") from exc
+
+
+def job_history(job_id: uuid.UUID | str) -> RpcCall[list[JobEvent]]:
+    return RpcCall("job_history", {"p_job_id": str(job_id)}, _events)
+
+
+def _workers(data: Any) -> list[WorkerInfo]:
+    if not isinstance(data, list):
+        raise MalformedResponse("Expected a list of workers")
+    try:
+        return [WorkerInfo.model_validate(row) for row in data]
+    except ValidationError as exc:
+        raise MalformedResponse(f"Unexpected worker row: {exc}") from exc
+
+
+def list_workers() -> RpcCall[list[WorkerInfo]]:
+    return RpcCall("list_workers", {}, _workers)

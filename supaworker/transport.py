@@ -1,0 +1,191 @@
+"""HTTP: how an `RpcCall` reaches PostgREST through supabase-py, and how failures come back.
+
+This is the only module that knows HTTP. It turns every lower-level failure (httpx errors,
+PostgREST error bodies) into a `supaworker.exceptions` error, keeping the cause chained:
+
+- nothing was sent (connect refused, DNS)             -> ConnectionFailed  (safe to retry)
+- sent, no answer (read timeout, dropped connection)  -> RequestTimeout    (outcome unknown)
+- 5xx / pool timeout / database unavailable           -> ServerError
+- a refusal by the database (SQLSTATE)                -> RpcError subclasses by code
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase import (
+    AsyncClient,
+    AsyncClientOptions,
+    Client,
+    ClientOptions,
+    acreate_client,
+    create_client,
+)
+
+from supaworker.exceptions import (
+    ConfigurationError,
+    Conflict,
+    ConnectionFailed,
+    InvalidArgument,
+    MalformedResponse,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RequestTimeout,
+    RpcError,
+    ServerError,
+)
+from supaworker.rpc import RpcCall
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+# PostgREST's own codes for "the database is not reachable right now" (HTTP 503/504).
+_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+_BY_CODE: dict[str, type[RpcError]] = {
+    "22023": InvalidArgument,
+    "22P02": InvalidArgument,  # invalid input syntax (a non-UUID id)
+    "22007": InvalidArgument,  # invalid datetime
+    "PGRST102": InvalidArgument,  # invalid JSON body
+    "42501": PermissionDenied,
+    "PGRST301": PermissionDenied,
+    "PGRST302": PermissionDenied,
+    "PT401": PermissionDenied,
+    "PT403": PermissionDenied,
+    "PT404": NotFound,
+    "PT409": Conflict,
+    "PT413": PayloadTooLarge,
+    "401": PermissionDenied,
+    "403": PermissionDenied,
+    "404": NotFound,
+}
+
+
+class AsyncTransport(Protocol):
+    async def call(self, function: str, params: Mapping[str, Any]) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SyncTransport(Protocol):
+    def call(self, function: str, params: Mapping[str, Any]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+async def execute(transport: AsyncTransport, call: RpcCall[T]) -> T:
+    return call.parse(await transport.call(call.function, call.params))
+
+
+def execute_sync(transport: SyncTransport, call: RpcCall[T]) -> T:
+    return call.parse(transport.call(call.function, call.params))
+
+
+def translate_api_error(function: str, exc: APIError) -> Exception:
+    """Map a PostgREST error body to the most specific supaworker error."""
+    code = exc.code or ""
+    message = exc.message or "request failed"
+    http_5xx = code.isdigit() and code.startswith("5")
+    if not code or http_5xx or code in _UNAVAILABLE or code.startswith(("08", "53", "57")):
+        return ServerError(f"{function}: {message} ({code or 'no code'})")
+    if code == "PGRST202":
+        return NotFound(
+            f"The database has no function {function}() with these arguments: apply the "
+            "migrations (supabase db push) that match this supaworker version",
+            code=code, hint=exc.hint, details=str(exc.details or ""),
+        )
+    cls = _BY_CODE.get(code, RpcError)
+    return cls(message, code=code, hint=exc.hint, details=str(exc.details or "") or None)
+
+
+def _translate_transport(function: str, exc: Exception) -> Exception:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ConnectionFailed(f"{function}: cannot reach the Supabase API ({exc})")
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(f"{function}: no answer in time; the outcome is unknown ({exc})")
+    return RequestTimeout(f"{function}: the connection failed mid-request ({exc!r})")
+
+
+def _check_settings(url: str, key: str) -> None:
+    if not url or not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            "SUPABASE_URL is missing or not an http(s) URL (e.g. https://<ref>.supabase.co)"
+        )
+    if not key:
+        raise ConfigurationError(
+            "No API key: set SUPABASE_SERVICE_ROLE_KEY or SUPABASE_SECRET_KEY"
+        )
+
+
+class SupabaseAsyncTransport:
+    """Calls `POST /rest/v1/rpc/<function>` with supabase-py's async client.
+
+    supabase-py never retries POST RPCs, which is right: a claim is not idempotent. Retries
+    belong to the caller, which knows whether the outcome matters.
+    """
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    @classmethod
+    async def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                      access_token: str | None = None) -> SupabaseAsyncTransport:
+        _check_settings(url, key)
+        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+        http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=64))
+        options = AsyncClientOptions(headers=headers, httpx_client=http,
+                                     auto_refresh_token=False, persist_session=False)
+        return cls(await acreate_client(url, key, options))
+
+    async def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        try:
+            response = await self.client.rpc(function, dict(params)).execute()
+        except APIError as exc:
+            raise translate_api_error(function, exc) from exc
+        except httpx.HTTPError as exc:
+            raise _translate_transport(function, exc) from exc
+        except ValueError as exc:  # a 2xx body that is not JSON
+            raise MalformedResponse(f"{function}: the answer is not JSON") from exc
+        return response.data
+
+    async def aclose(self) -> None:
+        http = self.client.options.httpx_client
+        if http is not None:
+            await http.aclose()
+
+
+class SupabaseSyncTransport:
+    """The same as `SupabaseAsyncTransport` with supabase-py's sync client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                access_token: str | None = None) -> SupabaseSyncTransport:
+        _check_settings(url, key)
+        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+        http = httpx.Client(timeout=timeout)
+        options = ClientOptions(headers=headers, httpx_client=http, auto_refresh_token=False,
+                                persist_session=False)
+        return cls(create_client(url, key, options))
+
+    def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        try:
+            response = self.client.rpc(function, dict(params)).execute()
+        except APIError as exc:
+            raise translate_api_error(function, exc) from exc
+        except httpx.HTTPError as exc:
+            raise _translate_transport(function, exc) from exc
+        except ValueError as exc:
+            raise MalformedResponse(f"{function}: the answer is not JSON") from exc
+        return response.data
+
+    def close(self) -> None:
+        http = self.client.options.httpx_client
+        if http is not None:
+            http.close()

@@ -1,0 +1,3 @@
+"""The worker process: `Worker` runs the loop, `handler` loads and calls user code."""
+
+from __future__ import annotations

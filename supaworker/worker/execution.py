@@ -1,0 +1,166 @@
+"""Running one handler call and turning whatever happens into an `Outcome`.
+
+Sync handlers never run on the event loop, so heartbeats keep flowing while they work:
+- `thread` (default): one daemon thread per job. A thread cannot be killed, so a timed-out
+  sync handler is told to stop (`ctx.is_cancelled()`) and abandoned; its late result is
+  ignored because the attempt is already failed (and fenced in SQL).
+- `process`: one child process per job (forkserver), killed on timeout or cancel. For
+  CPU-bound work that holds the GIL, and for handlers that may crash their process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import multiprocessing
+import multiprocessing.connection
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from supaworker.exceptions import PermanentError
+from supaworker.models import Job
+from supaworker.worker.handler import Handler, JobContext, is_async, wants_context
+
+MAX_ERROR_CHARS = 4000
+
+OutcomeKind = Literal["completed", "failed"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+    @classmethod
+    def failed(cls, error: str, *, retryable: bool) -> Outcome:
+        return cls("failed", error=error[:MAX_ERROR_CHARS], retryable=retryable)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` plus the innermost frames, short enough to store on the job."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
+    text = f"{type(exc).__name__}: {exc}"
+    return f"{text} [{where}]" if where else text
+
+
+def _checked_result(result: Any) -> Outcome:
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        return Outcome.failed(f"The handler's return value is not JSON-serialisable: {exc}",
+                              retryable=False)
+    return Outcome("completed", result=result)
+
+
+def _outcome_of(exc: BaseException) -> Outcome:
+    if isinstance(exc, PermanentError):
+        return Outcome.failed(describe(exc), retryable=False)
+    return Outcome.failed(describe(exc), retryable=True)
+
+
+def _arguments(handler: Handler, job: Job, ctx: JobContext) -> tuple[Any, ...]:
+    return (job, ctx) if wants_context(handler) else (job,)
+
+
+async def run_handler(handler: Handler, job: Job, ctx: JobContext, *, timeout: float | None,
+                      executor: Literal["thread", "process"], handler_path: str) -> Outcome:
+    """Run the handler once. Raises CancelledError only if the calling task is cancelled."""
+    try:
+        if is_async(handler):
+            result = await asyncio.wait_for(handler(*_arguments(handler, job, ctx)), timeout)
+        elif executor == "process":
+            result = await _in_process(handler_path, job, timeout)
+        else:
+            result = await asyncio.wait_for(_in_thread(handler, job, ctx), timeout)
+    except TimeoutError:
+        ctx.cancel()
+        return Outcome.failed(f"Timed out after {timeout:g}s", retryable=True)
+    except asyncio.CancelledError:
+        ctx.cancel()
+        raise
+    except Exception as exc:
+        return _outcome_of(exc)
+    return _checked_result(result)
+
+
+def _in_thread(handler: Handler, job: Job, ctx: JobContext) -> asyncio.Future[Any]:
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(handler(*_arguments(handler, job, ctx)))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name=f"job-{job.id}", daemon=True).start()
+    return asyncio.wrap_future(future)
+
+
+# -- process executor ---------------------------------------------------------------------
+_mp = multiprocessing.get_context("forkserver")
+
+
+def _child_main(handler_path: str, job_json: str,
+                conn: multiprocessing.connection.Connection) -> None:
+    from supaworker.worker.handler import load_handler
+
+    try:
+        handler = load_handler(handler_path)
+        job = Job.model_validate_json(job_json)
+        result = handler(job)
+        json.dumps(result)
+        conn.send(("ok", result))
+    except PermanentError as exc:
+        conn.send(("permanent", describe(exc)))
+    except BaseException as exc:
+        conn.send(("error", describe(exc)))
+    finally:
+        conn.close()
+
+
+class HandlerProcessDied(Exception):
+    """The child process ended without an answer (killed, crashed, os._exit)."""
+
+
+async def _in_process(handler_path: str, job: Job, timeout: float | None) -> Any:
+    receiver, sender = _mp.Pipe(duplex=False)
+    process = _mp.Process(target=_child_main, args=(handler_path, job.model_dump_json(), sender),
+                          daemon=True)
+    process.start()
+    sender.close()
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(receiver.fileno(), on_readable)
+    try:
+        await asyncio.wait_for(ready, timeout)
+        try:
+            status, value = receiver.recv()
+        except EOFError as exc:
+            await loop.run_in_executor(None, process.join, 5)
+            raise HandlerProcessDied(
+                f"The handler's process exited with code {process.exitcode} before answering"
+            ) from exc
+    finally:
+        loop.remove_reader(receiver.fileno())
+        receiver.close()
+        if process.is_alive():
+            process.kill()
+        await loop.run_in_executor(None, process.join, 5)
+    if status == "permanent":
+        raise PermanentError(value)
+    if status == "error":
+        raise RuntimeError(value)
+    return value

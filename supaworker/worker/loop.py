@@ -1,0 +1,509 @@
+"""The worker loop: register, claim, run, report, heartbeat, shut down.
+
+    run -> _register -> _claim_loop -> _claim_once -> _spawn -> _process -> _finish
+                  side tasks: _heartbeat_loop, wake-up listener (supervised)
+        -> _shutdown: stop claiming, drain within the shutdown timeout, cancel and release
+           the rest, wait for every final write, deregister.
+
+The loop talks to the queue only through `AsyncQueueClient` (no RPC names, no HTTP here).
+Every status write that ends an attempt runs in its own task that the loop's cancellation
+cannot reach, and shutdown waits for all of them: a finished job's outcome is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+from supaworker import __version__
+from supaworker.client import AsyncQueueClient
+from supaworker.config import WorkerSettings
+from supaworker.exceptions import (
+    ConfigurationError,
+    NotFound,
+    PermissionDenied,
+    QueueError,
+    RpcError,
+    TransportError,
+)
+from supaworker.models import HeartbeatReply, Job, JobStatus, WorkerStatus
+from supaworker.worker import signals
+from supaworker.worker.execution import Outcome, run_handler
+from supaworker.worker.handler import Handler, JobContext
+from supaworker.worker.progress import ProgressForwarder
+
+log = logging.getLogger("supaworker.worker")
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+EXIT_FORCED = 130
+
+StopReason = Literal["cancel_requested", "lost", "shutdown"]
+
+
+class WakeupSource(Protocol):
+    """Something that calls `wake()` when work may have arrived (e.g. Supabase Realtime).
+
+    `run` is a long-lived side task; it reports whether it is connected through
+    `connected(bool)` so the loop can poll slowly while it is, and at the normal pace when not.
+    """
+
+    async def run(self, wake: Callable[[], None], connected: Callable[[bool], None],
+                  control: Callable[[], None]) -> None: ...
+
+
+@dataclass
+class RunningJob:
+    job: Job
+    ctx: JobContext
+    task: asyncio.Task[None]
+    stop_reason: StopReason | None = None
+
+
+@dataclass
+class WorkerState:
+    """What the worker knows about itself, for health checks and tests."""
+
+    registered: bool = False
+    paused: bool = False
+    realtime_connected: bool = False
+    last_heartbeat_ok: float | None = None
+    loop_turned_at: float = field(default_factory=time.monotonic)
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+def _job_extra(action: str, job: Job, worker_id: str, **more: Any) -> dict[str, Any]:
+    return {"action": action, "job_id": str(job.id), "worker_id": worker_id,
+            "attempt": job.attempt, "queue": job.queue, **more}
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: AsyncQueueClient,
+        handler: Handler,
+        settings: WorkerSettings,
+        *,
+        supabase: Any = None,
+        wakeup: WakeupSource | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.settings = settings
+        self.worker_id = settings.worker_id
+        self.state = WorkerState()
+        self._supabase = supabase
+        self._wakeup = wakeup
+        self._install_signal_handlers = install_signal_handlers
+        self._running: dict[uuid.UUID, RunningJob] = {}
+        self._final_writes: set[asyncio.Task[None]] = set()
+        # Jobs whose handler is done but whose outcome write is still in flight: still ours,
+        # so heartbeats must keep reporting them (or they would look orphaned).
+        self._finishing: set[uuid.UUID] = set()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._beat_now = asyncio.Event()
+        self._side_tasks: list[asyncio.Task[None]] = []
+        self._claim_in_flight = False
+        self._backlog_likely = False
+        self._exit_code = EXIT_OK
+
+    # -- public controls ------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop claiming; let running jobs finish within the shutdown timeout."""
+        if not self._stop.is_set():
+            log.info("stop requested: finishing running jobs", extra={
+                "action": "shutdown_requested", "worker_id": self.worker_id,
+                "running": len(self._running)})
+        self._stop.set()
+
+    def force_stop(self) -> None:
+        """Second signal: cancel and release running jobs now."""
+        log.warning("forced stop", extra={"action": "shutdown_forced",
+                                          "worker_id": self.worker_id})
+        self._exit_code = EXIT_FORCED
+        self._stop.set()
+        self._force.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def running_job_ids(self) -> list[uuid.UUID]:
+        return list(self._running)
+
+    def _owned_job_ids(self) -> list[uuid.UUID]:
+        return [*self._running, *self._finishing]
+
+    # -- run ------------------------------------------------------------------------------
+    async def run(self) -> int:
+        try:
+            await self._register()
+        except ConfigurationError as exc:
+            log.error("%s", exc, extra={"action": "register_refused", "worker_id": self.worker_id})
+            return EXIT_CONFIG
+        except TransportError as exc:
+            log.error("cannot reach the queue: %s", exc,
+                      extra={"action": "register_failed", "worker_id": self.worker_id})
+            return EXIT_UNAVAILABLE
+        stop_handlers = (signals.on_stop(self.request_stop, self.force_stop)
+                         if self._install_signal_handlers else contextlib.nullcontext())
+        with stop_handlers:
+            self._start_side_tasks()
+            try:
+                await self._claim_loop()
+            finally:
+                await self._shutdown()
+        return self._exit_code
+
+    async def _register(self) -> None:
+        deadline = time.monotonic() + max(30.0, self.settings.heartbeat_interval * 3)
+        while True:
+            try:
+                info = await self.queue.register_worker(
+                    self.worker_id, worker_name=self.settings.worker_name or self.worker_id,
+                    max_concurrent_jobs=self.settings.concurrency,
+                    capabilities=self.settings.capabilities, queues=self.settings.queues or None,
+                    host=socket.gethostname(), version=__version__)
+                break
+            except PermissionDenied as exc:
+                raise ConfigurationError(
+                    f"The service key was refused ({exc}); use the project's service_role or "
+                    "sb_secret_ key") from exc
+            except RpcError as exc:
+                raise ConfigurationError(f"register_worker failed: {exc}") from exc
+            except TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+        self.state.registered = True
+        self.state.paused = info.status == WorkerStatus.PAUSED
+        log.info("worker %s registered (concurrency %d, queues %s)", self.worker_id,
+                 self.settings.concurrency, ",".join(self.settings.queues) or "all",
+                 extra={"action": "worker_registered", "worker_id": self.worker_id,
+                        "status": info.status.value})
+
+    # -- side tasks -----------------------------------------------------------------------
+    def _start_side_tasks(self) -> None:
+        self._side_tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        if self._wakeup is not None:
+            self._side_tasks.append(asyncio.create_task(
+                self._wakeup.run(self.wake, self._set_realtime_connected, self._beat_now.set),
+                name="wakeup"))
+
+    def _set_realtime_connected(self, connected: bool) -> None:
+        if connected != self.state.realtime_connected:
+            log.info("realtime %s", "connected" if connected else "disconnected; polling",
+                     extra={"action": "realtime_status", "worker_id": self.worker_id,
+                            "connected": connected})
+        self.state.realtime_connected = connected
+        if connected:
+            self._wake.set()  # catch up on anything that arrived while disconnected
+
+    def _side_task_failed(self) -> bool:
+        for task in self._side_tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("side task %s died: %r", task.get_name(), task.exception(),
+                          extra={"action": "side_task_died", "worker_id": self.worker_id})
+                self._exit_code = EXIT_ERROR
+                return True
+        return False
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)
+            self._beat_now.clear()
+            try:
+                reply = await self.queue.heartbeat(self.worker_id, self._owned_job_ids())
+            except NotFound:
+                log.warning("worker row is gone; registering again",
+                            extra={"action": "reregister", "worker_id": self.worker_id})
+                with contextlib.suppress(QueueError):
+                    await self._register()
+                continue
+            except QueueError as exc:
+                log.warning("heartbeat failed: %s", exc,
+                            extra={"action": "heartbeat_failed", "worker_id": self.worker_id})
+                continue
+            self.state.last_heartbeat_ok = time.monotonic()
+            await self._apply_heartbeat(reply)
+
+    async def _apply_heartbeat(self, reply: HeartbeatReply) -> None:
+        paused = reply.status == WorkerStatus.PAUSED
+        if paused != self.state.paused:
+            log.info("worker %s", "paused" if paused else "resumed",
+                     extra={"action": "worker_paused" if paused else "worker_resumed",
+                            "worker_id": self.worker_id})
+            self.state.paused = paused
+            if not paused:
+                self._wake.set()
+        for job_id in reply.cancel:
+            self._stop_job(job_id, "cancel_requested")
+        for job_id in reply.lost:
+            self._stop_job(job_id, "lost")
+        owned = set(self._owned_job_ids())
+        unknown = [o.id for o in reply.orphaned if o.id not in owned]
+        if unknown and not self._claim_in_flight:
+            # Claimed by a call whose answer never arrived: give them back, no attempt spent.
+            log.warning("releasing %d job(s) from an unanswered claim", len(unknown),
+                        extra={"action": "orphans_released", "worker_id": self.worker_id})
+            with contextlib.suppress(QueueError):
+                await self.queue.release(self.worker_id, unknown)
+
+    def _stop_job(self, job_id: uuid.UUID, reason: StopReason) -> None:
+        running = self._running.get(job_id)
+        if running is None or running.stop_reason is not None:
+            return
+        running.stop_reason = reason
+        running.ctx.cancel()
+        running.task.cancel()
+        log.info("stopping job %s: %s", job_id, reason,
+                 extra=_job_extra("job_stopping", running.job, self.worker_id, reason=reason))
+
+    # -- claiming -------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            self.state.loop_turned_at = time.monotonic()
+            if self._side_task_failed():
+                break
+            if not self.state.paused:
+                claimed = await self._claim_once()
+                if self.settings.burst and claimed == 0 and not self._running:
+                    log.info("burst: nothing left to claim",
+                             extra={"action": "burst_done", "worker_id": self.worker_id})
+                    break
+                if claimed and self._free_slots() > 0:
+                    continue  # there may be more waiting
+            await self._wait_for_work()
+
+    def _free_slots(self) -> int:
+        return self.settings.concurrency - len(self._running)
+
+    async def _wait_for_work(self) -> None:
+        interval = (self.settings.realtime_poll_interval if self.state.realtime_connected
+                    else self.settings.poll_interval)
+        if self.settings.burst:
+            interval = min(interval, 0.5)
+        waits = [asyncio.ensure_future(self._wake.wait()),
+                 asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        self._wake.clear()
+
+    async def _claim_once(self) -> int | None:
+        """Claim up to the free slots. None when the claim's outcome is unknown or failed."""
+        free = self._free_slots()
+        if free <= 0:
+            return 0
+        self._claim_in_flight = True
+        try:
+            jobs = await self.queue.claim(self.worker_id, free, self.settings.queues or None)
+        except TransportError as exc:
+            # Never retried blindly: if the claim did land, the jobs stay assigned to us and
+            # the next heartbeat reports them as orphaned, and we release them.
+            log.warning("claim failed: %s", exc,
+                        extra={"action": "claim_failed", "worker_id": self.worker_id})
+            self._beat_now.set()
+            await self._sleep_unless_stopped(1.0)
+            return None
+        except RpcError as exc:
+            log.error("claim refused: %s", exc,
+                      extra={"action": "claim_refused", "worker_id": self.worker_id})
+            await self._sleep_unless_stopped(self.settings.poll_interval)
+            return None
+        finally:
+            self._claim_in_flight = False
+        for job in jobs:
+            self._spawn(job)
+        self._backlog_likely = len(jobs) == free
+        self.state.claimed += len(jobs)
+        return len(jobs)
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    def _spawn(self, job: Job) -> None:
+        log.info("claimed job %s", job.id, extra=_job_extra("job_claimed", job, self.worker_id))
+        ctx = JobContext(job=job, worker_id=self.worker_id,
+                         logger=logging.getLogger(f"supaworker.job.{job.queue}"),
+                         supabase=self._supabase)
+        task = asyncio.create_task(self._process(job, ctx), name=f"job-{job.id}")
+        self._running[job.id] = RunningJob(job, ctx, task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        for job_id, running in list(self._running.items()):
+            if running.task is task:
+                del self._running[job_id]
+        if self._backlog_likely:
+            self._wake.set()
+
+    # -- processing one job ---------------------------------------------------------------
+    async def _process(self, job: Job, ctx: JobContext) -> None:
+        if not await self._start(job):
+            return
+        forwarder = ProgressForwarder(
+            asyncio.get_running_loop(),
+            lambda pct, msg: self.queue.progress(job, self.worker_id, pct, msg))
+        ctx._progress_sink = forwarder.report
+        began = time.monotonic()
+        try:
+            outcome = await run_handler(
+                self.handler, job, ctx, timeout=job.timeout_seconds or self.settings.job_timeout,
+                executor=self.settings.executor, handler_path=self.settings.handler)
+        except asyncio.CancelledError:
+            await forwarder.close()
+            self._finish_interrupted(job)
+            raise
+        await forwarder.close()
+        self._finish(job, outcome, time.monotonic() - began)
+
+    async def _start(self, job: Job) -> bool:
+        started = await self._with_retries("start_job",
+                                           lambda: self.queue.start(job, self.worker_id))
+        if not started:
+            log.info("job %s is no longer ours; not starting", job.id,
+                     extra=_job_extra("job_lost", job, self.worker_id))
+        return bool(started)
+
+    def _finish(self, job: Job, outcome: Outcome, duration: float) -> None:
+        self._final_write(job, self._write_outcome(job, outcome, duration))
+
+    def _finish_interrupted(self, job: Job) -> None:
+        running = self._running.get(job.id)
+        reason = running.stop_reason if running else "shutdown"
+        if reason == "cancel_requested":
+            outcome = Outcome.failed("Cancelled on request", retryable=False)
+            self._final_write(job, self._write_outcome(job, outcome, None))
+        elif reason == "shutdown":
+            self._final_write(job, self._release(job))
+        # "lost": the job belongs to another worker now; writing anything would be fenced out.
+
+    def _final_write(self, job: Job, write: Awaitable[None]) -> None:
+        """Run a status write in its own task: cancelling the job's task cannot abort it."""
+        task = asyncio.ensure_future(write)
+        self._final_writes.add(task)
+        self._finishing.add(job.id)
+
+        def done(_: asyncio.Future[None]) -> None:
+            self._final_writes.discard(task)
+            self._finishing.discard(job.id)
+
+        task.add_done_callback(done)
+
+    async def _write_outcome(self, job: Job, outcome: Outcome, duration: float | None) -> None:
+        extra = _job_extra("", job, self.worker_id,
+                           duration=round(duration, 3) if duration is not None else None)
+        if outcome.kind == "completed":
+            done = await self._with_retries(
+                "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result))
+            self.state.completed += 1
+            extra["action"] = "job_completed" if done else "job_lost"
+            log.info("job %s %s", job.id, "completed" if done else "finished after losing it",
+                     extra={**extra, "outcome": "completed" if done else "fenced"})
+            return
+        row = await self._with_retries("fail_job", lambda: self.queue.fail(
+            job, self.worker_id, outcome.error or "failed", retryable=outcome.retryable))
+        self.state.failed += 1
+        status = row.status if row is not None else None
+        action = {JobStatus.PENDING: "job_retry_scheduled", JobStatus.FAILED: "job_failed",
+                  JobStatus.CANCELLED: "job_cancelled"}.get(status, "job_lost") \
+            if status else "job_lost"
+        extra.update(action=action, outcome=status.value if status else "fenced",
+                     error=outcome.error)
+        log.warning("job %s attempt failed (%s): %s", job.id, action, outcome.error, extra=extra)
+
+    async def _release(self, job: Job) -> None:
+        def release() -> Awaitable[int]:
+            return self.queue.release(self.worker_id, [job.id])
+
+        await self._with_retries("release_jobs", release)
+        log.info("job %s released for another worker", job.id,
+                 extra=_job_extra("job_released", job, self.worker_id))
+
+    async def _with_retries(self, name: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Retry a fenced (hence repeatable) write through transient faults.
+
+        Gives up only when the worker is being forced down or the write is refused; then the
+        job stays assigned to this worker and the reaper rescues it once heartbeats stop.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except TransportError as exc:
+                if self._force.is_set():
+                    log.error("%s abandoned during forced stop: %s", name, exc,
+                              extra={"action": "write_abandoned", "worker_id": self.worker_id})
+                    return None
+                log.warning("%s failed, retrying in %.1fs: %s", name, delay, exc,
+                            extra={"action": "rpc_retry", "worker_id": self.worker_id,
+                                   "function": name})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except RpcError as exc:
+                log.error("%s refused: %s", name, exc,
+                          extra={"action": "rpc_refused", "worker_id": self.worker_id,
+                                 "function": name})
+                return None
+
+    # -- shutdown -------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        self._stop.set()
+        await self._drain()
+        for running in list(self._running.values()):
+            if running.stop_reason is None:
+                running.stop_reason = "shutdown"
+            running.ctx.cancel()
+            running.task.cancel()
+        await asyncio.gather(*(r.task for r in list(self._running.values())),
+                             return_exceptions=True)
+        while self._final_writes:
+            await asyncio.gather(*list(self._final_writes), return_exceptions=True)
+        with contextlib.suppress(QueueError):
+            await asyncio.wait_for(self.queue.deregister_worker(self.worker_id), 10)
+        for task in self._side_tasks:
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        log.info("worker %s stopped", self.worker_id,
+                 extra={"action": "worker_stopped", "worker_id": self.worker_id,
+                        "completed": self.state.completed, "failed": self.state.failed,
+                        "pid": os.getpid()})
+
+    async def _drain(self) -> None:
+        """Wait for running jobs until they finish, the timeout passes or a forced stop."""
+        pending: set[asyncio.Task[Any]] = {r.task for r in self._running.values()}
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        force = asyncio.ensure_future(self._force.wait())
+        try:
+            while pending and not self._force.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("shutdown timeout: cancelling %d job(s)", len(pending),
+                                extra={"action": "shutdown_timeout", "worker_id": self.worker_id})
+                    break
+                done, _ = await asyncio.wait({*pending, force}, timeout=remaining,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+        finally:
+            force.cancel()
