@@ -129,10 +129,11 @@ class InMemoryTransport:
             existing.update(fields)
             self._set_status(existing, "pending", "requeued")
             return self._row(existing)
-        job = {"id": uuid.uuid4(), "user_document_id": doc_id, "user_id": self.documents[doc_id],
+        job_id = uuid.uuid4()
+        job = {"id": job_id, "user_document_id": doc_id, "user_id": self.documents[doc_id],
                "status": "pending", "attempt": 0, "created_at": now, "updated_at": now, **fields}
-        self.jobs[job["id"]] = job
-        self.events.append({"id": len(self.events) + 1, "job_id": job["id"], "event": "enqueued",
+        self.jobs[job_id] = job
+        self.events.append({"id": len(self.events) + 1, "job_id": job_id, "event": "enqueued",
                             "from_status": None, "to_status": "pending", "worker_id": None,
                             "attempt": 0, "message": None, "created_at": now})
         return self._row(job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from supaworker.cli import dev, ops
+from supaworker.cli import demo, dev, ops
 from supaworker.cli import run as run_command
 
 app = typer.Typer(
@@ -15,4 +15,5 @@ app = typer.Typer(
 )
 app.command(epilog=run_command.EXIT_CODES_HELP)(run_command.run)
 ops.register(app)
+app.command()(demo.demo)
 app.add_typer(dev.app, name="dev")

@@ -71,7 +71,7 @@ def run(
     Reads SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SECRET_KEY) from the
     environment or .env. Never needs database credentials.
     """
-    given = {
+    given: dict[str, Any] = {
         "handler": handler, "worker_id": worker_id, "concurrency": concurrency,
         "queues": queue or None, "capabilities": capabilities, "poll_interval": poll_interval,
         "heartbeat_interval": heartbeat_interval, "job_timeout": job_timeout,
@@ -80,8 +80,8 @@ def run(
     }
     sys.path.insert(0, ".")  # handlers live in the project the worker is started from
     try:
-        settings = WorkerSettings(_env_file=env_file or ".env",  # type: ignore[call-arg]
-                                  **{k: v for k, v in given.items() if v is not None})
+        values = {k: v for k, v in given.items() if v is not None}
+        settings = WorkerSettings(_env_file=env_file or ".env", **values)
         settings.require_connection()
         loaded = load_handler(settings.handler)
     except ValidationError as exc:

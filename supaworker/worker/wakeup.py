@@ -1,0 +1,153 @@
+"""Waking idle workers through Supabase Realtime instead of waiting for the next poll.
+
+One channel per worker with three `postgres_changes` bindings:
+- INSERT on `processing_queue`: new work;
+- UPDATE on `processing_queue` with `status=eq.pending`: re-queued, retried or released work;
+- UPDATE on `processing_queue` with `assigned_to=eq.<worker>`: a cancel request for one of
+  this worker's jobs (acted on through an immediate heartbeat, the single source of truth);
+- UPDATE on `vps_workers` with `worker_id=eq.<worker>`: pause / resume.
+
+Reconnection is this module's job, not realtime-py's (whose auto-reconnect gives up after a
+few tries): connect, join, wait for "Subscribed to PostgreSQL", report connected, then watch
+the socket; on loss report disconnected (the loop polls at its normal pace meanwhile) and
+reconnect with capped exponential backoff. After every (re)connect the loop is woken once to
+catch up on whatever arrived while the subscription was down.
+
+No stampede: a new job wakes only workers that serve its queue and have its capabilities, and
+each worker delays its claim by a jitter derived from (job, worker), so idle workers do not all
+claim in the same instant; jobs arriving within the jitter are taken by one batch claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from realtime import AsyncRealtimeClient
+from realtime.types import RealtimePostgresChangesListenEvent as Event
+
+from supaworker.config import WorkerSettings
+
+log = logging.getLogger("supaworker.worker.wakeup")
+
+MAX_BACKOFF = 30.0
+WAKE_JITTER = 0.05  # seconds; spreads the claims of idle workers woken by the same insert
+
+
+def jitter_for(job_id: str, worker_id: str) -> float:
+    digest = hashlib.blake2b(f"{job_id}/{worker_id}".encode(), digest_size=2).digest()
+    return int.from_bytes(digest, "big") / 65535 * WAKE_JITTER
+
+
+def realtime_url(supabase_url: str) -> str:
+    return supabase_url.rstrip("/") + "/realtime/v1"
+
+
+class RealtimeWakeup:
+    def __init__(self, supabase_url: str, key: str, settings: WorkerSettings) -> None:
+        self._url = realtime_url(supabase_url)
+        self._key = key
+        self._settings = settings
+        self._worker_id = settings.worker_id
+        self._last_worker_status: str | None = None
+        self._subscribed = asyncio.Event()
+        self._wake: Callable[[], None] = lambda: None
+        self._control: Callable[[], None] = lambda: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, wake: Callable[[], None], connected: Callable[[bool], None],
+                  control: Callable[[], None]) -> None:
+        self._wake, self._control = wake, control
+        self._loop = asyncio.get_running_loop()
+        backoff = 0.5
+        while True:
+            client = AsyncRealtimeClient(self._url, token=self._key, auto_reconnect=False,
+                                         hb_interval=15)
+            try:
+                await self._subscribe(client)
+                connected(True)
+                backoff = 0.5
+                while client.is_connected:
+                    await asyncio.sleep(0.5)
+                log.warning("realtime connection lost", extra={
+                    "action": "realtime_lost", "worker_id": self._worker_id})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("realtime unavailable (%s); retrying in %.1fs", exc, backoff,
+                            extra={"action": "realtime_unavailable",
+                                   "worker_id": self._worker_id})
+            finally:
+                connected(False)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.close(), 2)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _subscribe(self, client: AsyncRealtimeClient) -> None:
+        self._subscribed.clear()
+        await asyncio.wait_for(client.connect(), 10)
+        channel = client.channel(f"supaworker-worker-{self._worker_id}")
+        me = self._worker_id
+        channel.on_postgres_changes(Event.Insert, self._on_job_change, table="processing_queue")
+        channel.on_postgres_changes(Event.Update, self._on_job_change, table="processing_queue",
+                                    filter="status=eq.pending")
+        channel.on_postgres_changes(Event.Update, self._on_own_job_change,
+                                    table="processing_queue", filter=f"assigned_to=eq.{me}")
+        channel.on_postgres_changes(Event.Update, self._on_worker_change, table="vps_workers",
+                                    filter=f"worker_id=eq.{me}")
+        channel.on_system(self._on_system)
+        failure: list[Exception | None] = []
+
+        def on_state(state: Any, error: Exception | None) -> None:
+            if error is not None:
+                failure.append(error)
+
+        await channel.subscribe(on_state)
+        if failure:
+            raise ConnectionError(f"join refused: {failure[0]}")
+        # The join reply comes first; changes flow only after this system message.
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+
+    # -- callbacks (synchronous, called from realtime-py's listener task) -----------------
+    def _on_system(self, payload: Any) -> None:
+        data = payload if isinstance(payload, dict) else {}
+        if data.get("extension") == "postgres_changes" and data.get("status") == "ok":
+            self._subscribed.set()
+
+    def _serves(self, record: dict[str, Any]) -> bool:
+        queues = self._settings.queues
+        if queues and record.get("queue") not in queues:
+            return False
+        requires = record.get("requires") or {}
+        caps = self._settings.capabilities
+        return isinstance(requires, dict) and all(caps.get(k) == v for k, v in requires.items())
+
+    def _on_job_change(self, payload: Any) -> None:
+        record = _record(payload)
+        if record.get("status") != "pending" or not self._serves(record):
+            return
+        delay = jitter_for(str(record.get("id")), self._worker_id)
+        assert self._loop is not None
+        self._loop.call_later(delay, self._wake)
+
+    def _on_own_job_change(self, payload: Any) -> None:
+        if _record(payload).get("cancel_requested"):
+            self._control()
+
+    def _on_worker_change(self, payload: Any) -> None:
+        status = _record(payload).get("status")
+        if status != self._last_worker_status:
+            self._last_worker_status = status
+            self._control()
+
+
+def _record(payload: Any) -> dict[str, Any]:
+    data = payload.get("data", {}) if isinstance(payload, dict) else {}
+    record = data.get("record") if isinstance(data, dict) else None
+    return record if isinstance(record, dict) else {}

@@ -1,0 +1,206 @@
+"""One contract, two implementations: the real SQL functions (through PostgREST) and the
+in-memory model in `supaworker.testing` must answer every call the same way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from supaworker.client import AsyncQueueClient
+from supaworker.exceptions import Conflict, NotFound
+from supaworker.models import JobStatus, WorkerStatus
+from supaworker.testing import InMemoryTransport
+from tests.conftest import StackUser
+
+
+@dataclass
+class Backend:
+    queue: AsyncQueueClient
+    new_document: Callable[[], uuid.UUID]
+    queue_name: str
+
+    async def worker(self, worker_id: str | None = None, slots: int = 5,
+                     capabilities: dict[str, object] | None = None) -> str:
+        wid = worker_id or f"c-{uuid.uuid4().hex[:8]}"
+        await self.queue.register_worker(wid, worker_name=wid, max_concurrent_jobs=slots,
+                                         capabilities=capabilities or {},
+                                         queues=[self.queue_name], host="test", version="t")
+        return wid
+
+    async def enqueue(self, **kw: object) -> uuid.UUID:
+        job = await self.queue.enqueue(self.new_document(), queue=self.queue_name, **kw)  # type: ignore[arg-type]
+        return job.id
+
+
+@pytest.fixture(params=["memory", "supabase"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    name = f"contract-{uuid.uuid4().hex[:8]}"
+    if request.param == "memory":
+        fake = InMemoryTransport()
+        yield Backend(AsyncQueueClient(fake), fake.add_document, name)
+        return
+    stack = request.getfixturevalue("stack")
+    admin_db: psycopg.Connection[tuple[object, ...]] = request.getfixturevalue("admin_db")
+    user: StackUser = request.getfixturevalue("make_user")()
+    queue = await AsyncQueueClient.connect(stack.api_url, stack.service_role_key)
+    yield Backend(queue, lambda: user.create_document(admin_db), name)
+    await queue.aclose()
+
+
+async def test_enqueue_is_idempotent_per_document(backend: Backend) -> None:
+    doc = backend.new_document()
+    first = await backend.queue.enqueue(doc, queue=backend.queue_name, priority=3)
+    again = await backend.queue.enqueue(doc, queue=backend.queue_name, priority=9)
+    assert first.id == again.id
+    assert (again.status, again.priority, again.attempt) == (JobStatus.PENDING, 3, 0)
+
+
+async def test_unknown_document_and_job_are_not_found(backend: Backend) -> None:
+    with pytest.raises(NotFound):
+        await backend.queue.enqueue(uuid.uuid4(), queue=backend.queue_name)
+    with pytest.raises(NotFound):
+        await backend.queue.get(uuid.uuid4())
+
+
+async def test_claim_orders_by_priority_and_stamps_attempt(backend: Backend) -> None:
+    low = await backend.enqueue(priority=1)
+    high = await backend.enqueue(priority=7)
+    wid = await backend.worker()
+    claimed = await backend.queue.claim(wid, 1, [backend.queue_name])
+    assert [j.id for j in claimed] == [high]
+    assert (claimed[0].status, claimed[0].attempt, claimed[0].assigned_to) == (
+        JobStatus.ASSIGNED, 1, wid)
+    rest = await backend.queue.claim(wid, 5, [backend.queue_name])
+    assert [j.id for j in rest] == [low]
+
+
+async def test_claim_respects_free_slots_and_pause(backend: Backend) -> None:
+    for _ in range(4):
+        await backend.enqueue()
+    wid = await backend.worker(slots=2)
+    assert len(await backend.queue.claim(wid, 10, [backend.queue_name])) == 2
+    assert await backend.queue.claim(wid, 10, [backend.queue_name]) == []
+    other = await backend.worker(slots=5)
+    await backend.queue.set_worker_status(other, WorkerStatus.PAUSED)
+    assert await backend.queue.claim(other, 10, [backend.queue_name]) == []
+    assert await backend.queue.claim("never-registered", 10, [backend.queue_name]) == []
+
+
+async def test_capabilities_route_jobs(backend: Backend) -> None:
+    gpu_job = await backend.enqueue(requires={"gpu": True})
+    plain = await backend.worker()
+    assert await backend.queue.claim(plain, 5, [backend.queue_name]) == []
+    gpu = await backend.worker(capabilities={"gpu": True, "ocr": True})
+    assert [j.id for j in await backend.queue.claim(gpu, 5, [backend.queue_name])] == [gpu_job]
+
+
+async def test_complete_is_fenced_by_worker_and_attempt(backend: Backend) -> None:
+    await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    assert await backend.queue.start(job, "someone-else") is False
+    assert await backend.queue.start(job, wid) is True
+    assert await backend.queue.complete(job, wid, {"n": 1}) is True
+    assert await backend.queue.complete(job, wid, {"n": 2}) is False
+    row = await backend.queue.get(job.id)
+    assert (row.status, row.result) == (JobStatus.COMPLETED, {"n": 1})
+
+
+async def test_fail_retries_then_dead_letters(backend: Backend) -> None:
+    job_id = await backend.enqueue(max_attempts=2)
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    retried = await backend.queue.fail(job, wid, "first", retryable=True)
+    assert retried is not None
+    assert (retried.status, retried.retry_count, retried.assigned_to) == (
+        JobStatus.PENDING, 1, None)
+    assert retried.run_at is not None and job.run_at is not None and retried.run_at > job.run_at
+    assert await backend.queue.fail(job, wid, "stale", retryable=True) is None  # fenced
+    row = await backend.queue.get(job_id)
+    assert row.error_message == "first"
+    # Not claimable before its backoff has passed.
+    assert await backend.queue.claim(wid, 1, [backend.queue_name]) == []
+
+
+async def test_non_retryable_failure_is_final(backend: Backend) -> None:
+    job_id = await backend.enqueue(max_attempts=5)
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    failed = await backend.queue.fail(job, wid, "corrupt file", retryable=False)
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert (await backend.queue.get(job_id)).error_message == "corrupt file"
+    retried = await backend.queue.retry(job_id)
+    assert (retried.status, retried.retry_count) == (JobStatus.PENDING, 0)
+
+
+async def test_retry_of_a_running_job_is_a_conflict(backend: Backend) -> None:
+    job_id = await backend.enqueue()
+    wid = await backend.worker()
+    await backend.queue.claim(wid, 1, [backend.queue_name])
+    with pytest.raises(Conflict):
+        await backend.queue.retry(job_id)
+
+
+async def test_heartbeat_reports_cancel_lost_and_orphaned(backend: Backend) -> None:
+    a = await backend.enqueue()
+    b = await backend.enqueue()
+    wid = await backend.worker()
+    claimed = {j.id: j for j in await backend.queue.claim(wid, 2, [backend.queue_name])}
+    assert set(claimed) == {a, b}
+    await backend.queue.start(claimed[a], wid)
+    await backend.queue.cancel(a)
+    reply = await backend.queue.heartbeat(wid, [a, uuid.UUID(int=1)])
+    assert reply.status == WorkerStatus.ACTIVE
+    assert reply.cancel == [a]
+    assert reply.lost == [uuid.UUID(int=1)]
+    assert [(o.id, o.attempt) for o in reply.orphaned] == [(b, claimed[b].attempt)]
+
+
+async def test_release_returns_jobs_without_spending_an_attempt(backend: Backend) -> None:
+    job_id = await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.queue.start(job, wid)
+    assert await backend.queue.release(wid, [job.id]) == 1
+    row = await backend.queue.get(job_id)
+    assert (row.status, row.retry_count, row.assigned_to) == (JobStatus.PENDING, 0, None)
+    again = await backend.queue.claim(wid, 1, [backend.queue_name])
+    assert again[0].attempt == job.attempt + 1  # the fencing token still moves on
+
+
+async def test_cancel_pending_and_running(backend: Backend) -> None:
+    pending = await backend.enqueue()
+    assert (await backend.queue.cancel(pending)).status == JobStatus.CANCELLED
+    running_id = await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.queue.start(job, wid)
+    row = await backend.queue.cancel(running_id)
+    assert (row.status, row.cancel_requested) == (JobStatus.PROCESSING, True)
+    ended = await backend.queue.fail(job, wid, "Cancelled on request", retryable=False)
+    assert ended is not None and ended.status == JobStatus.CANCELLED
+
+
+async def test_progress_is_fenced(backend: Backend) -> None:
+    await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.queue.start(job, wid)
+    assert await backend.queue.progress(job, wid, 40, "reading") is True
+    assert await backend.queue.progress(job, "intruder", 90, None) is False
+    row = await backend.queue.get(job.id)
+    assert (row.progress_percent, row.progress_message) == (40, "reading")
+
+
+async def test_history_records_each_transition(backend: Backend) -> None:
+    job_id = await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.queue.start(job, wid)
+    await backend.queue.complete(job, wid, None)
+    events = [e.event for e in await backend.queue.history(job_id)]
+    assert events == ["enqueued", "assigned", "started", "completed"]
