@@ -17,3 +17,7 @@ app.command(epilog=run_command.EXIT_CODES_HELP)(run_command.run)
 ops.register(app)
 app.command()(demo.demo)
 app.add_typer(dev.app, name="dev")
+
+
+if __name__ == "__main__":
+    app()

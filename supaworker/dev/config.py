@@ -40,6 +40,9 @@ class StackConfig:
     # Legacy JWT keys, minted once by `dev up` and kept so every process agrees on them.
     anon_key: str = ""
     service_role_key: str = ""
+    # Where PostgreSQL keeps its data and socket: the state folder, unless the `postgres`
+    # OS user cannot reach it (a checkout under /root, say); see postgres.choose_pg_dir.
+    pg_dir: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------
@@ -76,8 +79,12 @@ class StackConfig:
         )
 
     @property
+    def pg_path(self) -> Path:
+        return Path(self.pg_dir) if self.pg_dir else self.path
+
+    @property
     def socket_dir(self) -> str:
-        return str(self.path / "run")
+        return str(self.pg_path / "run")
 
     @property
     def config_file(self) -> Path:

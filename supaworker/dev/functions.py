@@ -41,7 +41,7 @@ import jwt
 from aiohttp import web
 from yarl import URL
 
-from supaworker.dev import keys, tools
+from supaworker.dev import keys, processes, tools
 from supaworker.dev.config import StackConfig
 
 log = logging.getLogger("supaworker.dev.functions")
@@ -57,23 +57,26 @@ REQUEST_TIMEOUT = 150.0
 # How often a request may stat the sources to find edits (a few dozen small files).
 RELOAD_CHECK_INTERVAL = 1.0
 SOURCE_SUFFIXES = frozenset({".ts", ".tsx", ".js", ".mjs", ".json", ".jsonc"})
-# What Deno itself needs from the gateway's environment: its cache, network proxies, CAs.
-PASSTHROUGH_ENV = (
-    "HOME",
-    "DENO_DIR",
-    "XDG_CACHE_HOME",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "NPM_CONFIG_REGISTRY",
-    "DENO_CERT",
-    "DENO_TLS_CA_STORE",
-    "SSL_CERT_FILE",
-    "DENO_AUTH_TOKENS",
-    "TZ",
+# What Deno itself needs from the gateway's environment to fetch npm packages: its cache,
+# proxies and extra CAs (behind a TLS-inspecting proxy Deno trusts NODE_EXTRA_CA_CERTS, not
+# SSL_CERT_FILE), plus every DENO_* setting. The rest of the developer's environment stays
+# out, as on Supabase, where a function sees only the project's secrets.
+PASSTHROUGH_ENV = frozenset(
+    {
+        "HOME",
+        "XDG_CACHE_HOME",
+        "TZ",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "NPM_CONFIG_REGISTRY",
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
 )
 HOP_BY_HOP = frozenset(
     {
@@ -152,7 +155,11 @@ def discover(project_dir: Path) -> dict[str, FunctionSpec]:
 
 def function_env(config: StackConfig, port: int) -> dict[str, str]:
     """The environment of one function process: the project's secrets, and its address."""
-    env = {name: os.environ[name] for name in PASSTHROUGH_ENV if name in os.environ}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in PASSTHROUGH_ENV or name.startswith("DENO_")
+    }
     env.update(
         {
             "SUPABASE_URL": config.api_url,
@@ -197,6 +204,8 @@ class DenoFunction:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     ready: bool = False
+    # The current process listened at least once (so a later exit is a crash, not a boot error).
+    served: bool = False
     checked_sources_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -206,7 +215,12 @@ class DenoFunction:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        # pid_alive sees a death at once; returncode only once asyncio has reaped the child.
+        return (
+            self.process is not None
+            and self.process.returncode is None
+            and processes.pid_alive(self.process.pid)
+        )
 
     async def start(self) -> None:
         self.port = _free_port(self.config.host)
@@ -227,7 +241,7 @@ class DenoFunction:
             )
         self.started_at = time.time()
         self.checked_sources_at = time.monotonic()
-        self.ready = False
+        self.ready = self.served = False
         log.info("function %s: pid %s on port %s", self.spec.name, self.process.pid, self.port)
 
     async def stop(self, timeout: float = 3.0) -> None:
@@ -260,8 +274,17 @@ class DenoFunction:
             if not self.running:
                 await self.start()
             if not self.ready:
-                await self._wait_listening()
-                self.ready = True
+                try:
+                    await self._wait_listening()
+                except BootError:
+                    # A process that served before and has just died (its exit not yet
+                    # reaped when this request looked) is restarted; one that never
+                    # listened failed to boot, and says so.
+                    if not self.served:
+                        raise
+                    await self.start()
+                    await self._wait_listening()
+                self.ready = self.served = True
             return self.port
 
     async def _wait_listening(self) -> None:
@@ -378,6 +401,10 @@ async def _proxy(
             for key, value in upstream.headers.items():
                 if key.lower() not in HOP_BY_HOP:
                     response.headers.add(key, value)
+            # The body is passed on byte for byte (no decompression), so a declared length
+            # stays true; without one (a stream) aiohttp falls back to chunked encoding.
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
             await response.prepare(request)
             # Streamed, so server-sent events and large bodies pass through as they come.
             async for chunk in upstream.content.iter_any():
@@ -398,6 +425,9 @@ async def _start_functions(app: web.Application) -> None:
     app[FUNCTIONS_SESSION_KEY] = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=REQUEST_TIMEOUT),
         auto_decompress=False,
+        # A fresh local connection per request (a fraction of a millisecond): no POST is ever
+        # sent on a pooled connection that Deno is closing for idleness at that moment.
+        connector=aiohttp.TCPConnector(force_close=True),
     )
     # Spawn now, wait later: the first request (not `dev up`) pays for a slow first start.
     for function in app[FUNCTIONS_KEY].values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from importlib import resources
@@ -20,7 +21,24 @@ def _as_postgres_user(argv: list[str]) -> list[str]:
 
 
 def data_dir(config: StackConfig) -> Path:
-    return config.path / "pgdata"
+    return config.pg_path / "pgdata"
+
+
+def choose_pg_dir(state_dir: Path) -> str:
+    """The state folder if the `postgres` OS user can reach it, else a private folder in /var/tmp.
+
+    Only matters when running as root (initdb and the server run as `postgres`): a checkout
+    under a home folder with mode 700 is not reachable by it.
+    """
+    if os.geteuid() != 0:
+        return ""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(state_dir)],
+                               check=False, capture_output=True).returncode == 0
+    if reachable:
+        return ""
+    digest = hashlib.sha1(str(state_dir).encode()).hexdigest()[:12]
+    return f"/var/tmp/supaworker-{digest}"
 
 
 def is_initialised(config: StackConfig) -> bool:
@@ -35,25 +53,32 @@ def is_running(config: StackConfig) -> bool:
     return result.returncode == 0
 
 
+def _log_dir(config: StackConfig) -> Path:
+    return config.pg_path / "log"
+
+
 def _prepare_dirs(config: StackConfig) -> None:
-    for path in (config.path, data_dir(config), Path(config.socket_dir), config.path / "log"):
+    for path in (config.path, data_dir(config), Path(config.socket_dir), _log_dir(config)):
         path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        for path in (data_dir(config), Path(config.socket_dir), config.path / "log"):
+        for path in (data_dir(config), Path(config.socket_dir), _log_dir(config)):
             subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
         data_dir(config).chmod(0o700)
 
 
 def initialise(config: StackConfig) -> None:
     _prepare_dirs(config)
-    subprocess.run(
+    result = subprocess.run(
         _as_postgres_user([
             tools.pg_bin("initdb"), "-D", str(data_dir(config)), "-U", "supabase_admin",
             "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
         ]),
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    if result.returncode != 0:
+        raise StackError(f"initdb failed for {data_dir(config)}:\n{result.stderr.strip()}")
 
 
 def _server_options(config: StackConfig) -> str:
@@ -77,7 +102,7 @@ def start(config: StackConfig) -> None:
     if not tools.wal2json_installed():
         raise ToolMissingError(f"wal2json is not installed. Install it with: {tools.APT_HINT}")
     _prepare_dirs(config)
-    log = config.path / "log" / "postgres.log"
+    log = _log_dir(config) / "postgres.log"
     result = subprocess.run(
         _as_postgres_user([
             tools.pg_bin("pg_ctl"), "-D", str(data_dir(config)), "-l", str(log), "-w", "-t", "60",

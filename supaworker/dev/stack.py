@@ -67,6 +67,8 @@ def load_or_create_config(state_dir: Path, **overrides: int) -> StackConfig:
         config = StackConfig(state_dir=str(state_dir))
         for name, value in overrides.items():
             setattr(config, name, value)
+    if not (state_dir / "stack.json").exists() or not postgres.is_initialised(config):
+        config.pg_dir = postgres.choose_pg_dir(state_dir)
     if not config.anon_key:
         config.anon_key = keys.anon_key(config.jwt_secret)
         config.service_role_key = keys.service_role_key(config.jwt_secret)
@@ -180,6 +182,9 @@ def down(state_dir: Path, *, reset: bool = False) -> list[str]:
         if postgres.stop(config):
             stopped.append("postgres")
     if reset and state_dir.exists():
+        pg_dir = StackConfig.load(state_dir).pg_dir if (state_dir / "stack.json").exists() else ""
+        if pg_dir:
+            shutil.rmtree(pg_dir, ignore_errors=True)
         shutil.rmtree(state_dir)
     return stopped
 

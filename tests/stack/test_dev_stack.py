@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -145,13 +146,27 @@ def test_dev_user_prints_a_token_on_its_last_line(stack: StackConfig) -> None:
     assert json.loads(again)["id"] in out  # same user found, not a second one
 
 
+def _free_ports(n: int) -> list[int]:
+    """Ports nobody listens on (PostgREST's admin port is the REST port + 1)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0 and port + 1 not in ports:
+                ports.append(port)
+    return ports
+
+
 def test_stack_comes_up_from_nothing_and_down_leaves_no_process(tmp_path: Path) -> None:
     """A second, throwaway stack on other ports: up from an empty folder, then down."""
     state = tmp_path / "state"
     env = {**os.environ, "SUPAWORKER_PROJECT_DIR": str(ROOT)}
+    db_port, api_port, rest_port = _free_ports(3)
     up = subprocess.run(
-        [*CLI, "dev", "up", "--state-dir", str(state), "--db-port", "56322",
-         "--api-port", "56321", "--postgrest-port", "56330"],
+        [*CLI, "dev", "up", "--state-dir", str(state), "--db-port", str(db_port),
+         "--api-port", str(api_port), "--postgrest-port", str(rest_port)],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert up.returncode == 0, up.stdout + up.stderr
@@ -162,14 +177,15 @@ def test_stack_comes_up_from_nothing_and_down_leaves_no_process(tmp_path: Path) 
     assert {s["name"]: s["healthy"] for s in status} == {
         "postgres": True, "postgrest": True, "gateway": True}
     pids = [s["pid"] for s in status if s["pid"]]
-    postmaster = int((state / "pgdata" / "postmaster.pid").read_text().split()[0])
+    postmaster = int((config.pg_path / "pgdata" / "postmaster.pid").read_text().split()[0])
     client = create_client(config.api_url, config.service_role_key)
     assert "by_status" in client.rpc("queue_stats", {}).execute().data
 
-    down = subprocess.run([*CLI, "dev", "down", "--state-dir", str(state)],
+    down = subprocess.run([*CLI, "dev", "down", "--reset", "--state-dir", str(state)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     for pid in [*pids, postmaster]:
         assert not processes.pid_alive(pid), f"process {pid} survived dev down"
     leftovers = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
+    assert not state.exists() and not config.pg_path.exists()  # --reset wiped the data

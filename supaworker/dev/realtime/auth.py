@@ -109,8 +109,12 @@ def _decode(secret: str, token: str) -> Claims:
             secret,
             algorithms=_ALGORITHMS,
             # Expiry is checked by the callers so that they can word the error as Realtime does.
-            options={"verify_aud": False, "verify_exp": False, "verify_iat": False,
-                     "verify_nbf": False},
+            options={
+                "verify_aud": False,
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.InvalidSignatureError as exc:
         raise AuthError(401, "Failed to validate JWT signature") from exc

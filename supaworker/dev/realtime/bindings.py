@@ -17,8 +17,21 @@ from typing import Any
 # The operators Realtime accepts (`@filter_types`); `eq, neq, lt, lte, gt, gte, in` are the
 # portable ones, the rest arrived with the 2026 migrations.
 FILTER_OPS = frozenset(
-    {"eq", "neq", "lt", "lte", "gt", "gte", "in", "like", "ilike", "is", "match", "imatch",
-     "isdistinct"}
+    {
+        "eq",
+        "neq",
+        "lt",
+        "lte",
+        "gt",
+        "gte",
+        "in",
+        "like",
+        "ilike",
+        "is",
+        "match",
+        "imatch",
+        "isdistinct",
+    }
 )
 ACTIONS = ("INSERT", "UPDATE", "DELETE")
 IS_KEYWORDS = frozenset({"null", "true", "false", "unknown"})
@@ -110,13 +123,20 @@ def parse_binding(params: Any) -> Binding:
             "schema and table name."
         )
     return Binding(
-        params=params, id=binding_id(params), action=_action(params.get("event")),
-        schema=schema, table=table, filters=filters, select=select,
+        params=params,
+        id=binding_id(params),
+        action=_action(params.get("event")),
+        schema=schema,
+        table=table,
+        filters=filters,
+        select=select,
     )
 
 
 def _redacted(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("<redacted>" if k in ("user_token", "auth_token") else v) for k, v in params.items()}
+    return {
+        k: ("<redacted>" if k in ("user_token", "auth_token") else v) for k, v in params.items()
+    }
 
 
 def _action(event: Any) -> str:

@@ -220,6 +220,9 @@ SERIALIZERS: dict[str, Serializer] = {V1: V1Serializer(), V2: V2Serializer()}
 def reply(request: Frame, status: str, response: dict[str, Any]) -> Frame:
     """A `phx_reply` to `request` (same topic, ref and join_ref)."""
     return Frame(
-        request.join_ref, request.ref, request.topic, "phx_reply",
+        request.join_ref,
+        request.ref,
+        request.topic,
+        "phx_reply",
         {"status": status, "response": response},
     )

@@ -177,8 +177,13 @@ def _columns_field(view: TableView, select: tuple[str, ...] | None) -> list[dict
     ]
 
 
-def _keep(name: str, value: str | None, change: WalChange, selectable: set[str],
-          select: tuple[str, ...] | None) -> bool:
+def _keep(
+    name: str,
+    value: str | None,
+    change: WalChange,
+    selectable: set[str],
+    select: tuple[str, ...] | None,
+) -> bool:
     if name not in selectable:
         return False
     if select is not None and name not in select and name not in change.pk:
@@ -194,8 +199,9 @@ def _object(items: dict[str, str]) -> RawJson:
     return RawJson("{" + ",".join(parts) + "}")
 
 
-def _record(change: WalChange, view: TableView, select: tuple[str, ...] | None,
-            values: CastValues) -> RawJson:
+def _record(
+    change: WalChange, view: TableView, select: tuple[str, ...] | None, values: CastValues
+) -> RawJson:
     selectable = view.selectable()
     items: dict[str, str] = {}
     for name, value in values.new.items():
@@ -203,14 +209,16 @@ def _record(change: WalChange, view: TableView, select: tuple[str, ...] | None,
             items[name] = value
     # Unchanged TOAST values are missing from the new row: apply_rls takes them from the old one.
     for name, value in values.old.items():
-        if name not in values.new and _keep(name, None if change.oversize else value, change,
-                                            selectable, select):
+        if name not in values.new and _keep(
+            name, None if change.oversize else value, change, selectable, select
+        ):
             items[name] = value
     return _object(items)
 
 
-def _old_record(change: WalChange, view: TableView, select: tuple[str, ...] | None,
-                values: CastValues) -> RawJson:
+def _old_record(
+    change: WalChange, view: TableView, select: tuple[str, ...] | None, values: CastValues
+) -> RawJson:
     selectable = view.selectable()
     items: dict[str, str] = {}
     for name, value in values.old.items():

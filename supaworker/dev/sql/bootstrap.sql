@@ -41,6 +41,8 @@ alter role authenticated set statement_timeout = '8s';
 alter role authenticator set statement_timeout = '8s';
 alter role authenticator set lock_timeout = '8s';
 alter role postgres set search_path = "$user", public, extensions;
+-- The migration owner creates schemas (supabase_migrations, app schemas), as on Supabase.
+grant all privileges on database postgres to postgres;
 
 -- Schemas and extensions ----------------------------------------------------------------
 create schema if not exists extensions;

@@ -1,0 +1,7 @@
+"""`python -m supaworker` runs the CLI."""
+
+from __future__ import annotations
+
+from supaworker.cli.main import app
+
+app()

@@ -1,0 +1,21 @@
+"""The local stand-in for Supabase Realtime, served by the gateway at `/realtime/v1/websocket`.
+
+Supabase Realtime (Elixir) cannot run here, so this package speaks its wire protocol and
+reads changes the way it does, closely enough that realtime-py and supabase-js work unchanged:
+
+* `protocol`  Phoenix serializers 1.0.0 (objects) and 2.0.0 (arrays, binary broadcasts)
+* `auth`      `apikey` / `access_token` checks (JWT with `role` and `exp`, `sb_` keys)
+* `socket`    one websocket: routing, heartbeats, bounded outbox
+* `channel`   join / leave / access_token / broadcast / presence of one topic
+* `bindings`  `postgres_changes` parameters and filters
+* `poller`    the temporary wal2json slot over the `supabase_realtime` publication
+* `dispatch`  `apply_rls`: filters, per-subscriber RLS checks, payloads
+* `checks`    the SQL those need; `database`: pool and catalog reads; `wal`: payload assembly
+* `server`    the aiohttp handler and `setup_realtime(app, config)`
+"""
+
+from __future__ import annotations
+
+from supaworker.dev.realtime.server import setup_realtime
+
+__all__ = ["setup_realtime"]

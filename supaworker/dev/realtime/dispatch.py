@@ -1,0 +1,189 @@
+"""From a batch of WAL changes to `postgres_changes` pushes, per `realtime.apply_rls`.
+
+For each change: the subscriptions whose table and event match; per subscriber role, the
+401/400 early exits; filters (in Postgres, with the column's type); for INSERT/UPDATE on an
+RLS table, a visibility check per distinct (role, claims); then one payload per (role,
+column selection), pushed to every channel with the ids of its visible bindings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import psycopg
+
+from supaworker.dev.realtime import checks
+from supaworker.dev.realtime.checks import FilterCheck
+from supaworker.dev.realtime.database import Conn, Pool, Publication, TypeNames, fetch_table_views
+from supaworker.dev.realtime.protocol import RawJson
+from supaworker.dev.realtime.registry import Registry, Subscription
+from supaworker.dev.realtime.wal import TableView, WalChange, build_data, error_for
+
+if TYPE_CHECKING:
+    from supaworker.dev.realtime.channel import Channel
+
+log = logging.getLogger("supaworker.dev.realtime")
+K = TypeVar("K")
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    change: WalChange
+    oid: int
+    subscriptions: list[Subscription]
+
+
+class ChangeProcessor:
+    def __init__(self, registry: Registry, pool: Pool) -> None:
+        self._registry = registry
+        self._pool = pool
+        self._types = TypeNames()
+
+    async def process(self, changes: Sequence[WalChange], publication: Publication) -> int:
+        """Deliver a batch; returns how many changes reached at least one subscriber."""
+        work = list(self._collect(changes, publication))
+        if not work:
+            return 0
+        delivered = 0
+        async with self._pool.connection() as conn:
+            views = await fetch_table_views(
+                conn, {(w.oid, s.channel.role) for w in work for s in w.subscriptions}
+            )
+            types = await self._types.resolve(
+                conn, (oid for w in work for oid in w.change.type_oids())
+            )
+            for item in work:
+                try:
+                    delivered += await self._process_one(conn, item, views, types)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    # One bad change must not stall the stream (Realtime would retry the whole
+                    # batch forever); it is logged and skipped.
+                    log.error(
+                        "Realtime could not process a change of %s.%s: %s",
+                        item.change.schema,
+                        item.change.table,
+                        exc,
+                        extra={"action": "realtime.change_failed", "table": item.change.table},
+                    )
+        return delivered
+
+    def _collect(self, changes: Iterable[WalChange], publication: Publication) -> Iterable[_Work]:
+        for change in changes:
+            oid = publication.oid(change.schema, change.table)
+            if oid is None:
+                continue
+            subs = [
+                s
+                for s in self._registry.candidates(change.schema, change.table, change.action)
+                if not s.channel.closed
+            ]
+            if subs:
+                yield _Work(change, oid, subs)
+
+    async def _process_one(
+        self,
+        conn: Conn,
+        item: _Work,
+        views: dict[tuple[int, str], TableView],
+        types: dict[int, str],
+    ) -> int:
+        change = item.change
+        by_role: dict[str, list[Subscription]] = defaultdict(list)
+        for sub in item.subscriptions:
+            by_role[sub.channel.role].append(sub)
+        pushed = False
+        readable: list[Subscription] = []
+        for role, subs in by_role.items():
+            view = views.get((item.oid, role))
+            error = "Error 401: Unauthorized" if view is None else error_for(change, view)
+            if error is not None:
+                # apply_rls reports these to every subscriber of the role, filters aside.
+                pushed |= _push_error(change, view or TableView(False), subs, error)
+            else:
+                readable.extend(subs)
+        if not readable:
+            return int(pushed)
+        filter_checks, positions = _filter_checks(change, readable)
+        rendered = await checks.render(conn, change, types, filter_checks)
+        passing = [s for s in readable if all(rendered.filter_results[i] for i in positions[id(s)])]
+        visible = await self._visible(conn, item.oid, change, passing, views)
+        for role, subs in _group(visible, lambda s: s.channel.role).items():
+            view = views[(item.oid, role)]
+            for select, group in _group(subs, lambda s: s.binding.select).items():
+                data = build_data(change, view, select, rendered.values)
+                pushed |= _deliver(group, data)
+        return int(pushed)
+
+    async def _visible(
+        self,
+        conn: Conn,
+        oid: int,
+        change: WalChange,
+        subs: list[Subscription],
+        views: dict[tuple[int, str], TableView],
+    ) -> list[Subscription]:
+        if not subs or change.action == "DELETE":
+            return subs  # DELETE skips RLS, as in Realtime
+        if not any(views[(oid, s.channel.role)].rls_enabled for s in subs):
+            return subs
+        subjects = sorted({(s.channel.role, checks.claims_json(s.channel.claims)) for s in subs})
+        answers = dict(zip(subjects, await checks.visible(conn, change, subjects), strict=True))
+        return [s for s in subs if answers[(s.channel.role, checks.claims_json(s.channel.claims))]]
+
+
+def _filter_checks(
+    change: WalChange, subs: Sequence[Subscription]
+) -> tuple[list[FilterCheck], dict[int, list[int]]]:
+    """Distinct filters of the subscriptions, each against the row it reads.
+
+    UPDATE filters read the new row, DELETE filters the old (identity) one; a filter on a column
+    the change does not carry is false (`is_visible_through_filters`).
+    """
+    side = change.identity if change.action == "DELETE" else change.columns
+    by_name = {c.name: c for c in side}
+    index: dict[object, int] = {}
+    found: list[FilterCheck] = []
+    positions: dict[int, list[int]] = {}
+    for sub in subs:
+        mine: list[int] = []
+        for flt in sub.binding.filters:
+            if flt not in index:
+                index[flt] = len(found)
+                found.append(FilterCheck(flt, by_name.get(flt.column)))
+            mine.append(index[flt])
+        positions[id(sub)] = mine
+    return found, positions
+
+
+def _group(
+    subs: Iterable[Subscription], key: Callable[[Subscription], K]
+) -> dict[K, list[Subscription]]:
+    groups: dict[K, list[Subscription]] = defaultdict(list)
+    for sub in subs:
+        groups[key(sub)].append(sub)
+    return groups
+
+
+def _push_error(change: WalChange, view: TableView, subs: list[Subscription], error: str) -> bool:
+    pushed = False
+    # One message per column selection, as apply_rls fans its errors out.
+    for select, group in _group(subs, lambda s: s.binding.select).items():
+        pushed |= _deliver(group, build_data(change, view, select, None, error))
+    return pushed
+
+
+def _deliver(subs: Sequence[Subscription], data: RawJson) -> bool:
+    ids_by_channel: dict[Channel, list[int]] = {}
+    for sub in subs:
+        ids = ids_by_channel.setdefault(sub.channel, [])
+        if sub.binding.id not in ids:
+            ids.append(sub.binding.id)
+    for channel, ids in ids_by_channel.items():
+        channel.push_change(ids, data)
+    return bool(ids_by_channel)

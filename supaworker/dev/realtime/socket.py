@@ -1,0 +1,150 @@
+"""One websocket: frame decoding, routing to channels, and a bounded outbox.
+
+Everything the server sends to a client goes through the outbox, written by one task, so a
+slow client never blocks the poller or other clients; a client that falls too far behind is
+disconnected instead of growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from supaworker.dev.realtime.channel import Channel, join
+from supaworker.dev.realtime.protocol import Frame, ProtocolError, Serializer, reply
+
+if TYPE_CHECKING:
+    from supaworker.dev.realtime.server import RealtimeServer
+
+log = logging.getLogger("supaworker.dev.realtime")
+
+# Phoenix closes a socket that sent nothing (not even a heartbeat) for 60 s.
+IDLE_TIMEOUT_S = 60.0
+OUTBOX_LIMIT = 10_000
+
+
+class Connection:
+    def __init__(
+        self, server: RealtimeServer, ws: web.WebSocketResponse, serializer: Serializer, token: str
+    ) -> None:
+        self.server = server
+        self.ws = ws
+        self.serializer = serializer
+        # The connect token (after `sb_` translation): a join without `access_token` uses it.
+        self.token = token
+        self.channels: dict[str, Channel] = {}
+        self.closed = False
+        self._outbox: asyncio.Queue[str | bytes] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self._closing: asyncio.Task[bool] | None = None
+
+    async def serve(self) -> None:
+        writer = asyncio.create_task(self._write_loop(), name="realtime-socket-writer")
+        try:
+            await self._read_loop()
+        finally:
+            self.closed = True
+            for channel in list(self.channels.values()):
+                channel.close(notify=False)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    def send(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        try:
+            data = self.serializer.encode(frame)
+        except ProtocolError as exc:
+            log.warning(
+                "Realtime dropped an unencodable message: %s",
+                exc,
+                extra={"action": "realtime.encode_failed", "topic": frame.topic},
+            )
+            return
+        if data is None:
+            return
+        try:
+            self._outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            log.warning(
+                "Realtime client too slow (%d messages queued): disconnecting it",
+                OUTBOX_LIMIT,
+                extra={"action": "realtime.outbox_overflow"},
+            )
+            self.abort(1011, "message queue overflow")
+
+    def abort(self, code: int, reason: str) -> None:
+        self.closed = True
+        if self._closing is None:
+            self._closing = asyncio.create_task(self.ws.close(code=code, message=reason.encode()))
+
+    # -- reading -----------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        while not self.ws.closed:
+            try:
+                message = await self.ws.receive(timeout=IDLE_TIMEOUT_S)
+            except TimeoutError:
+                log.info(
+                    "Realtime client silent for %.0f s: closing",
+                    IDLE_TIMEOUT_S,
+                    extra={"action": "realtime.idle_timeout"},
+                )
+                await self.ws.close(code=1000, message=b"heartbeat timeout")
+                return
+            if message.type in (
+                WSMsgType.CLOSE,
+                WSMsgType.CLOSING,
+                WSMsgType.CLOSED,
+                WSMsgType.ERROR,
+            ):
+                return
+            try:
+                if message.type == WSMsgType.TEXT:
+                    frame = self.serializer.decode_text(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    frame = self.serializer.decode_binary(message.data)
+                else:
+                    continue
+            except ProtocolError as exc:
+                # Phoenix drops a socket that sends an undecodable frame.
+                log.warning(
+                    "Realtime client sent an invalid frame: %s",
+                    exc,
+                    extra={"action": "realtime.invalid_frame"},
+                )
+                await self.ws.close(code=1003, message=b"invalid frame")
+                return
+            self._route(frame)
+
+    def _route(self, frame: Frame) -> None:
+        if frame.topic == "phoenix":
+            if frame.event == "heartbeat":
+                self.send(reply(frame, "ok", {}))
+            return
+        if frame.event == "phx_join":
+            join(self, frame)
+            return
+        channel = self.channels.get(frame.topic)
+        if channel is None:
+            self.send(reply(frame, "error", {"reason": "unmatched topic"}))
+            return
+        channel.handle(frame)
+
+    # -- writing -----------------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            data = await self._outbox.get()
+            try:
+                if isinstance(data, str):
+                    await self.ws.send_str(data)
+                else:
+                    await self.ws.send_bytes(data)
+            except (ConnectionError, RuntimeError) as exc:
+                # The peer went away mid-send: the read loop sees the close and cleans up.
+                log.debug("Realtime send failed: %s", exc, extra={"action": "realtime.send_failed"})
+                self.closed = True
+                return
