@@ -12,6 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from supaworker.exceptions import ConfigurationError
 
 
+# Every worker offers this capability with its own id, so a job can be routed to exactly one
+# worker (the HTTP dispatch mode uses it).
+WORKER_CAPABILITY = "supaworker.worker_id"
+
+
 class WorkerSettings(BaseSettings):
     """Everything `supaworker run` needs. Durations are seconds (fractions allowed)."""
 
@@ -40,6 +45,9 @@ class WorkerSettings(BaseSettings):
     shutdown_timeout: float = Field(default=30.0, ge=0)
     executor: Literal["thread", "process"] = "thread"
     burst: bool = False
+    http_port: int | None = Field(default=None, ge=1, le=65535)
+    http_host: str = "0.0.0.0"
+    internal_api_key: str | None = Field(default=None, repr=False)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -62,6 +70,9 @@ class WorkerSettings(BaseSettings):
         if isinstance(value, str):
             return [q.strip() for q in value.split(",") if q.strip()]
         return value
+
+    def advertised_capabilities(self) -> dict[str, Any]:
+        return {**self.capabilities, WORKER_CAPABILITY: self.worker_id}
 
     def require_connection(self) -> None:
         if not self.supabase_url:

@@ -20,6 +20,8 @@ from supabase import Client, ClientOptions, create_client
 from supaworker.dev import stack as dev_stack
 from supaworker.dev.config import StackConfig
 
+pytest_plugins = ["tests.worker_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STATE_DIR = Path(os.environ.get("SUPAWORKER_TEST_STATE_DIR", ROOT / ".supaworker-test"))
 TEST_PORTS = {
@@ -69,7 +71,7 @@ def anon_client(stack: StackConfig) -> Client:
 
 
 @dataclass
-class TestUser:
+class StackUser:
     id: uuid.UUID
     email: str
     token: str
@@ -87,11 +89,11 @@ class TestUser:
 
 
 @pytest.fixture()
-def make_user(stack: StackConfig) -> Callable[..., TestUser]:
-    def factory(admin: bool = False) -> TestUser:
+def make_user(stack: StackConfig) -> Callable[..., StackUser]:
+    def factory(admin: bool = False) -> StackUser:
         email = f"user-{uuid.uuid4().hex[:12]}@example.test"
         user_id, token = dev_stack.create_user(stack, email, admin=admin)
-        return TestUser(user_id, email, token, _client(stack, stack.anon_key, token))
+        return StackUser(user_id, email, token, _client(stack, stack.anon_key, token))
 
     return factory
 

@@ -83,16 +83,18 @@ def _progress_view(jobs: list[Job], total: int, progress: Progress, task_id: Tas
 
 
 def _summary(jobs: list[Job], names: dict[str, str]) -> Table:
-    table = Table("document", "status", "worker", "attempts", "words", "sentences",
-                  "reading ease", "top terms", title="Results")
+    table = Table("document", "status", "worker", "tries", "words", "ease", "top terms",
+                  title="Results")
+    for column in table.columns:
+        column.no_wrap = True
     for job in sorted(jobs, key=lambda j: names.get(str(j.user_document_id), "")):
         result = job.result if isinstance(job.result, dict) else {}
         attempts = job.retry_count + (1 if job.status == JobStatus.COMPLETED else 0)
         table.add_row(
             names.get(str(job.user_document_id), "?"), job.status.value,
             job.assigned_to or "", str(attempts), str(result.get("words", "")),
-            str(result.get("sentences", "")), str(result.get("flesch_reading_ease", "")),
-            ", ".join(result.get("top_terms", [])[:3]) or (job.error_message or "")[:40])
+            str(result.get("flesch_reading_ease", "")),
+            ", ".join(result.get("top_terms", [])[:2]) or (job.error_message or "")[:30])
     return table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,9 @@ from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
 from supaworker.exceptions import ConfigurationError
 from supaworker.worker.handler import Handler, load_handler
+from supaworker.worker.http import WorkerHTTP
 from supaworker.worker.loop import EXIT_CONFIG, Worker
+from supaworker.worker.metrics import InstrumentedTransport, JobLogCounter, WorkerMetrics
 
 EXIT_CODES_HELP = """Exit codes: 0 stopped cleanly (or --burst found nothing left);
 1 an internal error (a side task died); 2 configuration error (missing URL or key, bad
@@ -63,6 +66,11 @@ def run(
     burst: Annotated[bool, _opt("SUPAWORKER_BURST", "Exit 0 once nothing is claimable")]
     = False,
     log_format: Annotated[str | None, _opt("SUPAWORKER_LOG_FORMAT", "text or json")] = None,
+    http_port: Annotated[int | None, _opt(
+        "SUPAWORKER_HTTP_PORT", "Serve /metrics, /healthz, /readyz (and /internal/process when "
+        "SUPAWORKER_INTERNAL_API_KEY is set) on this port")] = None,
+    http_host: Annotated[str | None, _opt("SUPAWORKER_HTTP_HOST",
+                                          "Address for --http-port (0.0.0.0)")] = None,
     env_file: Annotated[Path | None, typer.Option(help="Read settings from this .env file")]
     = None,
 ) -> None:
@@ -76,7 +84,8 @@ def run(
         "queues": queue or None, "capabilities": capabilities, "poll_interval": poll_interval,
         "heartbeat_interval": heartbeat_interval, "job_timeout": job_timeout,
         "shutdown_timeout": shutdown_timeout, "executor": executor, "realtime": realtime,
-        "burst": burst or None, "log_format": log_format,
+        "burst": burst or None, "log_format": log_format, "http_port": http_port,
+        "http_host": http_host,
     }
     sys.path.insert(0, ".")  # handlers live in the project the worker is started from
     try:
@@ -97,14 +106,26 @@ def run(
 
 async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     queue = await AsyncQueueClient.connect(settings.supabase_url, settings.service_key)
+    supabase = getattr(queue.transport, "client", None)
+    metrics = None
+    if settings.http_port is not None:
+        metrics = WorkerMetrics()
+        logging.getLogger("supaworker.worker").addHandler(JobLogCounter(metrics))
+        queue = AsyncQueueClient(InstrumentedTransport(queue.transport, metrics))
     wakeup = None
     if settings.realtime:
         from supaworker.worker.wakeup import RealtimeWakeup
 
         wakeup = RealtimeWakeup(settings.supabase_url, settings.service_key, settings)
-    supabase = getattr(queue.transport, "client", None)
+    worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+    server = None
     try:
-        worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+        if metrics is not None and settings.http_port is not None:
+            server = WorkerHTTP(worker, queue, metrics, internal_api_key=settings.internal_api_key,
+                                host=settings.http_host, port=settings.http_port)
+            await server.start()
         return await worker.run()
     finally:
+        if server is not None:
+            await server.stop()
         await queue.aclose()

@@ -17,8 +17,10 @@ What Supabase's edge runtime and its gateway do, reduced to what a project needs
   functions with `verify_jwt = true` (the default), `Authorization: Bearer <jwt>` must be an
   HS256 token signed with the project's JWT secret (`OPTIONS` is let through for CORS).
 
-Deno's module cache is its default one (or `$DENO_DIR`): `deno check` / `deno test` warm it,
-and `supaworker dev down --reset` does not throw it away.
+Deno's module cache is its default one (or `$DENO_DIR`): the npm packages are downloaded once
+per machine (the first start on a clean one takes a few seconds, while `dev up` carries on),
+and `supaworker dev down --reset` does not throw them away. Each function's output goes to
+`<state>/log/functions.<name>.log`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from supaworker.dev.config import StackConfig
 log = logging.getLogger("supaworker.dev.functions")
 
 PREFIX = "/functions/v1"
-# The CLI's function slug rule (pkg/function): a letter first, so `_shared` is never a function.
+# The Supabase CLI's function slug pattern: a letter first, so `_shared` is never a function.
 SLUG = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 DENO_FLAGS = ("--allow-net", "--allow-env", "--allow-read", "--no-prompt")
 # A first start on a clean machine downloads the npm packages a function imports.
@@ -231,14 +233,19 @@ class DenoFunction:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Same process group as the gateway: `dev down` signals the group and takes these too.
         with open(self.log_file, "ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                cwd=self.spec.entrypoint.parent,
-                env=function_env(self.config, self.port),
-            )
+            try:
+                self.process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    cwd=self.spec.entrypoint.parent,
+                    env=function_env(self.config, self.port),
+                )
+            except OSError as exc:
+                raise BootError(
+                    f"function {self.spec.name}: cannot run {self.deno}: {exc}"
+                ) from exc
         self.started_at = time.time()
         self.checked_sources_at = time.monotonic()
         self.ready = self.served = False
@@ -248,7 +255,8 @@ class DenoFunction:
         process, self.process, self.ready = self.process, None, False
         if process is None or process.returncode is not None:
             return
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):  # already dead, not yet reaped
+            process.terminate()
         try:
             await asyncio.wait_for(process.wait(), timeout)
         except TimeoutError:
@@ -282,6 +290,7 @@ class DenoFunction:
                     # listened failed to boot, and says so.
                     if not self.served:
                         raise
+                    await self.stop()
                     await self.start()
                     await self._wait_listening()
                 self.ready = self.served = True
@@ -373,7 +382,8 @@ def _upstream_headers(request: web.Request, authorization: str | None) -> dict[s
     }
     if authorization:
         headers["Authorization"] = authorization
-    headers["X-Forwarded-For"] = request.remote or ""
+    if request.remote:
+        headers["X-Forwarded-For"] = request.remote
     headers["X-Forwarded-Host"] = request.host
     headers["X-Forwarded-Proto"] = request.scheme
     return headers
@@ -433,8 +443,8 @@ async def _start_functions(app: web.Application) -> None:
     for function in app[FUNCTIONS_KEY].values():
         try:
             await function.start()
-        except OSError as exc:
-            log.warning("function %s could not start: %s", function.spec.name, exc)
+        except BootError as exc:  # reported again, as a 503, by the first request
+            log.warning("%s", exc)
 
 
 async def _stop_functions(app: web.Application) -> None:

@@ -36,13 +36,13 @@ class _TextExtractor(HTMLParser):
         self._skip = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
+        if tag in ("script", "style", "head"):
             self._skip += 1
         elif tag in ("p", "br", "li", "h1", "h2", "h3", "div", "tr"):
             self.parts.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
+        if tag in ("script", "style", "head") and self._skip:
             self._skip -= 1
 
     def handle_data(self, data: str) -> None:

@@ -178,7 +178,7 @@ class Worker:
                 info = await self.queue.register_worker(
                     self.worker_id, worker_name=self.settings.worker_name or self.worker_id,
                     max_concurrent_jobs=self.settings.concurrency,
-                    capabilities=self.settings.capabilities, queues=self.settings.queues or None,
+                    capabilities=self.settings.advertised_capabilities(), queues=self.settings.queues or None,
                     host=socket.gethostname(), version=__version__)
                 break
             except PermissionDenied as exc:

@@ -125,7 +125,7 @@ class RealtimeWakeup:
         if queues and record.get("queue") not in queues:
             return False
         requires = record.get("requires") or {}
-        caps = self._settings.capabilities
+        caps = self._settings.advertised_capabilities()
         return isinstance(requires, dict) and all(caps.get(k) == v for k, v in requires.items())
 
     def _on_job_change(self, payload: Any) -> None:

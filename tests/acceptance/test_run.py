@@ -14,7 +14,7 @@ import pytest
 
 from supaworker import QueueClient
 from supaworker.models import Job, JobStatus, WorkerStatus
-from tests.acceptance.conftest import WorkerProcess, wait_for
+from tests.worker_fixtures import WorkerProcess, wait_for
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.stack

@@ -1,4 +1,4 @@
-"""Helpers to run `supaworker run` as a real subprocess against the local stack."""
+"""Fixtures to run `supaworker run` as a real subprocess against the local stack."""
 
 from __future__ import annotations
 
