@@ -251,6 +251,16 @@ def _watch_line(row: Job) -> str:
     return " | ".join(parts)
 
 
+def purge(
+    older_than: Annotated[float | None, typer.Option(
+        help="Seconds; default: queue_settings.retention (7 days)")] = None,
+) -> None:
+    """Delete finished jobs (and their history) older than the retention age."""
+    with queue_client() as client:
+        typer.echo(f"purged {client.purge_finished(older_than)} finished job(s)")
+
+
 def register(app: typer.Typer) -> None:
-    for command in (enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch):
+    for command in (enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch,
+                    purge):
         app.command()(command)

@@ -37,6 +37,7 @@ IDLE_MULTIPLIER = 5
 IDLE_SHUTDOWN_S = 60.0
 PUBLICATION_REFRESH_S = 5.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0
+FLUSH_MESSAGE_PREFIX = "supaworker_realtime_flush"
 
 ProcessFn = Callable[[list[WalChange], Publication], Awaitable[int]]
 
@@ -209,16 +210,7 @@ class ReplicationPoller:
                 (self.slot_name,),
             )
             return self._interval * self._idle_multiplier
-        cur = await conn.execute(
-            """
-            select data from pg_catalog.pg_logical_slot_get_changes(
-              %s, null, %s,
-              'include-pk', 'true', 'include-transaction', 'false',
-              'include-timestamp', 'true', 'include-type-oids', 'true',
-              'format-version', '2', 'actions', %s, 'add-tables', %s)
-            """,
-            (self.slot_name, MAX_CHANGES, publication.actions, publication.add_tables()),
-        )
+        cur = await conn.execute(self._changes_query(), self._changes_params(publication))
         rows = await cur.fetchall()
         changes = [c for c in (parse_change(str(row[0])) for row in rows) if c is not None]
         processed = await self._deliver(changes, publication) if changes else 0
@@ -227,6 +219,26 @@ class ReplicationPoller:
         if rows:
             return self._interval + random.uniform(0.05, 0.1)
         return self._interval * self._idle_multiplier
+
+    def _changes_query(self) -> str:
+        # realtime.list_changes' options; plus, when we flush WAL ourselves, a filter that hides
+        # our flush messages.
+        extra = ", 'filter-msg-prefixes', %s" if self._flush_before_poll else ""
+        return (
+            "select data from pg_catalog.pg_logical_slot_get_changes(%s, null, %s,"
+            " 'include-pk', 'true', 'include-transaction', 'false',"
+            " 'include-timestamp', 'true', 'include-type-oids', 'true',"
+            f" 'format-version', '2', 'actions', %s, 'add-tables', %s{extra})"
+        )
+
+    def _changes_params(self, publication: Publication) -> tuple[object, ...]:
+        params: tuple[object, ...] = (
+            self.slot_name,
+            MAX_CHANGES,
+            publication.actions,
+            publication.add_tables(),
+        )
+        return (*params, FLUSH_MESSAGE_PREFIX) if self._flush_before_poll else params
 
     async def _deliver(self, changes: list[WalChange], publication: Publication) -> int:
         # The batch is already consumed from the slot; a failure here (say the RLS-check
@@ -249,9 +261,12 @@ class ReplicationPoller:
         )
         row = await cur.fetchone()
         if row and row[0]:
-            # A synchronous commit flushes the WAL up to its own record, i.e. everything
-            # committed before it. The transaction needs an xid to write a commit record.
-            await conn.execute("begin; select pg_catalog.pg_current_xact_id(); commit")
+            # A synchronous commit flushes the WAL up to its own commit record, i.e. everything
+            # committed before it; it only flushes if the transaction has an xid and wrote WAL,
+            # which a transactional logical message does (and wal2json is told to skip it).
+            await conn.execute(
+                "select pg_catalog.pg_logical_emit_message(true, %s, '')", (FLUSH_MESSAGE_PREFIX,)
+            )
 
 
 def _describe(exc: BaseException) -> str:

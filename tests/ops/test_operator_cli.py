@@ -1,0 +1,116 @@
+"""Issue 4: the operator CLI against the local stack (tables for people, --json for scripts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from supaworker import QueueClient
+from supaworker.models import Job, JobStatus
+from tests.conftest import ROOT
+from tests.worker_fixtures import WorkerProcess, wait_for
+
+pytestmark = pytest.mark.stack
+Start = Callable[..., WorkerProcess]
+Submit = Callable[..., list[Job]]
+
+
+@pytest.fixture()
+def cli(stack_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supaworker", *args], cwd=ROOT,
+                              env={**os.environ, **stack_env}, capture_output=True, text=True,
+                              timeout=60)
+    return run
+
+
+def test_enqueue_job_and_history(cli: Callable[..., subprocess.CompletedProcess[str]],
+                                 submit: Submit, queue: QueueClient,
+                                 unique: Callable[[str], str]) -> None:
+    (job,) = submit(queue_name=unique("q"))
+    queue.cancel(job.id)
+    out = cli("enqueue", str(job.user_document_id), "--priority", "4", "--payload",
+              '{"lang": "en"}', "--json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert (row["status"], row["priority"], row["payload"]) == ("pending", 4, {"lang": "en"})
+    shown = json.loads(cli("job", str(job.id), "--json").stdout)
+    assert [e["event"] for e in shown["history"]] == ["enqueued", "cancelled", "requeued"]
+    table = cli("job", str(job.id)).stdout
+    assert "requeued" in table
+
+
+def test_bad_payload_json_is_a_clear_error(
+        cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    out = cli("enqueue", "00000000-0000-0000-0000-000000000000", "--payload", "{lang: en}")
+    assert out.returncode == 2
+    assert "--payload is not valid JSON" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_and_malformed_ids_are_clear_errors(
+        cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    unknown = cli("job", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 1 and "not found" in unknown.stderr
+    malformed = cli("cancel", "not-a-uuid")
+    assert malformed.returncode == 1
+    assert "invalid input syntax for type uuid" in malformed.stderr
+    assert "Traceback" not in unknown.stderr + malformed.stderr
+
+
+def test_status_workers_jobs_pause_resume(
+    cli: Callable[..., subprocess.CompletedProcess[str]], start_worker: Start, submit: Submit,
+    queue: QueueClient, unique: Callable[[str], str],
+) -> None:
+    name = unique("q")
+    (job,) = submit(queue_name=name, payload={"mode": "permanent"})
+    worker = start_worker("--queue", name)
+    wait_for(lambda: queue.get(job.id).status == JobStatus.FAILED, 30, "failure")
+    stats = json.loads(cli("status", "--json").stdout)
+    assert stats["by_status"]["failed"] >= 1
+    assert "pending" in cli("status").stdout
+    listed = json.loads(cli("workers", "--json").stdout)
+    assert any(w["worker_id"] == worker.worker_id and w["status"] == "active" for w in listed)
+    failed = json.loads(cli("jobs", "--status", "failed", "--limit", "500", "--json").stdout)
+    assert str(job.id) in {j["id"] for j in failed}
+    assert cli("jobs", "--status", "bogus").returncode == 2
+    assert "paused" in cli("pause", worker.worker_id).stdout
+    assert "active" in cli("resume", worker.worker_id).stdout
+    retried = cli("retry", str(job.id))
+    assert retried.stdout.strip() == f"job {job.id} is pending"
+    worker.stop()
+
+
+def test_retry_all_failed_and_purge(
+    cli: Callable[..., subprocess.CompletedProcess[str]], submit: Submit, queue: QueueClient,
+    start_worker: Start, unique: Callable[[str], str],
+) -> None:
+    name = unique("q")
+    jobs = submit(2, queue_name=name, payload={"mode": "ok"})
+    worker = start_worker("--queue", name, "--burst")
+    assert worker.proc.wait(60) == 0
+    out = cli("purge", "--older-than", "0")
+    assert out.returncode == 0 and "purged" in out.stdout
+    for job in jobs:
+        assert cli("job", str(job.id)).returncode == 1  # gone
+
+
+def test_watch_follows_a_job_to_its_end(
+    cli: Callable[..., subprocess.CompletedProcess[str]], start_worker: Start, submit: Submit,
+    unique: Callable[[str], str],
+) -> None:
+    name = unique("q")
+    (job,) = submit(queue_name=name, payload={"mode": "progress", "steps": 3,
+                                              "step_seconds": 0.5})
+    worker = start_worker("--queue", name)
+    out = cli("watch", str(job.id), "--timeout", "30")
+    worker.stop()
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith("completed")
+    assert any("step" in line for line in lines)
