@@ -15,6 +15,7 @@ lint:
 test: setup lint
 	node_modules/.bin/deno check supabase/functions/*/index.ts
 	node_modules/.bin/deno lint supabase/functions
+	node_modules/.bin/deno test -A supabase/functions/
 	.venv/bin/pytest -q
 
 bench: setup

@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import jwt
 from aiohttp import web
 
-from supaworker.dev import keys
+from supaworker.dev import keys, tools
 from supaworker.dev.config import StackConfig
 
 log = logging.getLogger("supaworker.dev.gateway")
@@ -115,6 +117,33 @@ async def rest_proxy(request: web.Request) -> web.StreamResponse:
         )
 
 
+async def frontend_config(request: web.Request) -> web.Response:
+    """The example page's settings: the API URL and the anon key (public by design)."""
+    config = request.app[CONFIG_KEY]
+    body = json.dumps({"url": config.api_url, "anonKey": config.anon_key})
+    return web.Response(text=f"window.SUPAWORKER_CONFIG = {body};\n",
+                        content_type="application/javascript")
+
+
+def add_static_examples(app: web.Application) -> None:
+    """Serve examples/frontend and supabase-js's browser build (from npm, no CDN)."""
+    root = tools.project_root()
+    frontend = root / "examples" / "frontend"
+    bundle = root / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
+    if not frontend.is_dir() or not bundle.exists():
+        return
+
+    def serve(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(path)
+        return handler
+
+    app.router.add_get("/examples/frontend/config.js", frontend_config)
+    app.router.add_get("/vendor/supabase.js", serve(bundle))
+    app.router.add_get("/examples/frontend/", serve(frontend / "index.html"))
+    app.router.add_static("/examples/frontend/", frontend)
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"gateway": "ok"})
 
@@ -138,6 +167,7 @@ def build_app(config: StackConfig) -> web.Application:
     app.on_cleanup.append(_close_session)
     app.router.add_get("/_stack/health", health)
     app.router.add_route("*", "/rest/v1/{tail:.*}", rest_proxy)
+    add_static_examples(app)
     # Realtime and edge functions live in their own modules; each adds its routes.
     for module_name, setup_name in (("supaworker.dev.realtime", "setup_realtime"),
                                     ("supaworker.dev.functions", "setup_functions")):

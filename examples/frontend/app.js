@@ -1,0 +1,108 @@
+// A user's view of their jobs: supabase-js (the npm package's UMD build, served locally),
+// the user's JWT for every call, Realtime postgres_changes on processing_queue (RLS decides
+// what arrives), and the enqueue-document edge function to request processing.
+/* global supabase, SUPAWORKER_CONFIG */
+"use strict";
+
+const state = { client: null, userId: null, names: new Map(), rows: new Map(), channel: null };
+const $ = (id) => document.getElementById(id);
+
+function log(message) {
+  $("log").textContent += `${new Date().toISOString().slice(11, 23)} ${message}\n`;
+}
+
+function userIdOf(token) {
+  const body = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  return JSON.parse(atob(body)).sub;
+}
+
+function render() {
+  const rows = [...state.rows.values()].sort((a, b) => a.created_at.localeCompare(b.created_at));
+  $("jobs").replaceChildren(...rows.map((job) => {
+    const tr = document.createElement("tr");
+    tr.dataset.jobId = job.id;
+    tr.dataset.status = job.status;
+    const cells = [
+      state.names.get(job.user_document_id) || job.user_document_id,
+      job.status,
+      job.progress_percent == null ? "" : `${Math.round(job.progress_percent)}%`,
+      job.result ? `${job.result.words} words, ${job.result.sentences} sentences` : (job.error_message || ""),
+    ];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (i === 1) td.className = `status ${job.status}`;
+      if (i === 2 && job.progress_percent != null) {
+        const bar = document.createElement("progress");
+        bar.max = 100;
+        bar.value = job.progress_percent;
+        td.prepend(bar);
+      }
+      tr.appendChild(td);
+    });
+    return tr;
+  }));
+}
+
+function upsert(job) {
+  const known = state.rows.get(job.id);
+  if (known && known.updated_at > job.updated_at) return; // an older event arriving late
+  state.rows.set(job.id, { ...known, ...job });
+  render();
+}
+
+async function loadJobs() {
+  const docs = await state.client.from("user_documents").select("id, name");
+  (docs.data || []).forEach((d) => state.names.set(d.id, d.name));
+  const jobs = await state.client.from("processing_queue").select("*").order("created_at");
+  if (jobs.error) throw jobs.error;
+  jobs.data.forEach(upsert);
+}
+
+function subscribe() {
+  state.channel = state.client
+    .channel("my-jobs")
+    .on("postgres_changes", { event: "*", schema: "public", table: "processing_queue" },
+      (change) => {
+        log(`${change.eventType} ${change.new.id} -> ${change.new.status}`);
+        upsert(change.new);
+      })
+    .on("system", {}, (message) => {
+      if (message.extension === "postgres_changes" && message.status === "ok") {
+        $("realtime-status").textContent = "realtime: subscribed";
+        loadJobs(); // catch up on anything that changed before the subscription was live
+      }
+    })
+    .subscribe((status, error) => log(`channel ${status}${error ? ": " + error.message : ""}`));
+}
+
+async function signIn() {
+  const token = $("token").value.trim();
+  state.userId = userIdOf(token);
+  state.client = supabase.createClient(SUPAWORKER_CONFIG.url, SUPAWORKER_CONFIG.anonKey, {
+    global: { headers: { Authorization: `Bearer ${token}` } },
+    auth: { persistSession: false, autoRefreshToken: false },
+  });
+  state.client.realtime.setAuth(token);
+  $("whoami").textContent = `signed in as ${state.userId}`;
+  $("new-doc").disabled = false;
+  await loadJobs();
+  subscribe();
+}
+
+async function createAndProcess() {
+  const insert = await state.client.from("user_documents")
+    .insert({ user_id: state.userId, name: $("doc-name").value, content: $("doc-content").value })
+    .select().single();
+  if (insert.error) return log(`insert failed: ${insert.error.message}`);
+  state.names.set(insert.data.id, insert.data.name);
+  const { data, error } = await state.client.functions.invoke("enqueue-document", {
+    body: { user_document_id: insert.data.id },
+  });
+  if (error) return log(`enqueue failed: ${error.message}`);
+  log(`queued job ${data.job.id}`);
+  upsert(data.job);
+}
+
+$("signin-button").addEventListener("click", () => signIn().catch((e) => log(`sign-in failed: ${e.message}`)));
+$("create-button").addEventListener("click", () => createAndProcess().catch((e) => log(e.message)));
