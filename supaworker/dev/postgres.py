@@ -81,6 +81,12 @@ def initialise(config: StackConfig) -> None:
         raise StackError(f"initdb failed for {data_dir(config)}:\n{result.stderr.strip()}")
 
 
+def _supports_setting(name: str) -> bool:
+    described = subprocess.run([tools.pg_bin("postgres"), "--describe-config"],
+                               capture_output=True, text=True, check=False).stdout
+    return any(line.split("\t", 1)[0] == name for line in described.splitlines())
+
+
 def _server_options(config: StackConfig) -> str:
     options = [
         f"-p {config.db_port}",
@@ -93,6 +99,9 @@ def _server_options(config: StackConfig) -> str:
         "-c fsync=off",  # a throwaway development cluster; durability is not what it tests
         "-c synchronous_commit=off",
     ]
+    if _supports_setting("output_plugin_libraries"):
+        # Newer minor releases only let listed plugins decode WAL; Realtime decodes with wal2json.
+        options.append("-c output_plugin_libraries=pgoutput,test_decoding,wal2json")
     if tools.pg_cron_installed():
         options += ["-c shared_preload_libraries=pg_cron", "-c cron.database_name=postgres"]
     return " ".join(options)
