@@ -39,7 +39,7 @@ class WorkerSettings(BaseSettings):
     poll_interval: float = Field(default=5.0, gt=0)
     # While Realtime is connected the poll is only a safety net, so it can be slow.
     realtime_poll_interval: float = Field(default=30.0, gt=0)
-    realtime: bool = False
+    realtime: bool = True
     heartbeat_interval: float = Field(default=5.0, gt=0)
     job_timeout: float | None = Field(default=None, gt=0)
     shutdown_timeout: float = Field(default=30.0, ge=0)

@@ -36,6 +36,7 @@ from supaworker.exceptions import (
 )
 from supaworker.models import HeartbeatReply, Job, JobStatus, WorkerStatus
 from supaworker.worker import signals
+from supaworker.worker.batching import CompletionBatcher
 from supaworker.worker.execution import Outcome, run_handler
 from supaworker.worker.handler import Handler, JobContext
 from supaworker.worker.progress import ProgressForwarder
@@ -114,6 +115,8 @@ class Worker:
         # Jobs whose handler is done but whose outcome write is still in flight: still ours,
         # so heartbeats must keep reporting them (or they would look orphaned).
         self._finishing: set[uuid.UUID] = set()
+        # Off unless SUPAWORKER_COMPLETE_BATCH_SIZE >= 2 (see worker/batching.py).
+        self._completions = CompletionBatcher.from_env(queue, self.worker_id, self._with_retries)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._wake = asyncio.Event()
@@ -284,7 +287,8 @@ class Worker:
                 break
             if not self.state.paused:
                 claimed = await self._claim_once()
-                if self.settings.burst and claimed == 0 and not self._running:
+                if (self.settings.burst and claimed == 0 and not self._running
+                        and not self._finishing):
                     log.info("burst: nothing left to claim",
                              extra={"action": "burst_done", "worker_id": self.worker_id})
                     break
@@ -415,8 +419,13 @@ class Worker:
         extra = _job_extra("", job, self.worker_id,
                            duration=round(duration, 3) if duration is not None else None)
         if outcome.kind == "completed":
-            done = await self._with_retries(
-                "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result))
+            done = (await self._completions.complete(job, outcome.result)
+                    if self._completions is not None else None)
+            if done is not None:
+                self._wake.set()  # its slot is free in SQL only now: claim again
+            else:
+                done = await self._with_retries("complete_job", lambda: self.queue.complete(
+                    job, self.worker_id, outcome.result))
             self.state.completed += 1
             extra["action"] = "job_completed" if done else "job_lost"
             log.info("job %s %s", job.id, "completed" if done else "finished after losing it",

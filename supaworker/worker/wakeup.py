@@ -116,8 +116,10 @@ class RealtimeWakeup:
 
     # -- callbacks (synchronous, called from realtime-py's listener task) -----------------
     def _on_system(self, payload: Any) -> None:
-        data = payload if isinstance(payload, dict) else {}
-        if data.get("extension") == "postgres_changes" and data.get("status") == "ok":
+        # realtime-py hands over a pydantic model (SuccessSystemPayload), not a dict.
+        extension = getattr(payload, "extension", None)
+        status = getattr(payload, "status", None)
+        if extension == "postgres_changes" and status == "ok":
             self._subscribed.set()
 
     def _serves(self, record: dict[str, Any]) -> bool:

@@ -41,6 +41,10 @@ def _flag(value: Any) -> bool:
     return value is True
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True, slots=True)
 class JoinConfig:
     self_broadcast: bool
@@ -52,20 +56,18 @@ class JoinConfig:
 
     @classmethod
     def parse(cls, payload: dict[str, Any]) -> JoinConfig:
-        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        assert isinstance(config, dict)
-        broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}
-        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
-        assert isinstance(broadcast, dict) and isinstance(presence, dict)
+        config = _dict(payload.get("config"))
+        broadcast, presence = _dict(config.get("broadcast")), _dict(config.get("presence"))
         changes = config.get("postgres_changes")
         key = presence.get("key")
         return cls(
             self_broadcast=_flag(broadcast.get("self")),
             ack_broadcast=_flag(broadcast.get("ack")),
+            # Realtime gives each unkeyed presence its own UUID.
             presence_key=key if isinstance(key, str) and key else str(uuid.uuid1()),
             presence_enabled=_flag(presence.get("enabled")),
             private=_flag(config.get("private")),
-            postgres_changes=[p for p in changes if p is not None]
+            postgres_changes=[p for p in changes if isinstance(p, dict)]
             if isinstance(changes, list)
             else [],
         )
@@ -257,11 +259,8 @@ class Channel:
             self._start_subscription()
 
     def _on_broadcast(self, frame: Frame) -> None:
-        payload = frame.payload
-        for member in self.conn.server.registry.members(self.topic_key):
-            if member is self and not self.config.self_broadcast:
-                continue
-            member.conn.send(Frame(None, None, member.topic, "broadcast", payload))
+        skip = None if self.config.self_broadcast else self
+        self.conn.server.fan_out(self.name, frame.payload, private=self.config.private, skip=skip)
         if self.config.ack_broadcast:
             self.conn.send(reply(frame, "ok", {}))
 

@@ -72,28 +72,30 @@ def _value_sql(column: WalColumn, types: dict[int, str]) -> sql.Composable:
 
 
 def _filter_sql(check: FilterCheck, types: dict[int, str]) -> tuple[sql.Composable, list[Any]]:
+    """`realtime.check_equality_op`: both sides cast to the column's type; NULL counts as false."""
     column, flt = check.column, check.filter
     if column is None or column.type_oid not in types:
         return sql.SQL("false"), []
     type_sql = _type_sql(types[column.type_oid])
     lhs = sql.SQL("(%s::text::{})").format(type_sql)
+    rhs = sql.SQL("(%s::text::{})").format(type_sql)
+    negation = sql.SQL("NOT " if flt.negate else "")
     expr: sql.Composable
-    if flt.op == "in":
-        expr = sql.SQL("{} = any(%s::text::{}[])").format(lhs, type_sql)
-    elif flt.op == "is":
+    if flt.op == "is":
         if flt.value not in IS_KEYWORDS:
             return sql.SQL("false"), []
-        keyword = sql.SQL(flt.value.upper())
-        expr = sql.SQL("{} IS {}{}").format(lhs, sql.SQL("NOT " if flt.negate else ""), keyword)
+        # IS takes a keyword (NULL, TRUE, ...), not a typed literal.
+        expr = sql.SQL("{} IS {}{}").format(lhs, negation, sql.SQL(flt.value.upper()))
         return sql.SQL("coalesce(({}), false)").format(expr), [column.value]
-    elif flt.op == "isdistinct":
-        negation = sql.SQL("NOT " if flt.negate else "")
-        expr = sql.SQL("{} IS {}DISTINCT FROM (%s::text::{})").format(lhs, negation, type_sql)
-        return sql.SQL("coalesce(({}), false)").format(expr), [column.value, flt.value]
+    if flt.op == "isdistinct":
+        expr = sql.SQL("{} IS {}DISTINCT FROM {}").format(lhs, negation, rhs)
     else:
-        expr = sql.SQL("{} {} (%s::text::{})").format(lhs, sql.SQL(_BINARY_OPS[flt.op]), type_sql)
-    if flt.negate:
-        expr = sql.SQL("not ({})").format(expr)
+        if flt.op == "in":
+            expr = sql.SQL("{} = any(%s::text::{}[])").format(lhs, type_sql)
+        else:
+            expr = sql.SQL("{} {} {}").format(lhs, sql.SQL(_BINARY_OPS[flt.op]), rhs)
+        if flt.negate:
+            expr = sql.SQL("not ({})").format(expr)
     return sql.SQL("coalesce(({}), false)").format(expr), [column.value, flt.value]
 
 
@@ -129,10 +131,15 @@ async def render(
     timestamp, new_values, old_values, results = row
     values = CastValues(
         commit_timestamp=timestamp,
-        new={c.name: v or "null" for c, v in zip(change.columns, new_values, strict=True)},
-        old={c.name: v or "null" for c, v in zip(change.identity, old_values, strict=True)},
+        new=_json_texts(change.columns, new_values),
+        old=_json_texts(change.identity, old_values),
     )
     return Rendered(values, tuple(bool(r) for r in results))
+
+
+def _json_texts(columns: Sequence[WalColumn], values: Sequence[str | None]) -> dict[str, str]:
+    # to_jsonb(NULL) is SQL NULL; in the payload it is JSON null.
+    return {c.name: "null" if v is None else v for c, v in zip(columns, values, strict=True)}
 
 
 # -- RLS ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ log = logging.getLogger("supaworker.dev.realtime")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 PUBLICATION = "supabase_realtime"
 _TYPE_CACHE_LIMIT = 4096
+_PING_AFTER_IDLE_S = 1.0
 
 
 async def connect(dsn: str, application_name: str, *, statement_timeout_ms: int = 0) -> Conn:
@@ -40,7 +42,12 @@ async def connect(dsn: str, application_name: str, *, statement_timeout_ms: int 
 
 
 class Pool:
-    """At most `size` connections, opened lazily; broken ones are dropped, not reused."""
+    """At most `size` connections, opened lazily.
+
+    A connection that sat idle for a while is pinged before use: after a database restart
+    every pooled session is dead, and the first batch after the restart must not be lost to
+    one of them.
+    """
 
     def __init__(
         self, dsn: str, *, size: int, application_name: str, statement_timeout_ms: int = 10_000
@@ -49,7 +56,7 @@ class Pool:
         self._application_name = application_name
         self._statement_timeout_ms = statement_timeout_ms
         self._slots = asyncio.Semaphore(size)
-        self._idle: list[Conn] = []
+        self._idle: list[tuple[Conn, float]] = []
         self._closed = False
 
     @contextlib.asynccontextmanager
@@ -57,36 +64,46 @@ class Pool:
         if self._closed:
             raise psycopg.OperationalError("the Realtime connection pool is closed")
         async with self._slots:
-            conn = (
-                self._idle.pop()
-                if self._idle
-                else await connect(
-                    self._dsn,
-                    self._application_name,
-                    statement_timeout_ms=self._statement_timeout_ms,
-                )
-            )
-            healthy = False
+            conn = await self._checkout()
             try:
                 yield conn
-                healthy = True
             finally:
-                await self._release(conn, healthy)
+                await self._release(conn)
 
-    async def _release(self, conn: Conn, healthy: bool) -> None:
-        usable = healthy and not conn.closed and not conn.broken and not self._closed
-        if usable and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            self._idle.append(conn)
+    async def _checkout(self) -> Conn:
+        while self._idle:
+            conn, since = self._idle.pop()
+            if time.monotonic() - since < _PING_AFTER_IDLE_S or await _alive(conn):
+                return conn
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
+        return await connect(
+            self._dsn, self._application_name, statement_timeout_ms=self._statement_timeout_ms
+        )
+
+    async def _release(self, conn: Conn) -> None:
+        # Reuse only a clean session: not broken, and not left inside a transaction.
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if not conn.closed and not conn.broken and idle and not self._closed:
+            self._idle.append((conn, time.monotonic()))
             return
-        with contextlib.suppress(psycopg.Error):
+        with contextlib.suppress(psycopg.Error, OSError):
             await conn.close()
 
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(psycopg.Error):
+        for conn, _ in idle:
+            with contextlib.suppress(psycopg.Error, OSError):
                 await conn.close()
+
+
+async def _alive(conn: Conn) -> bool:
+    try:
+        await conn.execute("select 1")
+    except (psycopg.Error, OSError):
+        return False
+    return True
 
 
 # -- the publication ---------------------------------------------------------------------------

@@ -21,7 +21,13 @@ from supaworker.dev.realtime.checks import FilterCheck
 from supaworker.dev.realtime.database import Conn, Pool, Publication, TypeNames, fetch_table_views
 from supaworker.dev.realtime.protocol import RawJson
 from supaworker.dev.realtime.registry import Registry, Subscription
-from supaworker.dev.realtime.wal import TableView, WalChange, build_data, error_for
+from supaworker.dev.realtime.wal import (
+    ERROR_UNAUTHORIZED,
+    TableView,
+    WalChange,
+    build_data,
+    error_for,
+)
 
 if TYPE_CHECKING:
     from supaworker.dev.realtime.channel import Channel
@@ -31,10 +37,24 @@ K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
+class _Subscriber:
+    """A subscription with its channel's role and claims as of the start of the batch (an
+    `access_token` update may change them while the batch awaits the database)."""
+
+    sub: Subscription
+    role: str
+    claims: str
+
+    @property
+    def select(self) -> tuple[str, ...] | None:
+        return self.sub.binding.select
+
+
+@dataclass(frozen=True, slots=True)
 class _Work:
     change: WalChange
     oid: int
-    subscriptions: list[Subscription]
+    subscribers: list[_Subscriber]
 
 
 class ChangeProcessor:
@@ -51,7 +71,7 @@ class ChangeProcessor:
         delivered = 0
         async with self._pool.connection() as conn:
             views = await fetch_table_views(
-                conn, {(w.oid, s.channel.role) for w in work for s in w.subscriptions}
+                conn, {(w.oid, s.role) for w in work for s in w.subscribers}
             )
             types = await self._types.resolve(
                 conn, (oid for w in work for oid in w.change.type_oids())
@@ -78,13 +98,13 @@ class ChangeProcessor:
             oid = publication.oid(change.schema, change.table)
             if oid is None:
                 continue
-            subs = [
-                s
+            subscribers = [
+                _Subscriber(s, s.channel.role, checks.claims_json(s.channel.claims))
                 for s in self._registry.candidates(change.schema, change.table, change.action)
                 if not s.channel.closed
             ]
-            if subs:
-                yield _Work(change, oid, subs)
+            if subscribers:
+                yield _Work(change, oid, subscribers)
 
     async def _process_one(
         self,
@@ -94,14 +114,11 @@ class ChangeProcessor:
         types: dict[int, str],
     ) -> int:
         change = item.change
-        by_role: dict[str, list[Subscription]] = defaultdict(list)
-        for sub in item.subscriptions:
-            by_role[sub.channel.role].append(sub)
         pushed = False
-        readable: list[Subscription] = []
-        for role, subs in by_role.items():
+        readable: list[_Subscriber] = []
+        for role, subs in _group(item.subscribers, lambda s: s.role).items():
             view = views.get((item.oid, role))
-            error = "Error 401: Unauthorized" if view is None else error_for(change, view)
+            error = ERROR_UNAUTHORIZED if view is None else error_for(change, view)
             if error is not None:
                 # apply_rls reports these to every subscriber of the role, filters aside.
                 pushed |= _push_error(change, view or TableView(False), subs, error)
@@ -112,33 +129,27 @@ class ChangeProcessor:
         filter_checks, positions = _filter_checks(change, readable)
         rendered = await checks.render(conn, change, types, filter_checks)
         passing = [s for s in readable if all(rendered.filter_results[i] for i in positions[id(s)])]
-        visible = await self._visible(conn, item.oid, change, passing, views)
-        for role, subs in _group(visible, lambda s: s.channel.role).items():
+        # The RLS flag belongs to the table: any readable role's view of it tells.
+        rls_enabled = views[(item.oid, readable[0].role)].rls_enabled
+        visible = await self._visible(conn, change, passing, rls_enabled)
+        for role, subs in _group(visible, lambda s: s.role).items():
             view = views[(item.oid, role)]
-            for select, group in _group(subs, lambda s: s.binding.select).items():
-                data = build_data(change, view, select, rendered.values)
-                pushed |= _deliver(group, data)
+            for select, group in _group(subs, lambda s: s.select).items():
+                pushed |= _deliver(group, build_data(change, view, select, rendered.values))
         return int(pushed)
 
     async def _visible(
-        self,
-        conn: Conn,
-        oid: int,
-        change: WalChange,
-        subs: list[Subscription],
-        views: dict[tuple[int, str], TableView],
-    ) -> list[Subscription]:
-        if not subs or change.action == "DELETE":
+        self, conn: Conn, change: WalChange, subs: list[_Subscriber], rls_enabled: bool
+    ) -> list[_Subscriber]:
+        if not subs or not rls_enabled or change.action == "DELETE":
             return subs  # DELETE skips RLS, as in Realtime
-        if not any(views[(oid, s.channel.role)].rls_enabled for s in subs):
-            return subs
-        subjects = sorted({(s.channel.role, checks.claims_json(s.channel.claims)) for s in subs})
+        subjects = sorted({(s.role, s.claims) for s in subs})
         answers = dict(zip(subjects, await checks.visible(conn, change, subjects), strict=True))
-        return [s for s in subs if answers[(s.channel.role, checks.claims_json(s.channel.claims))]]
+        return [s for s in subs if answers[(s.role, s.claims)]]
 
 
 def _filter_checks(
-    change: WalChange, subs: Sequence[Subscription]
+    change: WalChange, subs: Sequence[_Subscriber]
 ) -> tuple[list[FilterCheck], dict[int, list[int]]]:
     """Distinct filters of the subscriptions, each against the row it reads.
 
@@ -152,7 +163,7 @@ def _filter_checks(
     positions: dict[int, list[int]] = {}
     for sub in subs:
         mine: list[int] = []
-        for flt in sub.binding.filters:
+        for flt in sub.sub.binding.filters:
             if flt not in index:
                 index[flt] = len(found)
                 found.append(FilterCheck(flt, by_name.get(flt.column)))
@@ -162,28 +173,28 @@ def _filter_checks(
 
 
 def _group(
-    subs: Iterable[Subscription], key: Callable[[Subscription], K]
-) -> dict[K, list[Subscription]]:
-    groups: dict[K, list[Subscription]] = defaultdict(list)
+    subs: Iterable[_Subscriber], key: Callable[[_Subscriber], K]
+) -> dict[K, list[_Subscriber]]:
+    groups: dict[K, list[_Subscriber]] = defaultdict(list)
     for sub in subs:
         groups[key(sub)].append(sub)
     return groups
 
 
-def _push_error(change: WalChange, view: TableView, subs: list[Subscription], error: str) -> bool:
+def _push_error(change: WalChange, view: TableView, subs: list[_Subscriber], error: str) -> bool:
     pushed = False
     # One message per column selection, as apply_rls fans its errors out.
-    for select, group in _group(subs, lambda s: s.binding.select).items():
+    for select, group in _group(subs, lambda s: s.select).items():
         pushed |= _deliver(group, build_data(change, view, select, None, error))
     return pushed
 
 
-def _deliver(subs: Sequence[Subscription], data: RawJson) -> bool:
+def _deliver(subs: Sequence[_Subscriber], data: RawJson) -> bool:
     ids_by_channel: dict[Channel, list[int]] = {}
-    for sub in subs:
-        ids = ids_by_channel.setdefault(sub.channel, [])
-        if sub.binding.id not in ids:
-            ids.append(sub.binding.id)
+    for subscriber in subs:
+        ids = ids_by_channel.setdefault(subscriber.sub.channel, [])
+        if subscriber.sub.binding.id not in ids:
+            ids.append(subscriber.sub.binding.id)
     for channel, ids in ids_by_channel.items():
         channel.push_change(ids, data)
     return bool(ids_by_channel)

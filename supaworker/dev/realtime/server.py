@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg
 from aiohttp import web
 
 from supaworker.dev.config import StackConfig
-from supaworker.dev.realtime import auth, checks
+from supaworker.dev.realtime import auth, checks, rest
 from supaworker.dev.realtime.bindings import Binding
 from supaworker.dev.realtime.channel import Channel
 from supaworker.dev.realtime.database import PUBLICATION, Pool, fetch_publication
 from supaworker.dev.realtime.dispatch import ChangeProcessor
 from supaworker.dev.realtime.poller import IDLE_MULTIPLIER, PollerUnavailable, ReplicationPoller
-from supaworker.dev.realtime.protocol import SERIALIZERS, V1
+from supaworker.dev.realtime.protocol import SERIALIZERS, V1, Frame, UserBroadcast
 from supaworker.dev.realtime.registry import Registry
 from supaworker.dev.realtime.socket import Connection
 
@@ -125,6 +126,20 @@ class RealtimeServer:
                 },
             )
 
+    # -- broadcast ----------------------------------------------------------------------------
+    def fan_out(
+        self,
+        name: str,
+        payload: dict[str, Any] | UserBroadcast,
+        *,
+        private: bool = False,
+        skip: Channel | None = None,
+    ) -> None:
+        """Send a broadcast to every channel joined to topic `name` (except `skip`)."""
+        for member in self.registry.members((name, private)):
+            if member is not skip:
+                member.conn.send(Frame(None, None, member.topic, "broadcast", payload))
+
     def _announce_resubscribed(self) -> None:
         for channel in self.registry.subscribed_channels():
             channel.resubscribed()
@@ -154,10 +169,12 @@ SERVER_KEY = web.AppKey("realtime_server", RealtimeServer)
 
 
 def setup_realtime(app: web.Application, config: StackConfig) -> None:
-    """Mount `GET /realtime/v1/websocket` on the gateway and tie the poller to its life cycle."""
+    """Mount `GET /realtime/v1/websocket` and the REST broadcast API on the gateway, and tie the
+    poller to the gateway's life cycle."""
     server = RealtimeServer(config)
     app[SERVER_KEY] = server
     app.router.add_get(WEBSOCKET_PATH, server.websocket)
+    rest.add_routes(app, server)
     app.on_startup.append(server.on_startup)
     app.on_shutdown.append(server.on_shutdown)
     app.on_cleanup.append(server.on_cleanup)

@@ -118,7 +118,17 @@ class Connection:
                 )
                 await self.ws.close(code=1003, message=b"invalid frame")
                 return
-            self._route(frame)
+            try:
+                self._route(frame)
+            except Exception:
+                # A bug in handling one message must not take the socket (or the gateway) down.
+                log.exception(
+                    "Realtime failed to handle `%s` on %s",
+                    frame.event,
+                    frame.topic,
+                    extra={"action": "realtime.handler_error", "topic": frame.topic},
+                )
+                self.send(reply(frame, "error", {"reason": "Unknown Error on Channel"}))
 
     def _route(self, frame: Frame) -> None:
         if frame.topic == "phoenix":

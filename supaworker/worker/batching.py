@@ -1,0 +1,150 @@
+"""Batching successful completions: one `complete_jobs` call for many finished jobs.
+
+A worker running many short jobs spends most of its time on HTTP round trips, one
+`complete_job` per job. The batcher collects the outcomes of successful jobs for at most
+`delay` seconds or `size` jobs, whichever comes first, and writes them with a single
+`complete_jobs` call (each element still fenced by job, worker and attempt in SQL).
+
+Every caller still learns its own job's result:
+- the batch completed every job                  -> True for each;
+- it completed fewer (some were fenced out)      -> each job is looked up (`get_job`): True
+  when the row is completed by this worker at this attempt, False otherwise;
+- the batch call failed (network, refusal)       -> each job is written on its own with
+  `complete_job` through the worker's retry policy, as without batching; a job that call
+  reports as not completed is looked up too, in case the failed batch did land.
+Anything unexpected returns None for the jobs of that batch: the caller then writes them
+itself, exactly as it does without batching. The caller awaits its job's answer inside its
+final-write task, so shutdown still waits for every completion.
+
+Off by default. `SUPAWORKER_COMPLETE_BATCH_SIZE` (>= 2 turns it on, at most 1000) and
+`SUPAWORKER_COMPLETE_BATCH_DELAY` (seconds, default 0.005) configure it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from supaworker.client import AsyncQueueClient
+from supaworker.exceptions import QueueError, RpcError
+from supaworker.models import Job, JobStatus
+
+log = logging.getLogger("supaworker.worker.batching")
+T = TypeVar("T")
+
+
+class RetryPolicy(Protocol):
+    """The worker's `_with_retries`: retries transient faults, None when it gives up."""
+
+    def __call__(self, name: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T | None]: ...
+
+
+class BatchSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUPAWORKER_COMPLETE_BATCH_", env_file=".env",
+                                      extra="ignore")
+
+    size: int = Field(default=0, ge=0, le=1000)
+    delay: float = Field(default=0.005, ge=0, le=1.0)
+
+
+@dataclass
+class _Pending:
+    job: Job
+    result: Any
+    answer: asyncio.Future[bool | None]
+
+
+class CompletionBatcher:
+    def __init__(self, queue: AsyncQueueClient, worker_id: str, retry: RetryPolicy, *,
+                 size: int, delay: float) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+        self.size = size
+        self.delay = delay
+        self._retry = retry
+        self._pending: list[_Pending] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._disabled = False
+        self.batches = 0
+
+    @classmethod
+    def from_env(cls, queue: AsyncQueueClient, worker_id: str,
+                 retry: RetryPolicy) -> CompletionBatcher | None:
+        """A batcher configured by `SUPAWORKER_COMPLETE_BATCH_*`, or None when it is off."""
+        settings = BatchSettings()
+        if settings.size < 2:
+            return None
+        return cls(queue, worker_id, retry, size=settings.size, delay=settings.delay)
+
+    async def complete(self, job: Job, result: Any) -> bool | None:
+        """Whether the job is now completed by this attempt; None: write it yourself."""
+        if self._disabled:
+            return None
+        answer: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(job, result, answer))
+        if len(self._pending) >= self.size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self._flush)
+        return await answer
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        task = asyncio.create_task(self._send(batch), name="complete-batch")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        try:
+            answers = await self._write(batch)
+        except BaseException:
+            # Not expected; the callers fall back to their own complete_job.
+            log.exception("completion batch of %d failed unexpectedly", len(batch),
+                          extra={"action": "complete_batch_error", "worker_id": self.worker_id})
+            answers = [None] * len(batch)
+        for item, done in zip(batch, answers, strict=True):
+            if not item.answer.done():
+                item.answer.set_result(done)
+
+    async def _write(self, batch: list[_Pending]) -> list[bool | None]:
+        if len(batch) == 1:
+            return [None]  # nothing to gain: the caller's own complete_job
+        self.batches += 1
+        try:
+            count = await self.queue.complete_many(
+                self.worker_id, [(p.job.id, p.job.attempt, p.result) for p in batch])
+        except QueueError as exc:
+            log.warning("complete_jobs for %d jobs failed (%s); writing them one by one",
+                        len(batch), exc, extra={"action": "complete_batch_failed",
+                                                "worker_id": self.worker_id})
+            if isinstance(exc, RpcError):
+                self._disabled = True  # refused (e.g. an older database): stop batching
+            return list(await asyncio.gather(*(self._one(p) for p in batch)))
+        if count == len(batch):
+            return [True] * len(batch)
+        # Some were fenced out (cancelled, rescued, reassigned): find out which.
+        return list(await asyncio.gather(*(self._completed_by_us(p.job) for p in batch)))
+
+    async def _one(self, item: _Pending) -> bool | None:
+        done = await self._retry("complete_job", lambda: self.queue.complete(
+            item.job, self.worker_id, item.result))
+        if done is False:
+            return await self._completed_by_us(item.job)  # the failed batch may have landed
+        return done
+
+    async def _completed_by_us(self, job: Job) -> bool:
+        row = await self._retry("get_job", lambda: self.queue.get(job.id))
+        return (row is not None and row.status == JobStatus.COMPLETED
+                and row.attempt == job.attempt and row.assigned_to == self.worker_id)
