@@ -5,6 +5,8 @@ Tables for people, `--json` for scripts. Connection from SUPABASE_URL and a serv
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -17,9 +19,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from supaworker.client import QueueClient
+from supaworker.client import AsyncQueueClient, QueueClient, credentials_from_env
 from supaworker.exceptions import QueueError, SupaworkerError
 from supaworker.models import Job, JobStatus, WorkerStatus
+from supaworker.realtime_subscription import Binding, Event, close_quietly, subscribe
 
 console = Console()
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
@@ -217,25 +220,59 @@ def resume(worker_id: str) -> None:
 
 def watch(
     job_id: str,
-    interval: Annotated[float, typer.Option(help="Seconds between checks")] = 0.5,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")]
     = None,
+    realtime: Annotated[bool, typer.Option(help="Follow changes through Supabase Realtime")]
+    = True,
 ) -> None:
-    """Follow a job's status and progress until it ends."""
+    """Follow a job's status and progress live until it ends (exit 0 if it completed)."""
+    with queue_client() as client:
+        client.get(job_id)  # a clear error now for an unknown or malformed id
+        url, key = credentials_from_env()
+    try:
+        final = asyncio.run(_follow(url, key, job_id, timeout, realtime))
+    except QueueError as exc:
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(EXIT_QUEUE_ERROR) from None
+    if final is None:
+        raise typer.Exit(3)
+    raise typer.Exit(0 if final == JobStatus.COMPLETED else 1)
+
+
+async def _follow(url: str, key: str, job_id: str, timeout: float | None,
+                  realtime: bool) -> JobStatus | None:
+    """Print a line per change; Realtime pushes them, a slow poll is the safety net."""
+    changed = asyncio.Event()
+    subscription = None
+    if realtime:
+        binding = Binding(Event.Update, "processing_queue", lambda _p: changed.set(),
+                          f"id=eq.{job_id}")
+        try:
+            subscription = await subscribe(url, key, f"watch-{job_id}", [binding])
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            typer.echo(f"(Realtime unavailable: {exc}; polling)", err=True)
+    poll = 5.0 if subscription is not None else 0.5
     deadline = None if timeout is None else time.monotonic() + timeout
     last = ""
-    with queue_client() as client:
+    queue = await AsyncQueueClient.connect(url, key)
+    try:
         while True:
-            row = client.get(job_id)
+            row = await queue.get(job_id)
             line = _watch_line(row)
             if line != last:
                 typer.echo(line)
                 last = line
             if row.status.is_finished:
-                raise typer.Exit(0 if row.status == JobStatus.COMPLETED else 1)
+                return row.status
             if deadline is not None and time.monotonic() > deadline:
-                raise typer.Exit(3)
-            time.sleep(interval)
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), poll)
+            changed.clear()
+    finally:
+        await queue.aclose()
+        if subscription is not None:
+            await close_quietly(subscription)
 
 
 def _watch_line(row: Job) -> str:

@@ -21,17 +21,21 @@ claim in the same instant; jobs arriving within the jitter are taken by one batc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
 from collections.abc import Callable
 from typing import Any
 
-from realtime import AsyncRealtimeClient
-from realtime.types import RealtimePostgresChangesListenEvent as Event
-
 from supaworker.config import WorkerSettings
+from supaworker.realtime_subscription import (
+    Binding,
+    Change,
+    Event,
+    close_quietly,
+    record_of,
+    subscribe,
+)
 
 log = logging.getLogger("supaworker.worker.wakeup")
 
@@ -44,21 +48,26 @@ def jitter_for(job_id: str, worker_id: str) -> float:
     return int.from_bytes(digest, "big") / 65535 * WAKE_JITTER
 
 
-def realtime_url(supabase_url: str) -> str:
-    return supabase_url.rstrip("/") + "/realtime/v1"
-
-
 class RealtimeWakeup:
     def __init__(self, supabase_url: str, key: str, settings: WorkerSettings) -> None:
-        self._url = realtime_url(supabase_url)
+        self._url = supabase_url
         self._key = key
         self._settings = settings
         self._worker_id = settings.worker_id
         self._last_worker_status: str | None = None
-        self._subscribed = asyncio.Event()
         self._wake: Callable[[], None] = lambda: None
         self._control: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bindings(self) -> list[Binding]:
+        me = self._worker_id
+        return [
+            Binding(Event.Insert, "processing_queue", self._on_job_change),
+            Binding(Event.Update, "processing_queue", self._on_job_change, "status=eq.pending"),
+            Binding(Event.Update, "processing_queue", self._on_own_job_change,
+                    f"assigned_to=eq.{me}"),
+            Binding(Event.Update, "vps_workers", self._on_worker_change, f"worker_id=eq.{me}"),
+        ]
 
     async def run(self, wake: Callable[[], None], connected: Callable[[bool], None],
                   control: Callable[[], None]) -> None:
@@ -66,10 +75,10 @@ class RealtimeWakeup:
         self._loop = asyncio.get_running_loop()
         backoff = 0.5
         while True:
-            client = AsyncRealtimeClient(self._url, token=self._key, auto_reconnect=False,
-                                         hb_interval=15)
+            client = None
             try:
-                await self._subscribe(client)
+                client = await subscribe(self._url, self._key,
+                                         f"supaworker-worker-{self._worker_id}", self._bindings())
                 connected(True)
                 backoff = 0.5
                 while client.is_connected:
@@ -79,49 +88,17 @@ class RealtimeWakeup:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("realtime unavailable (%s); retrying in %.1fs", exc, backoff,
+                log.warning("realtime unavailable (%r); retrying in %.1fs", exc, backoff,
                             extra={"action": "realtime_unavailable",
                                    "worker_id": self._worker_id})
             finally:
                 connected(False)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.close(), 2)
+                if client is not None:
+                    await close_quietly(client)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _subscribe(self, client: AsyncRealtimeClient) -> None:
-        self._subscribed.clear()
-        await asyncio.wait_for(client.connect(), 10)
-        channel = client.channel(f"supaworker-worker-{self._worker_id}")
-        me = self._worker_id
-        channel.on_postgres_changes(Event.Insert, self._on_job_change, table="processing_queue")
-        channel.on_postgres_changes(Event.Update, self._on_job_change, table="processing_queue",
-                                    filter="status=eq.pending")
-        channel.on_postgres_changes(Event.Update, self._on_own_job_change,
-                                    table="processing_queue", filter=f"assigned_to=eq.{me}")
-        channel.on_postgres_changes(Event.Update, self._on_worker_change, table="vps_workers",
-                                    filter=f"worker_id=eq.{me}")
-        channel.on_system(self._on_system)
-        failure: list[Exception | None] = []
-
-        def on_state(state: Any, error: Exception | None) -> None:
-            if error is not None:
-                failure.append(error)
-
-        await channel.subscribe(on_state)
-        if failure:
-            raise ConnectionError(f"join refused: {failure[0]}")
-        # The join reply comes first; changes flow only after this system message.
-        await asyncio.wait_for(self._subscribed.wait(), 10)
-
     # -- callbacks (synchronous, called from realtime-py's listener task) -----------------
-    def _on_system(self, payload: Any) -> None:
-        # realtime-py hands over a pydantic model (SuccessSystemPayload), not a dict.
-        extension = getattr(payload, "extension", None)
-        status = getattr(payload, "status", None)
-        if extension == "postgres_changes" and status == "ok":
-            self._subscribed.set()
-
     def _serves(self, record: dict[str, Any]) -> bool:
         queues = self._settings.queues
         if queues and record.get("queue") not in queues:
@@ -130,26 +107,20 @@ class RealtimeWakeup:
         caps = self._settings.advertised_capabilities()
         return isinstance(requires, dict) and all(caps.get(k) == v for k, v in requires.items())
 
-    def _on_job_change(self, payload: Any) -> None:
-        record = _record(payload)
+    def _on_job_change(self, payload: Change) -> None:
+        record = record_of(payload)
         if record.get("status") != "pending" or not self._serves(record):
             return
         delay = jitter_for(str(record.get("id")), self._worker_id)
         assert self._loop is not None
         self._loop.call_later(delay, self._wake)
 
-    def _on_own_job_change(self, payload: Any) -> None:
-        if _record(payload).get("cancel_requested"):
+    def _on_own_job_change(self, payload: Change) -> None:
+        if record_of(payload).get("cancel_requested"):
             self._control()
 
-    def _on_worker_change(self, payload: Any) -> None:
-        status = _record(payload).get("status")
+    def _on_worker_change(self, payload: Change) -> None:
+        status = record_of(payload).get("status")
         if status != self._last_worker_status:
             self._last_worker_status = status
             self._control()
-
-
-def _record(payload: Any) -> dict[str, Any]:
-    data = payload.get("data", {}) if isinstance(payload, dict) else {}
-    record = data.get("record") if isinstance(data, dict) else None
-    return record if isinstance(record, dict) else {}

@@ -51,7 +51,9 @@ def rt_table(realtime_stack: StackConfig, admin_db: Admin) -> Iterator[str]:
     admin_db.execute(f"grant select on public.{name} to authenticated, service_role")
     admin_db.execute(f"alter publication supabase_realtime add table public.{name}")
     yield name
-    admin_db.execute(f"drop table if exists public.{name}")
+    # A fresh session: the test may have restarted the database under `admin_db`.
+    with psycopg.connect(realtime_stack.admin_db_url, autocommit=True) as conn:
+        conn.execute(f"drop table if exists public.{name}")
 
 
 def insert(admin: Admin, table: str, owner: uuid.UUID | None, body: str, n: int = 0) -> int:

@@ -4,6 +4,8 @@ broadcast, presence, change payloads and recovery. A raw websocket client, no SD
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +16,7 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
+import websockets
 
 from supaworker.dev import keys
 from supaworker.dev.config import StackConfig
@@ -107,8 +110,9 @@ async def test_heartbeat_join_leave_framing(
 
     join_ref, answer = await client.join("realtime:framing")
     assert answer.payload == {"status": "ok", "response": {"postgres_changes": []}}
+    assert isinstance(answer.raw, str)
     if vsn == "2.0.0":
-        assert answer.join_ref == join_ref and isinstance(answer.raw, str)
+        assert answer.join_ref == join_ref
         assert answer.raw.startswith(f'["{join_ref}","{join_ref}","realtime:framing","phx_reply"')
     else:
         assert answer.raw.startswith('{"topic":"realtime:framing","event":"phx_reply"')
@@ -323,6 +327,64 @@ async def test_filters_events_and_unknown_tables(
     )
 
 
+async def test_more_operators_select_and_full_identity_deletes(
+    realtime_stack: StackConfig,
+    wire: list[WireClient],
+    rt_table: str,
+    admin_db: Admin,
+) -> None:
+    client = await connect(wire, realtime_stack, realtime_stack.service_role_key)
+    topic = "realtime:operators"
+    owner = uuid.uuid4()
+    filters = [
+        "body=like.a%",
+        "body=not.eq.abc",
+        "n=is.null",
+        "n=lt.3",
+        f"owner=isdistinct.{owner}",
+    ]
+    bindings: list[dict[str, Any]] = [
+        {"event": "INSERT", "schema": "public", "table": rt_table, "filter": f} for f in filters
+    ]
+    bindings.append({"event": "INSERT", "schema": "public", "table": rt_table, "select": ["body"]})
+    bindings.append(
+        {"event": "DELETE", "schema": "public", "table": rt_table, "filter": "body=eq.gone"}
+    )
+    _, answer = await client.join(topic, {"postgres_changes": bindings})
+    ids = [b["id"] for b in answer.payload["response"]["postgres_changes"]]
+    assert (await client.subscribed(topic)).status == "ok"
+    admin_db.execute(f"alter table public.{rt_table} replica identity full")
+    admin_db.execute(
+        f"insert into public.{rt_table} (owner, body, n) values"
+        " (null, 'abc', 1), (%s, 'axe', null), (null, 'zed', 5)",
+        (owner,),
+    )
+    got = [m.payload for m in await client.collect(1.5) if m.event == "postgres_changes"]
+    matched = {
+        p["data"]["record"]["body"]: sorted(p["ids"]) for p in got if "n" in p["data"]["record"]
+    }
+    # NULL is distinct from the owner uuid; the owner's own row is not.
+    expected = {
+        "abc": sorted([ids[0], ids[3], ids[4]]),
+        "axe": sorted([ids[0], ids[1], ids[2]]),
+        "zed": sorted([ids[1], ids[4]]),
+    }
+    assert matched == expected
+    selected = [p for p in got if p["ids"] == [ids[5]]]
+    assert {tuple(sorted(p["data"]["record"])) for p in selected} == {("body", "id")}
+    assert selected[0]["data"]["columns"] == [
+        {"name": "id", "type": "int8"},
+        {"name": "body", "type": "text"},
+    ]
+
+    admin_db.execute(f"update public.{rt_table} set body = 'gone' where body = 'zed'")
+    admin_db.execute(f"delete from public.{rt_table} where body in ('gone', 'abc')")
+    deletes = [m.payload for m in await client.collect(1.5) if m.event == "postgres_changes"]
+    # The DELETE filter reads the old row (REPLICA IDENTITY FULL); RLS trims it to the key.
+    assert [(p["ids"], p["data"]["type"]) for p in deletes] == [([ids[6]], "DELETE")]
+    assert list(deletes[0]["data"]["old_record"]) == ["id"]
+
+
 async def test_access_token_switches_claims_and_expiry_closes(
     realtime_stack: StackConfig,
     wire: list[WireClient],
@@ -431,8 +493,8 @@ async def test_insert_to_receive_latency(
     await client.subscribed("realtime:latency")
     samples: list[float] = []
     with psycopg.connect(realtime_stack.db_url, autocommit=True) as writer:
-        for i in range(15):
-            await asyncio.sleep(0.05 + (i % 5) * 0.13)  # land at varied points of the poll cycle
+        for _ in range(15):
+            await asyncio.sleep(random.uniform(0.05, 0.6))  # land anywhere in the poll cycle
             started = time.perf_counter()
             writer.execute(f"insert into public.{rt_table} (body) values ('lat')")
             await client.expect(_is_change("realtime:latency"))
@@ -445,3 +507,81 @@ async def test_insert_to_receive_latency(
         f"(poll interval {realtime_stack.realtime_poll_interval_ms} ms, idle x5)"
     )
     assert worst < 3000
+
+
+# -- REST broadcast --------------------------------------------------------------------------
+def _post(stack: StackConfig, path: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(
+        f"{stack.api_url}{path}", data=body, headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_rest_broadcast_api(realtime_stack: StackConfig, wire: list[WireClient]) -> None:
+    v1 = await connect(wire, realtime_stack, realtime_stack.anon_key, "1.0.0")
+    v2 = await connect(wire, realtime_stack, realtime_stack.anon_key, "2.0.0")
+    name = f"rest-{uuid.uuid4().hex[:6]}"
+    for client in (v1, v2):
+        await client.join(f"realtime:{name}")
+    service = {"apikey": realtime_stack.secret_key, "Content-Type": "application/json"}
+
+    batch = {"messages": [{"topic": name, "event": "ping", "payload": {"n": 1}, "id": "m1"}]}
+    assert (
+        _post(realtime_stack, "/realtime/v1/api/broadcast", json.dumps(batch).encode(), service)
+        == 202
+    )
+    for client in (v1, v2):
+        got = await client.expect(lambda m: m.event == "broadcast")
+        assert got.payload == {
+            "payload": {"n": 1},
+            "event": "ping",
+            "type": "broadcast",
+            "meta": {"id": "m1"},
+        }
+
+    path = f"/realtime/v1/api/broadcast/{name}/events/single"
+    assert _post(realtime_stack, path, b'{"s": true}', service) == 202
+    for client in (v1, v2):
+        got = await client.expect(lambda m: m.event == "broadcast")
+        assert got.payload == {"type": "broadcast", "event": "single", "payload": {"s": True}}
+    binary = {**service, "Content-Type": "application/octet-stream"}
+    assert _post(realtime_stack, path, b"\x00\x01", binary) == 202
+    got = await v2.expect(lambda m: m.event == "broadcast")
+    assert got.payload["payload"] == b"\x00\x01"
+    assert await v1.collect(0.3) == []  # V1 cannot carry binary payloads
+
+    assert _post(realtime_stack, "/realtime/v1/api/broadcast", b"{}", service) == 422
+    forged = {"Authorization": f"Bearer {keys.mint('q' * 40, 'service_role')}"}
+    assert _post(realtime_stack, path, b"{}", forged) == 401
+
+
+async def test_a_client_that_stops_reading_is_cut_off(
+    realtime_stack: StackConfig, wire: list[WireClient]
+) -> None:
+    """Bounded memory: the server queues at most ~16 MB for a client, then drops it."""
+    url = websocket_url(realtime_stack, realtime_stack.anon_key)
+    stalled = WireClient(await websockets.connect(url, max_size=None, max_queue=1), "1.0.0")
+    wire.append(stalled)
+    sender = await connect(wire, realtime_stack, realtime_stack.anon_key)
+    topic = f"realtime:flood-{uuid.uuid4().hex[:6]}"
+    await stalled.join(topic)
+    sender_ref, _ = await sender.join(topic)
+    blob = "x" * (1024 * 1024)
+    for _ in range(64):  # far more than socket buffers plus the 16 MB outbox
+        await sender.send(
+            topic,
+            "broadcast",
+            {"type": "broadcast", "event": "blob", "payload": {"blob": blob}},
+            join_ref=sender_ref,
+        )
+    await asyncio.sleep(1)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:  # drain what was delivered before the cut
+            await stalled.ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    ref = await sender.send("phoenix", "heartbeat", {})
+    assert (await sender.expect(lambda m: m.ref == ref)).status == "ok"

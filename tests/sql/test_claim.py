@@ -61,7 +61,7 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
                 done = svc.rpc("complete_jobs", {"p_worker_id": worker_id, "p_jobs": [
                     {"id": j["id"], "attempt": j["attempt"], "result": {"by": n}} for j in jobs]})
                 assert done == len(jobs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+        except BaseException as exc:  # re-raised in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(n,)) for n in range(16)]

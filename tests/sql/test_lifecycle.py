@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -109,8 +109,8 @@ def test_authenticated_users_enqueue_their_own_documents_with_clamped_priority(
     assert reply.body["hint"]
     assert job_count(admin_db, other) == 0
     # supabase-py as the user: the same call through the client library.
-    row = owner.client.rpc("enqueue_job", {"p_user_document_id": str(other),
-                                           "p_queue": queue}).execute().data
+    row = cast(dict[str, Any], owner.client.rpc("enqueue_job", {
+        "p_user_document_id": str(other), "p_queue": queue}).execute().data)
     assert row["status"] == "pending"
 
 
@@ -159,13 +159,44 @@ def test_a_stale_worker_changes_nothing_after_reassignment(
         "completed", {"from": "new"}, new)
 
 
+def test_the_attempt_fences_the_same_worker_across_reclaims(
+    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+) -> None:
+    """A worker that gets the same job back (rescued, then claimed again) must not finish the
+    new attempt with the old attempt's token: only the attempt number tells them apart."""
+    queue = unique("fence-same")
+    user = make_user()
+    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue)
+    worker = unique("w-same")
+    svc.register(worker, queues=[queue])
+    (first,) = svc.claim(worker)
+    assert svc.start(first, worker)
+    assert svc.rpc("release_jobs", {"p_worker_id": worker}) == 1
+    (second,) = svc.claim(worker)
+    assert second["attempt"] == first["attempt"] + 1
+    before = job_row(admin_db, job_id)
+
+    assert svc.start(first, worker) is False
+    assert svc.progress(first, worker, 80, "old attempt") is False
+    assert svc.complete(first, worker, {"attempt": "old"}) is False
+    assert svc.fail(first, worker, "old attempt failed") == []
+    assert svc.rpc("complete_jobs", {"p_worker_id": worker, "p_jobs": [
+        {"id": first["id"], "attempt": first["attempt"], "result": {}}]}) == 0
+    assert job_row(admin_db, job_id) == before
+
+    assert svc.start(second, worker)
+    assert svc.complete(second, worker, {"attempt": "new"})
+    assert job_row(admin_db, job_id)["result"] == {"attempt": "new"}
+
+
 # -- retries --------------------------------------------------------------------------------
 def test_backoff_grows_exponentially_is_jittered_and_capped(
     admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
 ) -> None:
-    base, cap = admin_db.execute(
+    settings = admin_db.execute(
         "select backoff_base_seconds, backoff_max_seconds from public.queue_settings").fetchone()
-    base, cap = float(base), float(cap)
+    assert settings is not None
+    base, cap = float(settings[0]), float(settings[1])
     queue = unique("backoff")
     user = make_user()
     (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue,
@@ -289,7 +320,8 @@ def test_cancel_pending_assigned_processing_and_finished(
     worker = unique("w-cancel")
 
     # pending -> cancelled at once (by its owner, through supabase-py)
-    row = owner.client.rpc("cancel_job", {"p_job_id": str(ids[0])}).execute().data
+    row = cast(dict[str, Any],
+               owner.client.rpc("cancel_job", {"p_job_id": str(ids[0])}).execute().data)
     assert (row["status"], row["completed_at"] is not None) == ("cancelled", True)
 
     svc.register(worker, slots=5, queues=[queue])
@@ -512,7 +544,9 @@ def test_settings_payload_limit_is_configurable(
 ) -> None:
     user = make_user()
     (doc,) = make_documents(admin_db, user, 1)
-    (limit,) = admin_db.execute("select max_payload_bytes from public.queue_settings").fetchone()
+    setting = admin_db.execute("select max_payload_bytes from public.queue_settings").fetchone()
+    assert setting is not None
+    limit = setting[0]
     payload = {"blob": "x" * 100}
     try:
         admin_db.execute("update public.queue_settings set max_payload_bytes = 50")

@@ -50,7 +50,7 @@ def scratch_db(stack: StackConfig, admin_db: Admin) -> Iterator[Callable[[], tup
         # As on a Supabase project, the migration owner may create schemas in its database
         # (`supabase db push` creates supabase_migrations).
         conn.execute(f'grant create on database "{name}" to postgres')
-        conn.execute(bootstrap_sql())  # type: ignore[call-overload]
+        conn.execute(bootstrap_sql())
         return name, conn
 
     yield make
@@ -98,7 +98,7 @@ def test_migrations_apply_on_an_empty_supabase_database(
     assert result.returncode == 0, result.stdout + result.stderr
     assert applied(conn) == MIGRATIONS
 
-    rls = dict(conn.execute(
+    rls: dict[str, bool] = dict(conn.execute(
         "select relname, relrowsecurity from pg_class where relnamespace = 'public'::regnamespace"
         " and relkind = 'r'").fetchall())
     assert {*QUEUE_TABLES, "user_documents"} <= set(rls) and all(rls.values())
@@ -109,7 +109,7 @@ def test_migrations_apply_on_an_empty_supabase_database(
     published = {r[0] for r in conn.execute(
         "select tablename from pg_publication_tables where pubname = 'supabase_realtime'")}
     assert published == {"processing_queue", "job_events"}
-    identity = dict(conn.execute(
+    identity: dict[str, str] = dict(conn.execute(
         "select relname, relreplident from pg_class where relname in"
         " ('processing_queue', 'job_events') and relnamespace = 'public'::regnamespace"
     ).fetchall())
@@ -145,7 +145,7 @@ def test_an_existing_user_documents_table_is_left_untouched(
         revoke all on public.user_documents from anon, authenticated;
         grant select on public.user_documents to authenticated;
         reset role;
-    """)  # type: ignore[call-overload]
+    """)
 
     def describe() -> dict[str, Any]:
         return {

@@ -81,7 +81,7 @@ FUNCTIONS: list[tuple[str, Params, dict[str, int]]] = [
 
 def test_function_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
     seen: dict[tuple[str, str], int] = {}
-    for fn, params, expected in FUNCTIONS:
+    for fn, params, _expected in FUNCTIONS:
         for role in ROLES:
             reply = api.rpc(ctx.tokens[role], fn, params(ctx))
             seen[(fn, role)] = reply.status
@@ -142,7 +142,7 @@ def test_table_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
     assert settings_before == (5,), "the PATCH case below assumes the default"
     seen: dict[tuple[str, str, str], int] = {}
     rows_seen: dict[tuple[str, str, str], Any] = {}
-    for table, method, query, body, expected in TABLES:
+    for table, method, query, body, _expected in TABLES:
         for role in ROLES:
             reply = api.table(ctx.tokens[role], method, table, query=query(ctx), body=body(ctx))
             seen[(table, method, role)] = reply.status
@@ -226,7 +226,7 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
                            "authenticated": ["DELETE", "INSERT", "SELECT", "UPDATE"],
                            "service_role": ["DELETE", "INSERT", "SELECT", "UPDATE"]},
     }
-    rls = dict(admin_db.execute(
+    rls: dict[str, bool] = dict(admin_db.execute(
         "select relname, relrowsecurity from pg_class where relnamespace = 'public'::regnamespace"
         " and relkind = 'r'").fetchall())
     assert all(rls.values()), rls

@@ -173,7 +173,7 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     def run() -> None:
         try:
             out.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - inspected by the test
+        except BaseException as exc:  # inspected by the test
             out.append(exc)
 
     thread = threading.Thread(target=run)

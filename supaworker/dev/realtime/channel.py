@@ -32,6 +32,8 @@ TOPIC_PREFIX = "realtime:"
 CONFIRM_TOKEN_INTERVAL_S = 300.0
 # After a database failure Realtime retries the subscription in 5..10 s.
 RESUBSCRIBE_DELAY_S = (5.0, 10.0)
+# Realtime's default `max_channels_per_client`.
+MAX_CHANNELS_PER_CLIENT = 100
 
 
 def _flag(value: Any) -> bool:
@@ -113,6 +115,9 @@ def join(conn: Connection, frame: Frame) -> None:
         )
         return
     previous = conn.channels.get(topic)
+    if previous is None and len(conn.channels) >= MAX_CHANNELS_PER_CLIENT:
+        conn.send(reply(frame, "error", {"reason": "ChannelRateLimitReached: Too many channels"}))
+        return
     if previous is not None:
         previous.close(notify=False)  # a duplicate join replaces the old channel, as in Phoenix
     channel = Channel(conn, frame, token, claims, config)

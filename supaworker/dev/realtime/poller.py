@@ -72,7 +72,9 @@ class ReplicationPoller:
         self._wake = asyncio.Event()
         self._waiters = 0
         self._last_error = ""
-        self._slots_created = 0
+        # Set when a live slot was lost to an error (not dropped for idleness): the next slot
+        # must be announced to subscribers, who may have missed changes in between.
+        self._slot_lost = False
         self._task: asyncio.Task[None] | None = None
 
     # -- control --------------------------------------------------------------------------
@@ -133,14 +135,19 @@ class ReplicationPoller:
                     await self._open_slot()
                     backoff = BACKOFF_MIN_S
                 delay = await self._poll_once()
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:
+                # Database errors are expected (restarts, terminated sessions); anything else is
+                # a bug, logged with its traceback. Either way the poller lives on.
                 self._last_error = _describe(exc)
-                log.warning(
+                log.log(
+                    logging.WARNING if isinstance(exc, psycopg.Error | OSError) else logging.ERROR,
                     "Realtime replication failed (%s); retrying in %.1f s",
                     self._last_error,
                     backoff,
+                    exc_info=not isinstance(exc, psycopg.Error | OSError),
                     extra={"action": "realtime.poller_error", "slot": self.slot_name},
                 )
+                self._slot_lost = self._slot_lost or self._conn is not None
                 await self._disconnect()
                 delay, backoff = backoff, min(backoff * 2, BACKOFF_MAX_S) * random.uniform(1, 1.2)
             await asyncio.sleep(delay)
@@ -171,14 +178,14 @@ class ReplicationPoller:
             await conn.close()
             raise
         self._conn = conn
-        self._slots_created += 1
         self._ready.set()
         log.info(
             "Realtime replication slot %s created",
             self.slot_name,
             extra={"action": "realtime.slot_created", "slot": self.slot_name},
         )
-        if self._slots_created > 1:
+        if self._slot_lost:
+            self._slot_lost = False
             log.warning(
                 "Realtime replication slot recreated after a lost connection; changes committed "
                 "in between were not delivered (hosted Realtime loses them too)",

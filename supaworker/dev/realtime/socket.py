@@ -24,7 +24,8 @@ log = logging.getLogger("supaworker.dev.realtime")
 
 # Phoenix closes a socket that sent nothing (not even a heartbeat) for 60 s.
 IDLE_TIMEOUT_S = 60.0
-OUTBOX_LIMIT = 10_000
+# What a client may have queued before it counts as too slow to keep.
+OUTBOX_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 class Connection:
@@ -38,7 +39,8 @@ class Connection:
         self.token = token
         self.channels: dict[str, Channel] = {}
         self.closed = False
-        self._outbox: asyncio.Queue[str | bytes] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self._queued_bytes = 0
         self._closing: asyncio.Task[bool] | None = None
 
     async def serve(self) -> None:
@@ -67,15 +69,16 @@ class Connection:
             return
         if data is None:
             return
-        try:
-            self._outbox.put_nowait(data)
-        except asyncio.QueueFull:
+        if self._queued_bytes + len(data) > OUTBOX_LIMIT_BYTES:
             log.warning(
-                "Realtime client too slow (%d messages queued): disconnecting it",
-                OUTBOX_LIMIT,
+                "Realtime client too slow (%d bytes queued): disconnecting it",
+                self._queued_bytes,
                 extra={"action": "realtime.outbox_overflow"},
             )
             self.abort(1011, "message queue overflow")
+            return
+        self._queued_bytes += len(data)
+        self._outbox.put_nowait(data)
 
     def abort(self, code: int, reason: str) -> None:
         self.closed = True
@@ -148,6 +151,7 @@ class Connection:
     async def _write_loop(self) -> None:
         while True:
             data = await self._outbox.get()
+            self._queued_bytes -= len(data)
             try:
                 if isinstance(data, str):
                     await self.ws.send_str(data)

@@ -1,0 +1,225 @@
+"""supabase-js 2 (realtime-js, protocol 2.0.0), unchanged, under Node: subscribe, receive inserts
+and updates, RLS isolation between users, filters, and a forged token refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supaworker.dev import keys
+from supaworker.dev.config import StackConfig
+from tests.realtime.conftest import Admin, insert
+
+pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("js") / "realtime_client.mjs"
+
+
+class JsClients:
+    """The Node script as a subprocess: JSON lines out, stdin closed to stop it."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+
+    async def read_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.process.stdout.readline()
+                if not raw:
+                    stderr = await self._stderr()
+                    raise AssertionError(f"node exited early: {self.lines} {stderr}")
+                line: dict[str, Any] = json.loads(raw)
+                self.lines.append(line)
+                assert not line.get("timeout"), self.lines
+                if predicate(line):
+                    return line
+
+    async def collect(self, seconds: float) -> list[dict[str, Any]]:
+        """The change lines printed within `seconds`."""
+        lines: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                lines.append(await self.read_until(lambda _: True, left))
+            except TimeoutError:
+                break
+        return [line for line in lines if "eventType" in line]
+
+    async def command(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def _stderr(self) -> str:
+        assert self.process.stderr is not None
+        return (await self.process.stderr.read()).decode()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+@pytest.fixture()
+async def run_js(realtime_stack: StackConfig) -> AsyncIterator[Callable[..., Any]]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node.js is required for the supabase-js tests")
+    started: list[JsClients] = []
+
+    async def run(key: str, clients: list[dict[str, Any]]) -> JsClients:
+        config = {
+            "url": realtime_stack.api_url,
+            "key": key,
+            "clients": clients,
+            "timeoutMs": 60_000,
+        }
+        process = await asyncio.create_subprocess_exec(
+            node,
+            "--experimental-websocket",
+            "--no-warnings",
+            str(SCRIPT),
+            cwd=ROOT,
+            env={**os.environ, "RT_CONFIG": json.dumps(config)},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        js = JsClients(process)
+        started.append(js)
+        return js
+
+    yield run
+    for js in started:
+        await js.stop()
+
+
+async def test_supabase_js_receives_changes_with_rls_and_filters(
+    run_js: Callable[..., Any],
+    rt_table: str,
+    admin_db: Admin,
+    realtime_stack: StackConfig,
+    make_user: Callable[..., Any],
+) -> None:
+    alice, bob = make_user(), make_user()
+    js = await run_js(
+        realtime_stack.publishable_key,
+        [
+            {
+                "name": "alice",
+                "token": alice.token,
+                "channel": "js-alice",
+                "subs": [
+                    {"id": "all", "event": "*", "table": rt_table},
+                    {"id": "big", "event": "INSERT", "table": rt_table, "filter": "n=gte.10"},
+                ],
+            },
+            {
+                "name": "bob",
+                "token": bob.token,
+                "channel": "js-bob",
+                "subs": [
+                    {"id": "all", "event": "*", "table": rt_table},
+                    {
+                        "id": "named",
+                        "event": "INSERT",
+                        "table": rt_table,
+                        "filter": "body=in.(b1,b3)",
+                    },
+                ],
+            },
+        ],
+    )
+    await js.read_until(lambda line: line.get("ready") is True)
+    statuses = [(line["client"], line["status"]) for line in js.lines if "status" in line]
+    assert sorted(statuses) == [("alice", "SUBSCRIBED"), ("bob", "SUBSCRIBED")]
+
+    a1 = insert(admin_db, rt_table, alice.id, "a1", 5)
+    a2 = insert(admin_db, rt_table, alice.id, "a2", 50)
+    for body in ("b1", "b2", "b3"):
+        insert(admin_db, rt_table, bob.id, body, 1)
+    admin_db.execute(f"update public.{rt_table} set body = 'a1!' where id = %s", (a1,))
+
+    changes = await js.collect(2.0)
+    seen = {(c["client"], c["sub"], c["eventType"], c["new"].get("body")) for c in changes}
+    assert seen == {
+        ("alice", "all", "INSERT", "a1"),
+        ("alice", "all", "INSERT", "a2"),
+        ("alice", "big", "INSERT", "a2"),
+        ("alice", "all", "UPDATE", "a1!"),
+        ("bob", "all", "INSERT", "b1"),
+        ("bob", "all", "INSERT", "b2"),
+        ("bob", "all", "INSERT", "b3"),
+        ("bob", "named", "INSERT", "b1"),
+        ("bob", "named", "INSERT", "b3"),
+    }
+    update = next(c for c in changes if c["eventType"] == "UPDATE")
+    assert update["old"] == {"id": a1} and update["new"]["owner"] == str(alice.id)
+    assert next(c for c in changes if c["new"].get("body") == "a2")["new"]["id"] == a2
+
+
+async def test_supabase_js_forged_token_is_refused(
+    run_js: Callable[..., Any], rt_table: str, realtime_stack: StackConfig
+) -> None:
+    forged = keys.mint(
+        "definitely-not-the-project-jwt-secret!!", "authenticated", sub=str(uuid.uuid4())
+    )
+    js = await run_js(
+        realtime_stack.anon_key,
+        [
+            {
+                "name": "mallory",
+                "token": forged,
+                "channel": "js-forged",
+                "subs": [{"id": "all", "event": "*", "table": rt_table}],
+            },
+        ],
+    )
+    line = await js.read_until(lambda line: "status" in line)
+    assert line["status"] == "CHANNEL_ERROR"
+    assert "Failed to validate JWT signature" in line["error"]
+
+
+async def test_supabase_js_broadcast_between_clients(
+    run_js: Callable[..., Any], realtime_stack: StackConfig
+) -> None:
+    topic = f"js-room-{uuid.uuid4().hex[:6]}"
+    js = await run_js(
+        realtime_stack.anon_key,
+        [
+            {
+                "name": "sender",
+                "channel": topic,
+                "subs": [],
+                "send": {"event": "cursor", "payload": {"x": 3}},
+            },
+            {"name": "receiver", "channel": topic, "subs": [], "listen": True},
+        ],
+    )
+    await js.read_until(lambda line: line.get("ready") is True)
+    await js.command("send")  # realtime-js sends it as a binary (V2) user broadcast frame
+    got = await js.read_until(lambda line: "broadcast" in line)
+    assert got["client"] == "receiver"
+    assert got["broadcast"]["event"] == "cursor" and got["broadcast"]["payload"] == {"x": 3}
+    if not any("sent" in line for line in js.lines):
+        await js.read_until(lambda line: "sent" in line)
+    assert [line["sent"] for line in js.lines if "sent" in line] == ["ok"]
