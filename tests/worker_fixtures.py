@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,8 +23,12 @@ from tests.conftest import ROOT, StackUser
 
 @dataclass
 class WorkerProcess:
+    """A `supaworker run` subprocess. Its output goes to a file, never a pipe: a pipe that
+    nobody drains fills up and blocks the worker on its next log line."""
+
     worker_id: str
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -31,10 +36,20 @@ class WorkerProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, *needles: str, count: int = 1, timeout: float = 20) -> None:
+        """Wait until `count` log lines contain every needle (e.g. '"action": "x"')."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [ln for ln in self.output().splitlines() if all(n in ln for n in needles)]
+            if len(lines) >= count:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker {self.worker_id}: no {count} log line(s) with {needles}"
+                             f"\n{self.output()[-3000:]}")
 
 
 @pytest.fixture()
@@ -45,7 +60,8 @@ def queue(stack_env: dict[str, str]) -> Iterator[QueueClient]:
 
 
 @pytest.fixture()
-def start_worker(stack_env: dict[str, str]) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(stack_env: dict[str, str],
+                 tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(*args: str, worker_id: str | None = None, env: dict[str, str] | None = None,
@@ -54,12 +70,15 @@ def start_worker(stack_env: dict[str, str]) -> Iterator[Callable[..., WorkerProc
         full_env = {**os.environ, **stack_env, "SUPAWORKER_LOG_FORMAT": "json",
                     **(env or {})}
         full_env.pop("SUPABASE_SECRET_KEY", None)  # exercise the legacy service-role key
+        log_path = tmp_path / f"{wid}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed right after
         proc = subprocess.Popen(
             [sys.executable, "-m", "supaworker.cli.main", "run", "--handler", handler,
              "--worker-id", wid, "--heartbeat-interval", "0.5", "--poll-interval", "0.3",
              *args],
-            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        worker = WorkerProcess(wid, proc)
+            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        worker = WorkerProcess(wid, proc, log_path)
         started.append(worker)
         return worker
 

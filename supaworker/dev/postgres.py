@@ -96,8 +96,9 @@ def _server_options(config: StackConfig) -> str:
         "-c max_replication_slots=20",
         "-c max_wal_senders=20",
         "-c max_connections=200",
-        "-c fsync=off",  # a throwaway development cluster; durability is not what it tests
-        "-c synchronous_commit=off",
+        # A throwaway development cluster: durability is not what it tests. synchronous_commit
+        # stays on: with it off, wal2json sees commits late and Realtime latency would lie.
+        "-c fsync=off",
     ]
     if _supports_setting("output_plugin_libraries"):
         # Newer minor releases only let listed plugins decode WAL; Realtime decodes with wal2json.

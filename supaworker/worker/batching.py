@@ -1,9 +1,12 @@
 """Batching successful completions: one `complete_jobs` call for many finished jobs.
 
 A worker running many short jobs spends most of its time on HTTP round trips, one
-`complete_job` per job. The batcher collects the outcomes of successful jobs for at most
-`delay` seconds or `size` jobs, whichever comes first, and writes them with a single
-`complete_jobs` call (each element still fenced by job, worker and attempt in SQL).
+`complete_job` per job. The batcher writes the outcomes of successful jobs with one
+`complete_jobs` call for up to `size` jobs (each element still fenced by job, worker and
+attempt in SQL). It works as a group commit: when no call is in flight, what has finished is
+sent at the next turn of the event loop (after `delay` seconds, default 0), so a lone job is
+not held back; while a call is in flight, jobs finishing meanwhile wait for it and go
+together in the next call. A batch of one is sent with `complete_job`.
 
 Every caller still learns its own job's result:
 - the batch completed every job                  -> True for each;
@@ -17,7 +20,7 @@ itself, exactly as it does without batching. The caller awaits its job's answer 
 final-write task, so shutdown still waits for every completion.
 
 Off by default. `SUPAWORKER_COMPLETE_BATCH_SIZE` (>= 2 turns it on, at most 1000) and
-`SUPAWORKER_COMPLETE_BATCH_DELAY` (seconds, default 0.005) configure it.
+`SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to wait for company, default 0) configure it.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class BatchSettings(BaseSettings):
                                       extra="ignore")
 
     size: int = Field(default=0, ge=0, le=1000)
-    delay: float = Field(default=0.005, ge=0, le=1.0)
+    delay: float = Field(default=0.0, ge=0, le=1.0)
 
 
 @dataclass
@@ -87,24 +90,38 @@ class CompletionBatcher:
         """Whether the job is now completed by this attempt; None: write it yourself."""
         if self._disabled:
             return None
-        answer: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool | None] = loop.create_future()
         self._pending.append(_Pending(job, result, answer))
         if len(self._pending) >= self.size:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay, self._flush)
+            # Group commit: with nothing in flight, send at the next turn of the loop (plus
+            # `delay`), so jobs that finish together share one call; while a call is in
+            # flight, what finishes meanwhile waits for it and goes in the next one.
+            self._timer = loop.call_later(self.delay, self._flush_if_idle)
         return await answer
+
+    def _flush_if_idle(self) -> None:
+        self._timer = None
+        if not self._flushes:
+            self._flush()
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending, []
+        batch, self._pending = self._pending[:self.size], self._pending[self.size:]
         if not batch:
             return
         task = asyncio.create_task(self._send(batch), name="complete-batch")
         self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if self._pending and not self._flushes and self._timer is None:
+            self._flush()
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
@@ -120,7 +137,7 @@ class CompletionBatcher:
 
     async def _write(self, batch: list[_Pending]) -> list[bool | None]:
         if len(batch) == 1:
-            return [None]  # nothing to gain: the caller's own complete_job
+            return [await self._one(batch[0])]
         self.batches += 1
         try:
             count = await self.queue.complete_many(

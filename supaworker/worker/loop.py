@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from supaworker import __version__
@@ -181,7 +182,8 @@ class Worker:
                 info = await self.queue.register_worker(
                     self.worker_id, worker_name=self.settings.worker_name or self.worker_id,
                     max_concurrent_jobs=self.settings.concurrency,
-                    capabilities=self.settings.advertised_capabilities(), queues=self.settings.queues or None,
+                    capabilities=self.settings.advertised_capabilities(),
+                    queues=self.settings.queues or None,
                     host=socket.gethostname(), version=__version__)
                 break
             except PermissionDenied as exc:
@@ -355,6 +357,12 @@ class Worker:
         self._running[job.id] = RunningJob(job, ctx, task)
         task.add_done_callback(self._job_done)
 
+    def _wake_at(self, moment: datetime) -> None:
+        """Claim again when a job scheduled for later (a retry's backoff) becomes due."""
+        delay = (moment - datetime.now(UTC)).total_seconds() + 0.05
+        if 0 < delay < self.settings.realtime_poll_interval:
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
+
     def _job_done(self, task: asyncio.Task[None]) -> None:
         for job_id, running in list(self._running.items()):
             if running.task is task:
@@ -421,11 +429,10 @@ class Worker:
         if outcome.kind == "completed":
             done = (await self._completions.complete(job, outcome.result)
                     if self._completions is not None else None)
-            if done is not None:
-                self._wake.set()  # its slot is free in SQL only now: claim again
-            else:
+            if done is None:
                 done = await self._with_retries("complete_job", lambda: self.queue.complete(
                     job, self.worker_id, outcome.result))
+            self._wake.set()  # the job's slot is free in SQL only now: claim again
             self.state.completed += 1
             extra["action"] = "job_completed" if done else "job_lost"
             log.info("job %s %s", job.id, "completed" if done else "finished after losing it",
@@ -440,6 +447,8 @@ class Worker:
             if status else "job_lost"
         extra.update(action=action, outcome=status.value if status else "fenced",
                      error=outcome.error)
+        if row is not None and status == JobStatus.PENDING and row.run_at is not None:
+            self._wake_at(row.run_at)
         log.warning("job %s attempt failed (%s): %s", job.id, action, outcome.error, extra=extra)
 
     async def _release(self, job: Job) -> None:

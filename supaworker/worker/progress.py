@@ -7,6 +7,7 @@ only the latest value and sends at most one update per `min_interval`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -65,7 +66,5 @@ class ProgressForwarder:
             self._closed = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass

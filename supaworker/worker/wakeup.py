@@ -25,6 +25,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from supaworker.config import WorkerSettings
@@ -41,11 +42,25 @@ log = logging.getLogger("supaworker.worker.wakeup")
 
 MAX_BACKOFF = 30.0
 WAKE_JITTER = 0.05  # seconds; spreads the claims of idle workers woken by the same insert
+DUE_MARGIN = 0.05  # claim a little after run_at, so the database agrees the job is due
 
 
 def jitter_for(job_id: str, worker_id: str) -> float:
     digest = hashlib.blake2b(f"{job_id}/{worker_id}".encode(), digest_size=2).digest()
     return int.from_bytes(digest, "big") / 65535 * WAKE_JITTER
+
+
+def seconds_until(moment: object) -> float:
+    """Seconds from now until an ISO timestamp (0 when past, missing or unreadable)."""
+    if not isinstance(moment, str):
+        return 0.0
+    try:
+        when = datetime.fromisoformat(moment)
+    except ValueError:
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds() + DUE_MARGIN)
 
 
 class RealtimeWakeup:
@@ -111,9 +126,13 @@ class RealtimeWakeup:
         record = record_of(payload)
         if record.get("status") != "pending" or not self._serves(record):
             return
-        delay = jitter_for(str(record.get("id")), self._worker_id)
-        assert self._loop is not None
-        self._loop.call_later(delay, self._wake)
+        # A retry with backoff or a scheduled job is due later: no event will say when, so
+        # wake at its run_at (the slow safety poll would otherwise be the only trigger).
+        delay = seconds_until(record.get("run_at")) + jitter_for(str(record.get("id")),
+                                                                  self._worker_id)
+        if delay <= self._settings.realtime_poll_interval:
+            assert self._loop is not None
+            self._loop.call_later(delay, self._wake)
 
     def _on_own_job_change(self, payload: Change) -> None:
         if record_of(payload).get("cancel_requested"):

@@ -8,10 +8,13 @@ reads changes the way it does, closely enough that realtime-py and supabase-js w
 * `socket`    one websocket: routing, heartbeats, bounded outbox
 * `channel`   join / leave / access_token / broadcast / presence of one topic
 * `bindings`  `postgres_changes` parameters and filters
-* `poller`    the temporary wal2json slot over the `supabase_realtime` publication
+* `poller`    the temporary wal2json slot over the `supabase_realtime` publication (polled
+              every `realtime_poll_interval_ms`, x5 when idle, as Realtime does; set
+              `extra["realtime_idle_multiplier"] = "1"` in stack.json for a flat interval)
 * `dispatch`  `apply_rls`: filters, per-subscriber RLS checks, payloads
 * `checks`    the SQL those need; `database`: pool and catalog reads; `wal`: payload assembly
-* `server`    the aiohttp handler and `setup_realtime(app, config)`
+* `rest`      the REST broadcast API (`/realtime/v1/api/broadcast`)
+* `server`    the aiohttp handlers and `setup_realtime(app, config)`
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ _ALGORITHMS = ["HS256", "HS384", "HS512"]
 Claims = dict[str, Any]
 
 
-@dataclass
+@dataclass(eq=False)
 class AuthError(Exception):
     """A refused token. `body` is the JSON the handshake answers with."""
 
@@ -36,6 +36,9 @@ class AuthError(Exception):
     field: str = "error"
     # Realtime's log code, prefixed to the reason of a refused join ("InvalidJWTToken: ...").
     code: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def body(self) -> dict[str, str]:
         return {self.field: self.message}
