@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from supaworker.exceptions import ConfigurationError
 
@@ -34,7 +34,8 @@ class WorkerSettings(BaseSettings):
     worker_id: str = Field(default_factory=socket.gethostname)
     worker_name: str | None = None
     concurrency: int = Field(default=1, ge=1, le=1000)
-    queues: list[str] = Field(default_factory=list)
+    # NoDecode: the variable is a comma-separated list, not JSON (SUPAWORKER_QUEUES=ocr,pdf).
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=list)
     capabilities: dict[str, Any] = Field(default_factory=dict)
     poll_interval: float = Field(default=5.0, gt=0)
     # While Realtime is connected the poll is only a safety net, so it can be slow.
