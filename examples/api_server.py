@@ -50,10 +50,12 @@ class Routes(BaseHTTPRequestHandler):
         except PermissionDenied as exc:
             return self._send(HTTPStatus.FORBIDDEN, {"error": "forbidden", "message": str(exc)})
         except QueueError as exc:
-            return self._send(HTTPStatus.SERVICE_UNAVAILABLE,
-                              {"error": "queue_unavailable", "message": str(exc)})
-        self._send(HTTPStatus.ACCEPTED,
-                   {"success": True, "status": "queued", "job_id": str(job.id)})
+            return self._send(
+                HTTPStatus.SERVICE_UNAVAILABLE, {"error": "queue_unavailable", "message": str(exc)}
+            )
+        self._send(
+            HTTPStatus.ACCEPTED, {"success": True, "status": "queued", "job_id": str(job.id)}
+        )
 
     def do_GET(self) -> None:
         match = JOB.match(self.path)
@@ -63,8 +65,20 @@ class Routes(BaseHTTPRequestHandler):
             job = queue.get(match.group(1))
         except NotFound:
             return self._send(HTTPStatus.NOT_FOUND, {"error": "not_found"})
-        self._send(HTTPStatus.OK, job.model_dump(mode="json", include={
-            "id", "status", "progress_percent", "progress_message", "result", "error_message"}))
+        self._send(
+            HTTPStatus.OK,
+            job.model_dump(
+                mode="json",
+                include={
+                    "id",
+                    "status",
+                    "progress_percent",
+                    "progress_message",
+                    "result",
+                    "error_message",
+                },
+            ),
+        )
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         return

@@ -55,11 +55,18 @@ class AsyncQueueClient:
         self.transport = transport
 
     @classmethod
-    async def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                      access_token: str | None = None) -> AsyncQueueClient:
+    async def connect(
+        cls,
+        url: str,
+        key: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        access_token: str | None = None,
+    ) -> AsyncQueueClient:
         """`access_token` acts as a signed-in user (only their documents) instead of the key."""
-        transport = await SupabaseAsyncTransport.connect(url, key, timeout=timeout,
-                                                         access_token=access_token)
+        transport = await SupabaseAsyncTransport.connect(
+            url, key, timeout=timeout, access_token=access_token
+        )
         return cls(transport)
 
     @classmethod
@@ -77,15 +84,31 @@ class AsyncQueueClient:
         await self.aclose()
 
     # -- app side ---------------------------------------------------------------------
-    async def enqueue(self, document_id: DocumentId, *, priority: int = 0,
-                      payload: Mapping[str, Any] | None = None, queue: str = "default",
-                      max_attempts: int | None = None, run_at: datetime | None = None,
-                      timeout_seconds: int | None = None,
-                      requires: Mapping[str, Any] | None = None) -> Job:
-        return await execute(self.transport, rpc.enqueue_job(
-            document_id, priority=priority, payload=payload, queue=queue,
-            max_attempts=max_attempts, run_at=run_at, timeout_seconds=timeout_seconds,
-            requires=requires))
+    async def enqueue(
+        self,
+        document_id: DocumentId,
+        *,
+        priority: int = 0,
+        payload: Mapping[str, Any] | None = None,
+        queue: str = "default",
+        max_attempts: int | None = None,
+        run_at: datetime | None = None,
+        timeout_seconds: int | None = None,
+        requires: Mapping[str, Any] | None = None,
+    ) -> Job:
+        return await execute(
+            self.transport,
+            rpc.enqueue_job(
+                document_id,
+                priority=priority,
+                payload=payload,
+                queue=queue,
+                max_attempts=max_attempts,
+                run_at=run_at,
+                timeout_seconds=timeout_seconds,
+                requires=requires,
+            ),
+        )
 
     async def get(self, job_id: DocumentId) -> Job:
         return await execute(self.transport, rpc.get_job(job_id))
@@ -93,10 +116,10 @@ class AsyncQueueClient:
     async def history(self, job_id: DocumentId) -> list[JobEvent]:
         return await execute(self.transport, rpc.job_history(job_id))
 
-    async def jobs(self, *, status: str | None = None, queue: str | None = None,
-                   limit: int = 50) -> list[Job]:
-        return await execute(self.transport, rpc.list_jobs(status=status, queue=queue,
-                                                           limit=limit))
+    async def jobs(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        return await execute(self.transport, rpc.list_jobs(status=status, queue=queue, limit=limit))
 
     async def stats(self) -> QueueStats:
         return await execute(self.transport, rpc.queue_stats())
@@ -123,13 +146,29 @@ class AsyncQueueClient:
         return await execute(self.transport, rpc.purge_finished_jobs(older_than_seconds))
 
     # -- worker side ------------------------------------------------------------------
-    async def register_worker(self, worker_id: str, *, worker_name: str | None,
-                              max_concurrent_jobs: int, capabilities: Mapping[str, Any],
-                              queues: Sequence[str] | None, host: str | None,
-                              version: str | None) -> WorkerInfo:
-        return await execute(self.transport, rpc.register_worker(
-            worker_id, worker_name=worker_name, max_concurrent_jobs=max_concurrent_jobs,
-            capabilities=capabilities, queues=queues, host=host, version=version))
+    async def register_worker(
+        self,
+        worker_id: str,
+        *,
+        worker_name: str | None,
+        max_concurrent_jobs: int,
+        capabilities: Mapping[str, Any],
+        queues: Sequence[str] | None,
+        host: str | None,
+        version: str | None,
+    ) -> WorkerInfo:
+        return await execute(
+            self.transport,
+            rpc.register_worker(
+                worker_id,
+                worker_name=worker_name,
+                max_concurrent_jobs=max_concurrent_jobs,
+                capabilities=capabilities,
+                queues=queues,
+                host=host,
+                version=version,
+            ),
+        )
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[uuid.UUID]) -> HeartbeatReply:
         return await execute(self.transport, rpc.heartbeat_worker(worker_id, job_ids))
@@ -144,21 +183,24 @@ class AsyncQueueClient:
         return await execute(self.transport, rpc.start_job(job.id, worker_id, job.attempt))
 
     async def complete(self, job: Job, worker_id: str, result: Any) -> bool:
-        return await execute(self.transport,
-                             rpc.complete_job(job.id, worker_id, job.attempt, result))
+        return await execute(
+            self.transport, rpc.complete_job(job.id, worker_id, job.attempt, result)
+        )
 
-    async def complete_many(self, worker_id: str,
-                            results: Sequence[tuple[uuid.UUID, int, Any]]) -> int:
+    async def complete_many(
+        self, worker_id: str, results: Sequence[tuple[uuid.UUID, int, Any]]
+    ) -> int:
         return await execute(self.transport, rpc.complete_jobs(worker_id, results))
 
     async def fail(self, job: Job, worker_id: str, error: str, *, retryable: bool) -> Job | None:
-        return await execute(self.transport, rpc.fail_job(job.id, worker_id, job.attempt, error,
-                                                          retryable=retryable))
+        return await execute(
+            self.transport, rpc.fail_job(job.id, worker_id, job.attempt, error, retryable=retryable)
+        )
 
-    async def progress(self, job: Job, worker_id: str, percent: float,
-                       message: str | None) -> bool:
-        return await execute(self.transport, rpc.report_progress(job.id, worker_id, job.attempt,
-                                                                 percent, message))
+    async def progress(self, job: Job, worker_id: str, percent: float, message: str | None) -> bool:
+        return await execute(
+            self.transport, rpc.report_progress(job.id, worker_id, job.attempt, percent, message)
+        )
 
     async def release(self, worker_id: str, job_ids: Sequence[uuid.UUID] | None = None) -> int:
         return await execute(self.transport, rpc.release_jobs(worker_id, job_ids))
@@ -171,10 +213,17 @@ class QueueClient:
         self.transport = transport
 
     @classmethod
-    def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                access_token: str | None = None) -> QueueClient:
-        return cls(SupabaseSyncTransport.connect(url, key, timeout=timeout,
-                                                 access_token=access_token))
+    def connect(
+        cls,
+        url: str,
+        key: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        access_token: str | None = None,
+    ) -> QueueClient:
+        return cls(
+            SupabaseSyncTransport.connect(url, key, timeout=timeout, access_token=access_token)
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QueueClient:
@@ -187,19 +236,39 @@ class QueueClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
-    def enqueue(self, document_id: DocumentId, *, priority: int = 0,
-                payload: Mapping[str, Any] | None = None, queue: str = "default",
-                max_attempts: int | None = None, run_at: datetime | None = None,
-                timeout_seconds: int | None = None,
-                requires: Mapping[str, Any] | None = None) -> Job:
-        return execute_sync(self.transport, rpc.enqueue_job(
-            document_id, priority=priority, payload=payload, queue=queue,
-            max_attempts=max_attempts, run_at=run_at, timeout_seconds=timeout_seconds,
-            requires=requires))
+    def enqueue(
+        self,
+        document_id: DocumentId,
+        *,
+        priority: int = 0,
+        payload: Mapping[str, Any] | None = None,
+        queue: str = "default",
+        max_attempts: int | None = None,
+        run_at: datetime | None = None,
+        timeout_seconds: int | None = None,
+        requires: Mapping[str, Any] | None = None,
+    ) -> Job:
+        return execute_sync(
+            self.transport,
+            rpc.enqueue_job(
+                document_id,
+                priority=priority,
+                payload=payload,
+                queue=queue,
+                max_attempts=max_attempts,
+                run_at=run_at,
+                timeout_seconds=timeout_seconds,
+                requires=requires,
+            ),
+        )
 
     def get(self, job_id: DocumentId) -> Job:
         return execute_sync(self.transport, rpc.get_job(job_id))
@@ -207,10 +276,10 @@ class QueueClient:
     def history(self, job_id: DocumentId) -> list[JobEvent]:
         return execute_sync(self.transport, rpc.job_history(job_id))
 
-    def jobs(self, *, status: str | None = None, queue: str | None = None,
-             limit: int = 50) -> list[Job]:
-        return execute_sync(self.transport, rpc.list_jobs(status=status, queue=queue,
-                                                          limit=limit))
+    def jobs(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 50
+    ) -> list[Job]:
+        return execute_sync(self.transport, rpc.list_jobs(status=status, queue=queue, limit=limit))
 
     def stats(self) -> QueueStats:
         return execute_sync(self.transport, rpc.queue_stats())

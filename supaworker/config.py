@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from supaworker.exceptions import ConfigurationError
 
-
 # Every worker offers this capability with its own id, so a job can be routed to exactly one
 # worker (the HTTP dispatch mode uses it).
 WORKER_CAPABILITY = "supaworker.worker_id"
@@ -20,15 +19,19 @@ WORKER_CAPABILITY = "supaworker.worker_id"
 class WorkerSettings(BaseSettings):
     """Everything `supaworker run` needs. Durations are seconds (fractions allowed)."""
 
-    model_config = SettingsConfigDict(env_prefix="SUPAWORKER_", env_file=".env",
-                                      extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SUPAWORKER_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
-    supabase_url: str = Field(default="", validation_alias=AliasChoices("SUPABASE_URL",
-                                                                        "supabase_url"))
+    supabase_url: str = Field(
+        default="", validation_alias=AliasChoices("SUPABASE_URL", "supabase_url")
+    )
     service_key: str = Field(
-        default="", repr=False,
-        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY",
-                                      "service_key"),
+        default="",
+        repr=False,
+        validation_alias=AliasChoices(
+            "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY", "service_key"
+        ),
     )
     handler: str = ""
     worker_id: str = Field(default_factory=socket.gethostname)
@@ -59,8 +62,9 @@ class WorkerSettings(BaseSettings):
             try:
                 value = json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
-                raise ValueError(f"--capabilities is not valid JSON: {exc.msg} "
-                                 f"(example: '{{\"ocr\": true}}')") from exc
+                raise ValueError(
+                    f"--capabilities is not valid JSON: {exc.msg} (example: '{{\"ocr\": true}}')"
+                ) from exc
             if not isinstance(value, dict):
                 raise ValueError("--capabilities must be a JSON object, e.g. '{\"gpu\": true}'")
         return value

@@ -36,21 +36,30 @@ def record_of(payload: Any) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-async def subscribe(supabase_url: str, key: str, channel_name: str,
-                    bindings: Sequence[Binding], *, timeout: float = 10,
-                    access_token: str | None = None) -> AsyncRealtimeClient:
+async def subscribe(
+    supabase_url: str,
+    key: str,
+    channel_name: str,
+    bindings: Sequence[Binding],
+    *,
+    timeout: float = 10,
+    access_token: str | None = None,
+) -> AsyncRealtimeClient:
     """Connect, join, and return once changes flow; raise ConnectionError otherwise.
 
     Reconnection is left to the caller (realtime-py's own gives up after a few tries)."""
-    client = AsyncRealtimeClient(realtime_url(supabase_url), token=key, auto_reconnect=False,
-                                 hb_interval=15)
+    client = AsyncRealtimeClient(
+        realtime_url(supabase_url), token=key, auto_reconnect=False, hb_interval=15
+    )
     live = asyncio.Event()
     errors: list[str] = []
 
     def on_system(payload: Any) -> None:
         # realtime-py passes a pydantic model for successful system messages.
-        if getattr(payload, "extension", None) == "postgres_changes" and \
-                getattr(payload, "status", None) == "ok":
+        if (
+            getattr(payload, "extension", None) == "postgres_changes"
+            and getattr(payload, "status", None) == "ok"
+        ):
             live.set()
 
     def on_state(state: Any, error: Exception | None) -> None:
@@ -79,5 +88,5 @@ async def subscribe(supabase_url: str, key: str, channel_name: str,
 async def close_quietly(client: AsyncRealtimeClient) -> None:
     try:
         await asyncio.wait_for(client.close(), 2)
-    except Exception:  # noqa: BLE001 - closing a broken socket may fail in many ways
+    except Exception:
         return

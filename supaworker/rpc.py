@@ -154,7 +154,8 @@ def queue_stats() -> RpcCall[QueueStats]:
 
 def set_worker_status(worker_id: str, status: WorkerStatus) -> RpcCall[WorkerInfo]:
     return RpcCall(
-        "set_worker_status", {"p_worker_id": worker_id, "p_status": status.value},
+        "set_worker_status",
+        {"p_worker_id": worker_id, "p_status": status.value},
         _model(WorkerInfo),
     )
 
@@ -196,7 +197,8 @@ def register_worker(
 
 def heartbeat_worker(worker_id: str, job_ids: Sequence[uuid.UUID]) -> RpcCall[HeartbeatReply]:
     return RpcCall(
-        "heartbeat_worker", {"p_worker_id": worker_id, "p_job_ids": _ids(job_ids)},
+        "heartbeat_worker",
+        {"p_worker_id": worker_id, "p_job_ids": _ids(job_ids)},
         _model(HeartbeatReply),
     )
 
@@ -215,7 +217,8 @@ def claim_next_job(worker_id: str, limit: int, queues: Sequence[str] | None) -> 
 
 def start_job(job_id: uuid.UUID, worker_id: str, attempt: int) -> RpcCall[bool]:
     return RpcCall(
-        "start_job", {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt},
+        "start_job",
+        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt},
         _bool,
     )
 
@@ -223,15 +226,21 @@ def start_job(job_id: uuid.UUID, worker_id: str, attempt: int) -> RpcCall[bool]:
 def complete_job(job_id: uuid.UUID, worker_id: str, attempt: int, result: Any) -> RpcCall[bool]:
     return RpcCall(
         "complete_job",
-        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt,
-         "p_result": result},
+        {
+            "p_job_id": str(job_id),
+            "p_worker_id": worker_id,
+            "p_attempt": attempt,
+            "p_result": result,
+        },
         _bool,
     )
 
 
 def complete_jobs(worker_id: str, results: Sequence[tuple[uuid.UUID, int, Any]]) -> RpcCall[int]:
-    jobs = [{"id": str(job_id), "attempt": attempt, "result": result}
-            for job_id, attempt, result in results]
+    jobs = [
+        {"id": str(job_id), "attempt": attempt, "result": result}
+        for job_id, attempt, result in results
+    ]
     return RpcCall("complete_jobs", {"p_worker_id": worker_id, "p_jobs": jobs}, _int)
 
 
@@ -240,8 +249,13 @@ def fail_job(
 ) -> RpcCall[Job | None]:
     return RpcCall(
         "fail_job",
-        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt,
-         "p_error": error, "p_retryable": retryable},
+        {
+            "p_job_id": str(job_id),
+            "p_worker_id": worker_id,
+            "p_attempt": attempt,
+            "p_error": error,
+            "p_retryable": retryable,
+        },
         _optional_job,
     )
 
@@ -251,16 +265,19 @@ def report_progress(
 ) -> RpcCall[bool]:
     return RpcCall(
         "report_progress",
-        {"p_job_id": str(job_id), "p_worker_id": worker_id, "p_attempt": attempt,
-         "p_percent": percent, "p_message": message},
+        {
+            "p_job_id": str(job_id),
+            "p_worker_id": worker_id,
+            "p_attempt": attempt,
+            "p_percent": percent,
+            "p_message": message,
+        },
         _bool,
     )
 
 
 def release_jobs(worker_id: str, job_ids: Sequence[uuid.UUID] | None = None) -> RpcCall[int]:
-    return RpcCall(
-        "release_jobs", {"p_worker_id": worker_id, "p_job_ids": _ids(job_ids)}, _int
-    )
+    return RpcCall("release_jobs", {"p_worker_id": worker_id, "p_job_ids": _ids(job_ids)}, _int)
 
 
 # -- operator reads -----------------------------------------------------------------------
@@ -271,9 +288,7 @@ def get_job(job_id: uuid.UUID | str) -> RpcCall[Job]:
 def list_jobs(
     *, status: str | None = None, queue: str | None = None, limit: int = 50
 ) -> RpcCall[list[Job]]:
-    return RpcCall(
-        "list_jobs", {"p_status": status, "p_queue": queue, "p_limit": limit}, _jobs
-    )
+    return RpcCall("list_jobs", {"p_status": status, "p_queue": queue, "p_limit": limit}, _jobs)
 
 
 def _events(data: Any) -> list[JobEvent]:

@@ -74,12 +74,22 @@ class InMemoryTransport:
             raise NotFound(f"job {job_id} not found", code="PT404")
         return job
 
-    def _set_status(self, job: dict[str, Any], status: str, event: str,
-                    message: str | None = None) -> None:
-        self.events.append({
-            "id": len(self.events) + 1, "job_id": job["id"], "event": event,
-            "from_status": job["status"], "to_status": status, "worker_id": job["assigned_to"],
-            "attempt": job["attempt"], "message": message, "created_at": self.clock()})
+    def _set_status(
+        self, job: dict[str, Any], status: str, event: str, message: str | None = None
+    ) -> None:
+        self.events.append(
+            {
+                "id": len(self.events) + 1,
+                "job_id": job["id"],
+                "event": event,
+                "from_status": job["status"],
+                "to_status": status,
+                "worker_id": job["assigned_to"],
+                "attempt": job["attempt"],
+                "message": message,
+                "created_at": self.clock(),
+            }
+        )
         job["status"] = status
         job["updated_at"] = self.clock()
 
@@ -87,8 +97,11 @@ class InMemoryTransport:
         return {k: (str(v) if isinstance(v, uuid.UUID | datetime) else v) for k, v in job.items()}
 
     def _running_of(self, worker_id: str) -> list[dict[str, Any]]:
-        return [j for j in self.jobs.values()
-                if j["assigned_to"] == worker_id and j["status"] in RUNNING]
+        return [
+            j
+            for j in self.jobs.values()
+            if j["assigned_to"] == worker_id and j["status"] in RUNNING
+        ]
 
     def _sync_current_jobs(self, worker_id: str | None) -> None:
         if worker_id in self.workers:
@@ -96,17 +109,27 @@ class InMemoryTransport:
 
     def _fenced(self, job_id: str, worker_id: str, attempt: int) -> dict[str, Any] | None:
         job = self.jobs.get(uuid.UUID(job_id))
-        if job and job["assigned_to"] == worker_id and job["attempt"] == attempt \
-                and job["status"] in RUNNING:
+        if (
+            job
+            and job["assigned_to"] == worker_id
+            and job["attempt"] == attempt
+            and job["status"] in RUNNING
+        ):
             return job
         return None
 
     # -- app side -------------------------------------------------------------------------
-    def fn_enqueue_job(self, p_user_document_id: str, p_priority: int = 0,
-                       p_payload: dict[str, Any] | None = None, p_queue: str = "default",
-                       p_max_attempts: int | None = None, p_run_at: str | None = None,
-                       p_timeout_seconds: int | None = None,
-                       p_requires: dict[str, Any] | None = None) -> dict[str, Any]:
+    def fn_enqueue_job(
+        self,
+        p_user_document_id: str,
+        p_priority: int = 0,
+        p_payload: dict[str, Any] | None = None,
+        p_queue: str = "default",
+        p_max_attempts: int | None = None,
+        p_run_at: str | None = None,
+        p_timeout_seconds: int | None = None,
+        p_requires: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         doc_id = uuid.UUID(p_user_document_id)
         if doc_id not in self.documents:
             raise NotFound(f"document {doc_id} not found", code="PT404")
@@ -117,25 +140,53 @@ class InMemoryTransport:
             return self._row(existing)
         now = self.clock()
         fields = {
-            "queue": p_queue, "priority": p_priority, "payload": dict(p_payload or {}),
-            "result": None, "error_message": None, "retry_count": 0,
+            "queue": p_queue,
+            "priority": p_priority,
+            "payload": dict(p_payload or {}),
+            "result": None,
+            "error_message": None,
+            "retry_count": 0,
             "max_attempts": p_max_attempts or self.settings.default_max_attempts,
             "run_at": datetime.fromisoformat(p_run_at) if p_run_at else now,
-            "timeout_seconds": p_timeout_seconds, "requires": dict(p_requires or {}),
-            "progress_percent": None, "progress_message": None, "cancel_requested": False,
-            "assigned_to": None, "assigned_at": None, "started_at": None, "completed_at": None,
+            "timeout_seconds": p_timeout_seconds,
+            "requires": dict(p_requires or {}),
+            "progress_percent": None,
+            "progress_message": None,
+            "cancel_requested": False,
+            "assigned_to": None,
+            "assigned_at": None,
+            "started_at": None,
+            "completed_at": None,
         }
         if existing:
             existing.update(fields)
             self._set_status(existing, "pending", "requeued")
             return self._row(existing)
         job_id = uuid.uuid4()
-        job = {"id": job_id, "user_document_id": doc_id, "user_id": self.documents[doc_id],
-               "status": "pending", "attempt": 0, "created_at": now, "updated_at": now, **fields}
+        job = {
+            "id": job_id,
+            "user_document_id": doc_id,
+            "user_id": self.documents[doc_id],
+            "status": "pending",
+            "attempt": 0,
+            "created_at": now,
+            "updated_at": now,
+            **fields,
+        }
         self.jobs[job_id] = job
-        self.events.append({"id": len(self.events) + 1, "job_id": job_id, "event": "enqueued",
-                            "from_status": None, "to_status": "pending", "worker_id": None,
-                            "attempt": 0, "message": None, "created_at": now})
+        self.events.append(
+            {
+                "id": len(self.events) + 1,
+                "job_id": job_id,
+                "event": "enqueued",
+                "from_status": None,
+                "to_status": "pending",
+                "worker_id": None,
+                "attempt": 0,
+                "message": None,
+                "created_at": now,
+            }
+        )
         return self._row(job)
 
     def fn_get_job(self, p_job_id: str) -> dict[str, Any]:
@@ -145,10 +196,15 @@ class InMemoryTransport:
         job = self._job(p_job_id)
         return [self._row(e) for e in self.events if e["job_id"] == job["id"]]
 
-    def fn_list_jobs(self, p_status: str | None = None, p_queue: str | None = None,
-                     p_limit: int = 50) -> list[dict[str, Any]]:
-        rows = [j for j in self.jobs.values() if (p_status is None or j["status"] == p_status)
-                and (p_queue is None or j["queue"] == p_queue)]
+    def fn_list_jobs(
+        self, p_status: str | None = None, p_queue: str | None = None, p_limit: int = 50
+    ) -> list[dict[str, Any]]:
+        rows = [
+            j
+            for j in self.jobs.values()
+            if (p_status is None or j["status"] == p_status)
+            and (p_queue is None or j["queue"] == p_queue)
+        ]
         rows.sort(key=lambda j: j["updated_at"], reverse=True)
         return [self._row(j) for j in rows[:p_limit]]
 
@@ -157,14 +213,23 @@ class InMemoryTransport:
         if job["status"] in RUNNING:
             raise Conflict("job is running", code="PT409")
         if job["status"] in ("failed", "cancelled"):
-            job.update(retry_count=0, error_message=None, cancel_requested=False,
-                       run_at=self.clock(), assigned_to=None, completed_at=None)
+            job.update(
+                retry_count=0,
+                error_message=None,
+                cancel_requested=False,
+                run_at=self.clock(),
+                assigned_to=None,
+                completed_at=None,
+            )
             self._set_status(job, "pending", "requeued")
         return self._row(job)
 
     def fn_retry_failed_jobs(self, p_queue: str | None = None) -> int:
-        failed = [j for j in self.jobs.values() if j["status"] == "failed"
-                  and (p_queue is None or j["queue"] == p_queue)]
+        failed = [
+            j
+            for j in self.jobs.values()
+            if j["status"] == "failed" and (p_queue is None or j["queue"] == p_queue)
+        ]
         for job in failed:
             self.fn_retry_job(str(job["id"]))
         return len(failed)
@@ -190,20 +255,32 @@ class InMemoryTransport:
         return {"by_status": by_status, "oldest_pending_seconds": oldest, "workers": workers}
 
     # -- workers --------------------------------------------------------------------------
-    def fn_register_worker(self, p_worker_id: str, p_worker_name: str | None = None,
-                           p_max_concurrent_jobs: int = 1,
-                           p_capabilities: dict[str, Any] | None = None,
-                           p_queues: list[str] | None = None, p_host: str | None = None,
-                           p_version: str | None = None) -> dict[str, Any]:
+    def fn_register_worker(
+        self,
+        p_worker_id: str,
+        p_worker_name: str | None = None,
+        p_max_concurrent_jobs: int = 1,
+        p_capabilities: dict[str, Any] | None = None,
+        p_queues: list[str] | None = None,
+        p_host: str | None = None,
+        p_version: str | None = None,
+    ) -> dict[str, Any]:
         old = self.workers.get(p_worker_id)
         status = "paused" if old and old["status"] == "paused" else "active"
         now = self.clock()
         self.workers[p_worker_id] = {
-            "worker_id": p_worker_id, "worker_name": p_worker_name, "status": status,
-            "last_heartbeat": now, "max_concurrent_jobs": p_max_concurrent_jobs,
+            "worker_id": p_worker_id,
+            "worker_name": p_worker_name,
+            "status": status,
+            "last_heartbeat": now,
+            "max_concurrent_jobs": p_max_concurrent_jobs,
             "current_jobs": len(self._running_of(p_worker_id)),
-            "capabilities": dict(p_capabilities or {}), "queues": p_queues, "host": p_host,
-            "version": p_version, "started_at": now}
+            "capabilities": dict(p_capabilities or {}),
+            "queues": p_queues,
+            "host": p_host,
+            "version": p_version,
+            "started_at": now,
+        }
         return self._row(self.workers[p_worker_id])
 
     def fn_list_workers(self) -> list[dict[str, Any]]:
@@ -218,8 +295,9 @@ class InMemoryTransport:
         worker["status"] = p_status
         return self._row(worker)
 
-    def fn_heartbeat_worker(self, p_worker_id: str,
-                            p_job_ids: list[str] | None = None) -> dict[str, Any]:
+    def fn_heartbeat_worker(
+        self, p_worker_id: str, p_job_ids: list[str] | None = None
+    ) -> dict[str, Any]:
         worker = self.workers.get(p_worker_id)
         if worker is None:
             raise NotFound(f"worker {p_worker_id} not found", code="PT404")
@@ -233,8 +311,11 @@ class InMemoryTransport:
             "status": worker["status"],
             "cancel": [str(j["id"]) for j in mine if j["cancel_requested"]],
             "lost": [str(j) for j in reported - mine_ids],
-            "orphaned": [{"id": str(j["id"]), "attempt": j["attempt"]} for j in mine
-                         if j["id"] not in reported],
+            "orphaned": [
+                {"id": str(j["id"]), "attempt": j["attempt"]}
+                for j in mine
+                if j["id"] not in reported
+            ],
         }
 
     def fn_deregister_worker(self, p_worker_id: str) -> None:
@@ -249,26 +330,32 @@ class InMemoryTransport:
             if wanted is None or job["id"] in wanted:
                 job.update(progress_percent=None, progress_message=None)
                 self._set_status(job, "pending", "released")
-                job.update(assigned_to=None, assigned_at=None, started_at=None,
-                           cancel_requested=False)
+                job.update(
+                    assigned_to=None, assigned_at=None, started_at=None, cancel_requested=False
+                )
                 released += 1
         self._sync_current_jobs(p_worker_id)
         return released
 
-    def fn_claim_next_job(self, p_worker_id: str, p_limit: int = 1,
-                          p_queues: list[str] | None = None) -> list[dict[str, Any]]:
+    def fn_claim_next_job(
+        self, p_worker_id: str, p_limit: int = 1, p_queues: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         worker = self.workers.get(p_worker_id)
         if worker is None or worker["status"] != "active":
             return []
         free = worker["max_concurrent_jobs"] - len(self._running_of(p_worker_id))
         queues = p_queues or worker["queues"]
         now = self.clock()
-        ready = [j for j in self.jobs.values()
-                 if j["status"] == "pending" and j["run_at"] <= now
-                 and (queues is None or j["queue"] in queues)
-                 and all(worker["capabilities"].get(k) == v for k, v in j["requires"].items())]
+        ready = [
+            j
+            for j in self.jobs.values()
+            if j["status"] == "pending"
+            and j["run_at"] <= now
+            and (queues is None or j["queue"] in queues)
+            and all(worker["capabilities"].get(k) == v for k, v in j["requires"].items())
+        ]
         ready.sort(key=lambda j: (-j["priority"], j["run_at"], j["created_at"]))
-        claimed = ready[:max(0, min(p_limit, free))]
+        claimed = ready[: max(0, min(p_limit, free))]
         for job in claimed:
             job.update(assigned_to=p_worker_id, assigned_at=now, attempt=job["attempt"] + 1)
             self._set_status(job, "assigned", "assigned")
@@ -283,8 +370,9 @@ class InMemoryTransport:
         self._set_status(job, "processing", "started")
         return True
 
-    def fn_complete_job(self, p_job_id: str, p_worker_id: str, p_attempt: int,
-                        p_result: Any = None) -> bool:
+    def fn_complete_job(
+        self, p_job_id: str, p_worker_id: str, p_attempt: int, p_result: Any = None
+    ) -> bool:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return False
@@ -294,11 +382,19 @@ class InMemoryTransport:
         return True
 
     def fn_complete_jobs(self, p_worker_id: str, p_jobs: list[dict[str, Any]]) -> int:
-        return sum(self.fn_complete_job(j["id"], p_worker_id, j["attempt"], j.get("result"))
-                   for j in p_jobs)
+        return sum(
+            self.fn_complete_job(j["id"], p_worker_id, j["attempt"], j.get("result"))
+            for j in p_jobs
+        )
 
-    def fn_fail_job(self, p_job_id: str, p_worker_id: str, p_attempt: int, p_error: str,
-                    p_retryable: bool = True) -> list[dict[str, Any]]:
+    def fn_fail_job(
+        self,
+        p_job_id: str,
+        p_worker_id: str,
+        p_attempt: int,
+        p_error: str,
+        p_retryable: bool = True,
+    ) -> list[dict[str, Any]]:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return []
@@ -311,16 +407,24 @@ class InMemoryTransport:
             job["completed_at"] = self.clock()
             self._set_status(job, "failed", "failed", p_error)
         else:
-            delay = min(self.settings.backoff_base_seconds * 2 ** (job["retry_count"] - 1),
-                        self.settings.backoff_max_seconds) * random.uniform(0.5, 1.0)
+            delay = min(
+                self.settings.backoff_base_seconds * 2 ** (job["retry_count"] - 1),
+                self.settings.backoff_max_seconds,
+            ) * random.uniform(0.5, 1.0)
             job["run_at"] = self.clock() + timedelta(seconds=delay)
             self._set_status(job, "pending", "retry_scheduled", p_error)
             job.update(assigned_to=None, assigned_at=None, started_at=None)
         self._sync_current_jobs(p_worker_id)
         return [self._row(job)]
 
-    def fn_report_progress(self, p_job_id: str, p_worker_id: str, p_attempt: int,
-                           p_percent: float, p_message: str | None = None) -> bool:
+    def fn_report_progress(
+        self,
+        p_job_id: str,
+        p_worker_id: str,
+        p_attempt: int,
+        p_percent: float,
+        p_message: str | None = None,
+    ) -> bool:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return False

@@ -96,7 +96,9 @@ def translate_api_error(function: str, exc: APIError) -> Exception:
         return NotFound(
             f"The database has no function {function}() with these arguments: apply the "
             "migrations (supabase db push) that match this supaworker version",
-            code=code, hint=exc.hint, details=str(exc.details or ""),
+            code=code,
+            hint=exc.hint,
+            details=str(exc.details or ""),
         )
     cls = _BY_CODE.get(code, RpcError)
     return cls(message, code=code, hint=exc.hint, details=str(exc.details or "") or None)
@@ -116,9 +118,7 @@ def _check_settings(url: str, key: str) -> None:
             "SUPABASE_URL is missing or not an http(s) URL (e.g. https://<ref>.supabase.co)"
         )
     if not key:
-        raise ConfigurationError(
-            "No API key: set SUPABASE_SERVICE_ROLE_KEY or SUPABASE_SECRET_KEY"
-        )
+        raise ConfigurationError("No API key: set SUPABASE_SERVICE_ROLE_KEY or SUPABASE_SECRET_KEY")
 
 
 class SupabaseAsyncTransport:
@@ -132,13 +132,20 @@ class SupabaseAsyncTransport:
         self.client = client
 
     @classmethod
-    async def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                      access_token: str | None = None) -> SupabaseAsyncTransport:
+    async def connect(
+        cls,
+        url: str,
+        key: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        access_token: str | None = None,
+    ) -> SupabaseAsyncTransport:
         _check_settings(url, key)
         headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
         http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=64))
-        options = AsyncClientOptions(headers=headers, httpx_client=http,
-                                     auto_refresh_token=False, persist_session=False)
+        options = AsyncClientOptions(
+            headers=headers, httpx_client=http, auto_refresh_token=False, persist_session=False
+        )
         return cls(await acreate_client(url, key, options))
 
     async def call(self, function: str, params: Mapping[str, Any]) -> Any:
@@ -165,13 +172,20 @@ class SupabaseSyncTransport:
         self.client = client
 
     @classmethod
-    def connect(cls, url: str, key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                access_token: str | None = None) -> SupabaseSyncTransport:
+    def connect(
+        cls,
+        url: str,
+        key: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        access_token: str | None = None,
+    ) -> SupabaseSyncTransport:
         _check_settings(url, key)
         headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
         http = httpx.Client(timeout=timeout)
-        options = ClientOptions(headers=headers, httpx_client=http, auto_refresh_token=False,
-                                persist_session=False)
+        options = ClientOptions(
+            headers=headers, httpx_client=http, auto_refresh_token=False, persist_session=False
+        )
         return cls(create_client(url, key, options))
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:

@@ -77,8 +77,12 @@ class StackUser:
     token: str
     client: Client
 
-    def create_document(self, admin_db: psycopg.Connection[tuple[object, ...]],
-                        name: str = "doc.txt", content: str | None = "hello") -> uuid.UUID:
+    def create_document(
+        self,
+        admin_db: psycopg.Connection[tuple[object, ...]],
+        name: str = "doc.txt",
+        content: str | None = "hello",
+    ) -> uuid.UUID:
         row = admin_db.execute(
             "insert into public.user_documents (user_id, name, content) values (%s, %s, %s)"
             " returning id",

@@ -48,8 +48,10 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"worker {self.worker_id}: no {count} log line(s) with {needles}"
-                             f"\n{self.output()[-3000:]}")
+        raise AssertionError(
+            f"worker {self.worker_id}: no {count} log line(s) with {needles}"
+            f"\n{self.output()[-3000:]}"
+        )
 
 
 @pytest.fixture()
@@ -60,23 +62,43 @@ def queue(stack_env: dict[str, str]) -> Iterator[QueueClient]:
 
 
 @pytest.fixture()
-def start_worker(stack_env: dict[str, str],
-                 tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(
+    stack_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(*args: str, worker_id: str | None = None, env: dict[str, str] | None = None,
-              handler: str = "tests.handlers:handle") -> WorkerProcess:
+    def start(
+        *args: str,
+        worker_id: str | None = None,
+        env: dict[str, str] | None = None,
+        handler: str = "tests.handlers:handle",
+    ) -> WorkerProcess:
         wid = worker_id or f"w-{uuid.uuid4().hex[:8]}"
-        full_env = {**os.environ, **stack_env, "SUPAWORKER_LOG_FORMAT": "json",
-                    **(env or {})}
+        full_env = {**os.environ, **stack_env, "SUPAWORKER_LOG_FORMAT": "json", **(env or {})}
         full_env.pop("SUPABASE_SECRET_KEY", None)  # exercise the legacy service-role key
         log_path = tmp_path / f"{wid}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed right after
         proc = subprocess.Popen(
-            [sys.executable, "-m", "supaworker.cli.main", "run", "--handler", handler,
-             "--worker-id", wid, "--heartbeat-interval", "0.5", "--poll-interval", "0.3",
-             *args],
-            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "supaworker.cli.main",
+                "run",
+                "--handler",
+                handler,
+                "--worker-id",
+                wid,
+                "--heartbeat-interval",
+                "0.5",
+                "--poll-interval",
+                "0.3",
+                *args,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         worker = WorkerProcess(wid, proc, log_path)
         started.append(worker)
@@ -90,8 +112,11 @@ def start_worker(stack_env: dict[str, str],
 
 
 @pytest.fixture()
-def submit(queue: QueueClient, admin_db: psycopg.Connection[tuple[object, ...]],
-           make_user: Callable[..., StackUser]) -> Callable[..., list[Job]]:
+def submit(
+    queue: QueueClient,
+    admin_db: psycopg.Connection[tuple[object, ...]],
+    make_user: Callable[..., StackUser],
+) -> Callable[..., list[Job]]:
     """Create documents for a fresh user and enqueue them on a queue of the test's own."""
     user = make_user()
 

@@ -45,23 +45,44 @@ def sample_documents() -> list[tuple[str, str]]:
 
 def upload_documents(config: StackConfig, user_id: str, token: str) -> list[tuple[str, str]]:
     """Insert the samples as the signed-in user; returns (document id, name)."""
-    user = create_client(config.api_url, config.anon_key,
-                         ClientOptions(headers={"Authorization": f"Bearer {token}"}))
-    rows = [{"user_id": user_id, "name": name, "content": content,
-             "storage_path": f"demo/{name}"} for name, content in sample_documents()]
+    user = create_client(
+        config.api_url, config.anon_key, ClientOptions(headers={"Authorization": f"Bearer {token}"})
+    )
+    rows = [
+        {"user_id": user_id, "name": name, "content": content, "storage_path": f"demo/{name}"}
+        for name, content in sample_documents()
+    ]
     # RLS checks that user_id is the signed-in user (auth.uid()).
-    inserted = cast(list[dict[str, Any]],
-                    user.table("user_documents").insert(rows).execute().data)
+    inserted = cast(list[dict[str, Any]], user.table("user_documents").insert(rows).execute().data)
     return [(str(row["id"]), str(row["name"])) for row in inserted]
 
 
 def start_worker(worker_id: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
     log = open(log_dir / f"demo-{worker_id}.log", "wb")  # noqa: SIM115 - lives with the process
     return subprocess.Popen(
-        [sys.executable, "-m", "supaworker.cli.main", "run", "--handler", HANDLER,
-         "--worker-id", worker_id, "--concurrency", "3", "--poll-interval", "0.5",
-         "--heartbeat-interval", "1", "--shutdown-timeout", "10"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "supaworker.cli.main",
+            "run",
+            "--handler",
+            HANDLER,
+            "--worker-id",
+            worker_id,
+            "--concurrency",
+            "3",
+            "--poll-interval",
+            "0.5",
+            "--heartbeat-interval",
+            "1",
+            "--shutdown-timeout",
+            "10",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _progress_view(jobs: list[Job], total: int, progress: Progress, task_id: TaskID) -> Table:
@@ -83,18 +104,23 @@ def _progress_view(jobs: list[Job], total: int, progress: Progress, task_id: Tas
 
 
 def _summary(jobs: list[Job], names: dict[str, str]) -> Table:
-    table = Table("document", "status", "worker", "tries", "words", "ease", "top terms",
-                  title="Results")
+    table = Table(
+        "document", "status", "worker", "tries", "words", "ease", "top terms", title="Results"
+    )
     for column in table.columns:
         column.no_wrap = True
     for job in sorted(jobs, key=lambda j: names.get(str(j.user_document_id), "")):
         result = job.result if isinstance(job.result, dict) else {}
         attempts = job.retry_count + (1 if job.status == JobStatus.COMPLETED else 0)
         table.add_row(
-            names.get(str(job.user_document_id), "?"), job.status.value,
-            job.assigned_to or "", str(attempts), str(result.get("words", "")),
+            names.get(str(job.user_document_id), "?"),
+            job.status.value,
+            job.assigned_to or "",
+            str(attempts),
+            str(result.get("words", "")),
             str(result.get("flesch_reading_ease", "")),
-            ", ".join(result.get("top_terms", [])[:2]) or (job.error_message or "")[:30])
+            ", ".join(result.get("top_terms", [])[:2]) or (job.error_message or "")[:30],
+        )
     return table
 
 
@@ -118,12 +144,15 @@ def demo(
     for index, (doc_id, _name) in enumerate(documents):
         payload = {"simulate_transient_failure": True} if index == 3 else {}
         job_ids.append(queue.enqueue(doc_id, payload=payload).id)
-    console.print(f"[green]✓[/green] enqueued {len(job_ids)} jobs (the API server's part: "
-                  "it answers {\"success\": true, \"status\": \"queued\"} at once)")
+    console.print(
+        f"[green]✓[/green] enqueued {len(job_ids)} jobs (the API server's part: "
+        'it answers {"success": true, "status": "queued"} at once)'
+    )
 
     workers = [start_worker(w, env, config.path / "log") for w in WORKERS]
-    console.print(f"[green]✓[/green] started workers {', '.join(WORKERS)} "
-                  f"(logs in {config.path / 'log'})\n")
+    console.print(
+        f"[green]✓[/green] started workers {', '.join(WORKERS)} (logs in {config.path / 'log'})\n"
+    )
     try:
         jobs = _watch(queue, set(job_ids), timeout)
     finally:
@@ -134,18 +163,26 @@ def demo(
     console.print(_summary(jobs, names))
     completed = sum(1 for j in jobs if j.status == JobStatus.COMPLETED)
     retried = [j for j in jobs if j.retry_count > 0]
-    console.print(f"\n{completed}/{len(jobs)} completed; {len(retried)} job(s) failed once and "
-                  "were retried automatically with backoff.")
-    console.print("Explore: `eval \"$(supaworker dev env)\"; supaworker status; supaworker workers;"
-                  " supaworker jobs`.  Stop the stack: `supaworker dev down`.")
+    console.print(
+        f"\n{completed}/{len(jobs)} completed; {len(retried)} job(s) failed once and "
+        "were retried automatically with backoff."
+    )
+    console.print(
+        'Explore: `eval "$(supaworker dev env)"; supaworker status; supaworker workers;'
+        " supaworker jobs`.  Stop the stack: `supaworker dev down`."
+    )
     queue.close()
     if completed != len(jobs):
         raise typer.Exit(1)
 
 
 def _watch(queue: QueueClient, job_ids: set[uuid.UUID], timeout: float) -> list[Job]:
-    progress = Progress(TextColumn("processing"), BarColumn(), TextColumn("{task.completed}/"
-                        "{task.total}"), TimeElapsedColumn())
+    progress = Progress(
+        TextColumn("processing"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
     task_id = progress.add_task("jobs", total=len(job_ids))
     deadline = time.monotonic() + timeout
     jobs: list[Job] = []

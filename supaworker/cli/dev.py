@@ -13,14 +13,19 @@ from rich.table import Table
 from supaworker.dev import stack
 from supaworker.dev.config import StackConfig, default_state_dir
 
-app = typer.Typer(help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",
+    no_args_is_help=True,
+)
 console = Console()
 
 StateDir = Annotated[
     Path | None,
-    typer.Option("--state-dir", envvar="SUPAWORKER_STATE_DIR",
-                 help="Where the stack keeps its data and pid files [env: SUPAWORKER_STATE_DIR]"),
+    typer.Option(
+        "--state-dir",
+        envvar="SUPAWORKER_STATE_DIR",
+        help="Where the stack keeps its data and pid files [env: SUPAWORKER_STATE_DIR]",
+    ),
 ]
 
 
@@ -47,8 +52,11 @@ def up(
     """Start the stack (idempotent) and apply supabase/migrations with `supabase db push`."""
     ports = {
         name: value
-        for name, value in (("db_port", db_port), ("api_port", api_port),
-                            ("postgrest_port", postgrest_port))
+        for name, value in (
+            ("db_port", db_port),
+            ("api_port", api_port),
+            ("postgrest_port", postgrest_port),
+        )
         if value is not None
     }
     if postgrest_port is not None:
@@ -70,8 +78,9 @@ def down(
 
 
 @app.command()
-def status(state_dir: StateDir = None,
-           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    state_dir: StateDir = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """What runs, on which port, healthy or not."""
     config = _config(state_dir)
     if as_json:
@@ -84,16 +93,21 @@ def status(state_dir: StateDir = None,
 def _print_status(config: StackConfig) -> None:
     table = Table("service", "port", "running", "healthy", "pid")
     for s in stack.status(config):
-        table.add_row(s.name, str(s.port), "yes" if s.running else "no",
-                      "[green]yes[/green]" if s.healthy else "[red]no[/red]",
-                      str(s.pid or ""))
+        table.add_row(
+            s.name,
+            str(s.port),
+            "yes" if s.running else "no",
+            "[green]yes[/green]" if s.healthy else "[red]no[/red]",
+            str(s.pid or ""),
+        )
     console.print(table)
     console.print(f"API: {config.api_url}   DB: {config.db_url}")
 
 
 @app.command()
-def env(state_dir: StateDir = None,
-        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def env(
+    state_dir: StateDir = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """Print `export` lines for SUPABASE_URL, the keys, SUPABASE_DB_URL and the JWT secret."""
     variables = stack.env_vars(_config(state_dir))
     if as_json:

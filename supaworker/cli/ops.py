@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -65,8 +64,11 @@ def _parse_json_object(text: str, flag: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        typer.echo(f"supaworker: error: {flag} is not valid JSON: {exc.msg} at column "
-                   f"{exc.colno} (example: '{{\"lang\": \"en\"}}')", err=True)
+        typer.echo(
+            f"supaworker: error: {flag} is not valid JSON: {exc.msg} at column "
+            f'{exc.colno} (example: \'{{"lang": "en"}}\')',
+            err=True,
+        )
         raise typer.Exit(2) from None
     if not isinstance(value, dict):
         typer.echo(f"supaworker: error: {flag} must be a JSON object", err=True)
@@ -76,9 +78,18 @@ def _parse_json_object(text: str, flag: str) -> dict[str, Any]:
 
 def _job_row(job: Job) -> list[str]:
     progress = "" if job.progress_percent is None else f"{job.progress_percent:.0f}%"
-    return [str(job.id), str(job.user_document_id), job.status.value, job.queue,
-            str(job.priority), f"{job.retry_count}/{job.max_attempts}", job.assigned_to or "",
-            progress, _age(job.updated_at), (job.error_message or "")[:60]]
+    return [
+        str(job.id),
+        str(job.user_document_id),
+        job.status.value,
+        job.queue,
+        str(job.priority),
+        f"{job.retry_count}/{job.max_attempts}",
+        job.assigned_to or "",
+        progress,
+        _age(job.updated_at),
+        (job.error_message or "")[:60],
+    ]
 
 
 def enqueue(
@@ -127,32 +138,48 @@ def workers(as_json: JsonFlag = False) -> None:
         return
     table = Table("worker", "status", "heartbeat", "jobs", "queues", "capabilities", "host")
     for w in rows:
-        table.add_row(w.worker_id, w.status.value, _age(w.last_heartbeat),
-                      f"{w.current_jobs}/{w.max_concurrent_jobs}",
-                      ",".join(w.queues or []) or "all", json.dumps(w.capabilities),
-                      w.host or "")
+        table.add_row(
+            w.worker_id,
+            w.status.value,
+            _age(w.last_heartbeat),
+            f"{w.current_jobs}/{w.max_concurrent_jobs}",
+            ",".join(w.queues or []) or "all",
+            json.dumps(w.capabilities),
+            w.host or "",
+        )
     console.print(table)
 
 
 def jobs(
-    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status")]
-    = None,
+    status_filter: Annotated[str | None, typer.Option("--status", help="Only this status")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """List jobs, newest first."""
     if status_filter is not None and status_filter not in {s.value for s in JobStatus}:
-        typer.echo(f"supaworker: error: --status must be one of "
-                   f"{', '.join(s.value for s in JobStatus)}", err=True)
+        typer.echo(
+            f"supaworker: error: --status must be one of {', '.join(s.value for s in JobStatus)}",
+            err=True,
+        )
         raise typer.Exit(2)
     with queue_client() as client:
         rows = client.jobs(status=status_filter, queue=queue, limit=limit)
     if as_json:
         _echo_json([j.model_dump(mode="json") for j in rows])
         return
-    table = Table("job", "document", "status", "queue", "prio", "retries", "worker",
-                  "progress", "updated", "error")
+    table = Table(
+        "job",
+        "document",
+        "status",
+        "queue",
+        "prio",
+        "retries",
+        "worker",
+        "progress",
+        "updated",
+        "error",
+    )
     for job in rows:
         table.add_row(*_job_row(job))
     console.print(table)
@@ -164,24 +191,33 @@ def job(job_id: str, as_json: JsonFlag = False) -> None:
         row = client.get(job_id)
         events = client.history(job_id)
     if as_json:
-        _echo_json({"job": row.model_dump(mode="json"),
-                    "history": [e.model_dump(mode="json") for e in events]})
+        _echo_json(
+            {
+                "job": row.model_dump(mode="json"),
+                "history": [e.model_dump(mode="json") for e in events],
+            }
+        )
         return
     for name, value in row.model_dump(mode="json").items():
         console.print(f"[bold]{name}[/bold]: {value}")
     table = Table("when", "event", "from", "to", "worker", "attempt", "message")
     for e in events:
-        table.add_row(e.created_at.strftime("%H:%M:%S.%f")[:-3], e.event, e.from_status or "",
-                      e.to_status or "", e.worker_id or "", str(e.attempt or ""),
-                      (e.message or "")[:80])
+        table.add_row(
+            e.created_at.strftime("%H:%M:%S.%f")[:-3],
+            e.event,
+            e.from_status or "",
+            e.to_status or "",
+            e.worker_id or "",
+            str(e.attempt or ""),
+            (e.message or "")[:80],
+        )
     console.print(table)
 
 
 def retry(
     job_id: Annotated[str | None, typer.Argument(help="The job to retry")] = None,
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed job")] = False,
-    queue: Annotated[str | None, typer.Option(help="With --all-failed: only this queue")]
-    = None,
+    queue: Annotated[str | None, typer.Option(help="With --all-failed: only this queue")] = None,
 ) -> None:
     """Re-queue a failed or cancelled job (or all failed ones)."""
     if (job_id is None) == (not all_failed):
@@ -199,8 +235,11 @@ def cancel(job_id: str) -> None:
     """Cancel a job: pending ones at once, running ones at their worker's next check."""
     with queue_client() as client:
         row = client.cancel(job_id)
-    note = " (cancel requested; the worker stops it)" if row.cancel_requested and \
-        not row.status.is_finished else ""
+    note = (
+        " (cancel requested; the worker stops it)"
+        if row.cancel_requested and not row.status.is_finished
+        else ""
+    )
     typer.echo(f"job {job_id} is {row.status.value}{note}")
 
 
@@ -220,10 +259,8 @@ def resume(worker_id: str) -> None:
 
 def watch(
     job_id: str,
-    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")]
-    = None,
-    realtime: Annotated[bool, typer.Option(help="Follow changes through Supabase Realtime")]
-    = True,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")] = None,
+    realtime: Annotated[bool, typer.Option(help="Follow changes through Supabase Realtime")] = True,
 ) -> None:
     """Follow a job's status and progress live until it ends (exit 0 if it completed)."""
     with queue_client() as client:
@@ -239,14 +276,16 @@ def watch(
     raise typer.Exit(0 if final == JobStatus.COMPLETED else 1)
 
 
-async def _follow(url: str, key: str, job_id: str, timeout: float | None,
-                  realtime: bool) -> JobStatus | None:
+async def _follow(
+    url: str, key: str, job_id: str, timeout: float | None, realtime: bool
+) -> JobStatus | None:
     """Print a line per change; Realtime pushes them, a slow poll is the safety net."""
     changed = asyncio.Event()
     subscription = None
     if realtime:
-        binding = Binding(Event.Update, "processing_queue", lambda _p: changed.set(),
-                          f"id=eq.{job_id}")
+        binding = Binding(
+            Event.Update, "processing_queue", lambda _p: changed.set(), f"id=eq.{job_id}"
+        )
         try:
             subscription = await subscribe(url, key, f"watch-{job_id}", [binding])
         except (ConnectionError, OSError, TimeoutError) as exc:
@@ -289,8 +328,9 @@ def _watch_line(row: Job) -> str:
 
 
 def purge(
-    older_than: Annotated[float | None, typer.Option(
-        help="Seconds; default: queue_settings.retention (7 days)")] = None,
+    older_than: Annotated[
+        float | None, typer.Option(help="Seconds; default: queue_settings.retention (7 days)")
+    ] = None,
 ) -> None:
     """Delete finished jobs (and their history) older than the retention age."""
     with queue_client() as client:
@@ -298,6 +338,17 @@ def purge(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch,
-                    purge):
+    for command in (
+        enqueue,
+        status,
+        workers,
+        jobs,
+        job,
+        retry,
+        cancel,
+        pause,
+        resume,
+        watch,
+        purge,
+    ):
         app.command()(command)

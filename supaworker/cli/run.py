@@ -37,42 +37,57 @@ def fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
 
 
 def run(
-    handler: Annotated[str | None, _opt("SUPAWORKER_HANDLER",
-                                        "The processing function, MODULE:FUNCTION")] = None,
-    worker_id: Annotated[str | None, _opt("SUPAWORKER_WORKER_ID",
-                                          "This worker's id (default: host name)")] = None,
-    concurrency: Annotated[int | None, _opt("SUPAWORKER_CONCURRENCY",
-                                            "Jobs run at once (default 1)")] = None,
-    queue: Annotated[list[str] | None, _opt("SUPAWORKER_QUEUES",
-                                            "Queue to serve; repeat for several (default all)",
-                                            )] = None,
-    capabilities: Annotated[str | None, _opt("SUPAWORKER_CAPABILITIES",
-                                             "JSON object of what this worker offers")] = None,
-    poll_interval: Annotated[float | None, _opt("SUPAWORKER_POLL_INTERVAL",
-                                                "Seconds between polls without Realtime (5)")]
-    = None,
-    heartbeat_interval: Annotated[float | None, _opt("SUPAWORKER_HEARTBEAT_INTERVAL",
-                                                     "Seconds between heartbeats (5)")] = None,
-    job_timeout: Annotated[float | None, _opt("SUPAWORKER_JOB_TIMEOUT",
-                                              "Seconds before an attempt fails (no limit)")]
-    = None,
-    shutdown_timeout: Annotated[float | None, _opt("SUPAWORKER_SHUTDOWN_TIMEOUT",
-                                                   "Seconds to finish jobs on SIGTERM (30)")]
-    = None,
-    executor: Annotated[str | None, _opt("SUPAWORKER_EXECUTOR",
-                                         "Sync handlers in a 'thread' or a 'process'")] = None,
-    realtime: Annotated[bool | None, _opt("SUPAWORKER_REALTIME",
-                                          "Wake on new jobs through Supabase Realtime")] = None,
-    burst: Annotated[bool, _opt("SUPAWORKER_BURST", "Exit 0 once nothing is claimable")]
-    = False,
+    handler: Annotated[
+        str | None, _opt("SUPAWORKER_HANDLER", "The processing function, MODULE:FUNCTION")
+    ] = None,
+    worker_id: Annotated[
+        str | None, _opt("SUPAWORKER_WORKER_ID", "This worker's id (default: host name)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, _opt("SUPAWORKER_CONCURRENCY", "Jobs run at once (default 1)")
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        _opt(
+            "SUPAWORKER_QUEUES",
+            "Queue to serve; repeat for several (default all)",
+        ),
+    ] = None,
+    capabilities: Annotated[
+        str | None, _opt("SUPAWORKER_CAPABILITIES", "JSON object of what this worker offers")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, _opt("SUPAWORKER_POLL_INTERVAL", "Seconds between polls without Realtime (5)")
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None, _opt("SUPAWORKER_HEARTBEAT_INTERVAL", "Seconds between heartbeats (5)")
+    ] = None,
+    job_timeout: Annotated[
+        float | None, _opt("SUPAWORKER_JOB_TIMEOUT", "Seconds before an attempt fails (no limit)")
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None, _opt("SUPAWORKER_SHUTDOWN_TIMEOUT", "Seconds to finish jobs on SIGTERM (30)")
+    ] = None,
+    executor: Annotated[
+        str | None, _opt("SUPAWORKER_EXECUTOR", "Sync handlers in a 'thread' or a 'process'")
+    ] = None,
+    realtime: Annotated[
+        bool | None, _opt("SUPAWORKER_REALTIME", "Wake on new jobs through Supabase Realtime")
+    ] = None,
+    burst: Annotated[bool, _opt("SUPAWORKER_BURST", "Exit 0 once nothing is claimable")] = False,
     log_format: Annotated[str | None, _opt("SUPAWORKER_LOG_FORMAT", "text or json")] = None,
-    http_port: Annotated[int | None, _opt(
-        "SUPAWORKER_HTTP_PORT", "Serve /metrics, /healthz, /readyz (and /internal/process when "
-        "SUPAWORKER_INTERNAL_API_KEY is set) on this port")] = None,
-    http_host: Annotated[str | None, _opt("SUPAWORKER_HTTP_HOST",
-                                          "Address for --http-port (0.0.0.0)")] = None,
-    env_file: Annotated[Path | None, typer.Option(help="Read settings from this .env file")]
-    = None,
+    http_port: Annotated[
+        int | None,
+        _opt(
+            "SUPAWORKER_HTTP_PORT",
+            "Serve /metrics, /healthz, /readyz (and /internal/process when "
+            "SUPAWORKER_INTERNAL_API_KEY is set) on this port",
+        ),
+    ] = None,
+    http_host: Annotated[
+        str | None, _opt("SUPAWORKER_HTTP_HOST", "Address for --http-port (0.0.0.0)")
+    ] = None,
+    env_file: Annotated[Path | None, typer.Option(help="Read settings from this .env file")] = None,
 ) -> None:
     """Register, claim jobs, run the handler, report outcomes, until stopped.
 
@@ -80,11 +95,20 @@ def run(
     environment or .env. Never needs database credentials.
     """
     given: dict[str, Any] = {
-        "handler": handler, "worker_id": worker_id, "concurrency": concurrency,
-        "queues": queue or None, "capabilities": capabilities, "poll_interval": poll_interval,
-        "heartbeat_interval": heartbeat_interval, "job_timeout": job_timeout,
-        "shutdown_timeout": shutdown_timeout, "executor": executor, "realtime": realtime,
-        "burst": burst or None, "log_format": log_format, "http_port": http_port,
+        "handler": handler,
+        "worker_id": worker_id,
+        "concurrency": concurrency,
+        "queues": queue or None,
+        "capabilities": capabilities,
+        "poll_interval": poll_interval,
+        "heartbeat_interval": heartbeat_interval,
+        "job_timeout": job_timeout,
+        "shutdown_timeout": shutdown_timeout,
+        "executor": executor,
+        "realtime": realtime,
+        "burst": burst or None,
+        "log_format": log_format,
+        "http_port": http_port,
         "http_host": http_host,
     }
     sys.path.insert(0, ".")  # handlers live in the project the worker is started from
@@ -121,8 +145,14 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     server = None
     try:
         if metrics is not None and settings.http_port is not None:
-            server = WorkerHTTP(worker, queue, metrics, internal_api_key=settings.internal_api_key,
-                                host=settings.http_host, port=settings.http_port)
+            server = WorkerHTTP(
+                worker,
+                queue,
+                metrics,
+                internal_api_key=settings.internal_api_key,
+                host=settings.http_host,
+                port=settings.http_port,
+            )
             await server.start()
         return await worker.run()
     finally:

@@ -29,8 +29,16 @@ from supaworker.dev.config import StackConfig
 log = logging.getLogger("supaworker.dev.gateway")
 
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
 }
 CONFIG_KEY = web.AppKey("config", StackConfig)
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
@@ -42,8 +50,9 @@ class KeyRejected(Exception):
         self.message = message
 
 
-def translate_keys(config: StackConfig, apikey: str | None, authorization: str | None,
-                   user_agent: str | None) -> str:
+def translate_keys(
+    config: StackConfig, apikey: str | None, authorization: str | None, user_agent: str | None
+) -> str:
     """Return the `Authorization` header PostgREST should see, or raise KeyRejected.
 
     Mirrors the CLI's kong.yml / ApiProxy.ts rule: an `sb_` key is swapped for the minted JWT
@@ -86,7 +95,9 @@ async def rest_proxy(request: web.Request) -> web.StreamResponse:
     else:
         try:
             authorization = translate_keys(
-                config, apikey, request.headers.get("Authorization"),
+                config,
+                apikey,
+                request.headers.get("Authorization"),
                 request.headers.get("User-Agent"),
             )
         except KeyRejected as exc:
@@ -102,13 +113,18 @@ async def rest_proxy(request: web.Request) -> web.StreamResponse:
     session = request.app[SESSION_KEY]
     try:
         async with session.request(
-            request.method, url, params=request.query, headers=headers, data=body or None,
+            request.method,
+            url,
+            params=request.query,
+            headers=headers,
+            data=body or None,
             allow_redirects=False,
         ) as upstream:
             payload = await upstream.read()
             out_headers = {
-                k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-                and k.lower() != "content-encoding"
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
             }
             return web.Response(status=upstream.status, body=payload, headers=out_headers)
     except aiohttp.ClientConnectionError:
@@ -121,8 +137,9 @@ async def frontend_config(request: web.Request) -> web.Response:
     """The example page's settings: the API URL and the anon key (public by design)."""
     config = request.app[CONFIG_KEY]
     body = json.dumps({"url": config.api_url, "anonKey": config.anon_key})
-    return web.Response(text=f"window.SUPAWORKER_CONFIG = {body};\n",
-                        content_type="application/javascript")
+    return web.Response(
+        text=f"window.SUPAWORKER_CONFIG = {body};\n", content_type="application/javascript"
+    )
 
 
 def add_static_examples(app: web.Application) -> None:
@@ -136,6 +153,7 @@ def add_static_examples(app: web.Application) -> None:
     def serve(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             return web.FileResponse(path)
+
         return handler
 
     app.router.add_get("/examples/frontend/config.js", frontend_config)
@@ -169,8 +187,10 @@ def build_app(config: StackConfig) -> web.Application:
     app.router.add_route("*", "/rest/v1/{tail:.*}", rest_proxy)
     add_static_examples(app)
     # Realtime and edge functions live in their own modules; each adds its routes.
-    for module_name, setup_name in (("supaworker.dev.realtime", "setup_realtime"),
-                                    ("supaworker.dev.functions", "setup_functions")):
+    for module_name, setup_name in (
+        ("supaworker.dev.realtime", "setup_realtime"),
+        ("supaworker.dev.functions", "setup_functions"),
+    ):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError:
@@ -186,8 +206,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = StackConfig.load(args.state_dir)
     app = build_app(config)
-    web.run_app(app, host=config.host, port=config.api_port, print=None,
-                access_log=None, handle_signals=True, shutdown_timeout=2)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.api_port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        shutdown_timeout=2,
+    )
 
 
 if __name__ == "__main__":

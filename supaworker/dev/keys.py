@@ -12,10 +12,17 @@ TEN_YEARS = 10 * 365 * 24 * 3600
 
 
 def mint(secret: str, role: str, *, ttl: int = TEN_YEARS, **claims: Any) -> str:
-    """An HS256 JWT like Supabase's legacy `anon` / `service_role` keys (iss, ref, role, iat, exp)."""
+    """An HS256 JWT like Supabase's legacy `anon` / `service_role` keys.
+
+    Claims: iss, ref, role, iat, exp, plus any given."""
     now = int(time.time())
-    body: dict[str, Any] = {"iss": "supabase-demo", "ref": "local", "role": role, "iat": now,
-                            "exp": now + ttl}
+    body: dict[str, Any] = {
+        "iss": "supabase-demo",
+        "ref": "local",
+        "role": role,
+        "iat": now,
+        "exp": now + ttl,
+    }
     body.update(claims)
     return jwt.encode(body, secret, algorithm="HS256")
 
@@ -28,8 +35,14 @@ def service_role_key(secret: str) -> str:
     return mint(secret, "service_role")
 
 
-def user_token(secret: str, user_id: uuid.UUID | str, email: str, *, ttl: int = 3600,
-               app_metadata: dict[str, Any] | None = None) -> str:
+def user_token(
+    secret: str,
+    user_id: uuid.UUID | str,
+    email: str,
+    *,
+    ttl: int = 3600,
+    app_metadata: dict[str, Any] | None = None,
+) -> str:
     """An access token as GoTrue issues it for a signed-in user."""
     return mint(
         secret,

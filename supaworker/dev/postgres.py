@@ -33,8 +33,14 @@ def choose_pg_dir(state_dir: Path) -> str:
     if os.geteuid() != 0:
         return ""
     state_dir.mkdir(parents=True, exist_ok=True)
-    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(state_dir)],
-                               check=False, capture_output=True).returncode == 0
+    reachable = (
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "test", "-x", str(state_dir)],
+            check=False,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     if reachable:
         return ""
     digest = hashlib.sha1(str(state_dir).encode()).hexdigest()[:12]
@@ -69,10 +75,20 @@ def _prepare_dirs(config: StackConfig) -> None:
 def initialise(config: StackConfig) -> None:
     _prepare_dirs(config)
     result = subprocess.run(
-        _as_postgres_user([
-            tools.pg_bin("initdb"), "-D", str(data_dir(config)), "-U", "supabase_admin",
-            "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
-        ]),
+        _as_postgres_user(
+            [
+                tools.pg_bin("initdb"),
+                "-D",
+                str(data_dir(config)),
+                "-U",
+                "supabase_admin",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ]
+        ),
         check=False,
         capture_output=True,
         text=True,
@@ -82,8 +98,9 @@ def initialise(config: StackConfig) -> None:
 
 
 def _supports_setting(name: str) -> bool:
-    described = subprocess.run([tools.pg_bin("postgres"), "--describe-config"],
-                               capture_output=True, text=True, check=False).stdout
+    described = subprocess.run(
+        [tools.pg_bin("postgres"), "--describe-config"], capture_output=True, text=True, check=False
+    ).stdout
     return any(line.split("\t", 1)[0] == name for line in described.splitlines())
 
 
@@ -114,10 +131,21 @@ def start(config: StackConfig) -> None:
     _prepare_dirs(config)
     log = _log_dir(config) / "postgres.log"
     result = subprocess.run(
-        _as_postgres_user([
-            tools.pg_bin("pg_ctl"), "-D", str(data_dir(config)), "-l", str(log), "-w", "-t", "60",
-            "-o", _server_options(config), "start",
-        ]),
+        _as_postgres_user(
+            [
+                tools.pg_bin("pg_ctl"),
+                "-D",
+                str(data_dir(config)),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                _server_options(config),
+                "start",
+            ]
+        ),
         check=False,
         capture_output=True,
         text=True,
@@ -150,9 +178,7 @@ def bootstrap(config: StackConfig) -> None:
     with admin_connect(config) as conn:
         conn.execute(sql)
         conn.execute(f"alter role postgres password '{LOCAL_DB_PASSWORD}'")
-        conn.execute(
-            f"alter role authenticator password '{LOCAL_AUTHENTICATOR_PASSWORD}'"
-        )
+        conn.execute(f"alter role authenticator password '{LOCAL_AUTHENTICATOR_PASSWORD}'")
 
 
 def applied_migrations(config: StackConfig) -> list[str]:

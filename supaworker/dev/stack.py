@@ -92,9 +92,20 @@ def apply_migrations(config: StackConfig) -> str:
     if not (root / "supabase" / "migrations").is_dir():
         raise StackError(f"No supabase/migrations folder under {root}")
     result = subprocess.run(
-        [tools.supabase_cli(), "db", "push", "--db-url", config.db_url, "--yes",
-         "--workdir", str(root)],
-        cwd=root, capture_output=True, text=True, check=False,
+        [
+            tools.supabase_cli(),
+            "db",
+            "push",
+            "--db-url",
+            config.db_url,
+            "--yes",
+            "--workdir",
+            str(root),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "SUPABASE_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"},
     )
     if result.returncode != 0:
@@ -123,11 +134,18 @@ def postgrest_env(config: StackConfig) -> dict[str, str]:
 def start_postgrest(config: StackConfig) -> None:
     if processes.read_pid(_run_dir(config) / "postgrest.pid") is not None:
         return
-    processes.spawn("postgrest", [tools.postgrest()], run_dir=_run_dir(config),
-                    log_dir=_log_dir(config), env=postgrest_env(config))
+    processes.spawn(
+        "postgrest",
+        [tools.postgrest()],
+        run_dir=_run_dir(config),
+        log_dir=_log_dir(config),
+        env=postgrest_env(config),
+    )
     processes.wait_until(
         lambda: _http_ok(f"http://{config.host}:{config.postgrest_admin_port}/ready"),
-        "PostgREST", timeout=30, log=_log_dir(config) / "postgrest.log",
+        "PostgREST",
+        timeout=30,
+        log=_log_dir(config) / "postgrest.log",
     )
 
 
@@ -141,11 +159,14 @@ def start_gateway(config: StackConfig) -> None:
     processes.spawn(
         "gateway",
         [sys.executable, "-m", "supaworker.dev.gateway", "--state-dir", str(config.path)],
-        run_dir=_run_dir(config), log_dir=_log_dir(config),
+        run_dir=_run_dir(config),
+        log_dir=_log_dir(config),
         env={**os.environ, "SUPAWORKER_PROJECT_DIR": str(tools.project_root())},
     )
     processes.wait_until(
-        lambda: _http_ok(f"{config.api_url}/_stack/health"), "The API gateway", timeout=30,
+        lambda: _http_ok(f"{config.api_url}/_stack/health"),
+        "The API gateway",
+        timeout=30,
         log=_log_dir(config) / "gateway.log",
     )
 
@@ -196,11 +217,20 @@ def status(config: StackConfig) -> list[ServiceState]:
     gw_pid = processes.read_pid(run_dir / "gateway.pid")
     return [
         ServiceState("postgres", config.db_port, pg_running, pg_running),
-        ServiceState("postgrest", config.postgrest_port, rest_pid is not None,
-                     _http_ok(f"http://{config.host}:{config.postgrest_admin_port}/ready"),
-                     rest_pid),
-        ServiceState("gateway", config.api_port, gw_pid is not None,
-                     _http_ok(f"{config.api_url}/_stack/health"), gw_pid),
+        ServiceState(
+            "postgrest",
+            config.postgrest_port,
+            rest_pid is not None,
+            _http_ok(f"http://{config.host}:{config.postgrest_admin_port}/ready"),
+            rest_pid,
+        ),
+        ServiceState(
+            "gateway",
+            config.api_port,
+            gw_pid is not None,
+            _http_ok(f"{config.api_url}/_stack/health"),
+            gw_pid,
+        ),
     ]
 
 

@@ -10,8 +10,7 @@ from supaworker.exceptions import ToolMissingError
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 APT_HINT = (
-    "apt-get update && apt-get install -y postgresql-15 postgresql-15-wal2json "
-    "postgresql-15-cron"
+    "apt-get update && apt-get install -y postgresql-15 postgresql-15-wal2json postgresql-15-cron"
 )
 NPM_HINT = "npm ci   (in the project root: installs the pinned PostgREST, Supabase CLI and Deno)"
 

@@ -22,8 +22,11 @@ WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 VOWEL_GROUPS = re.compile(r"[aeiouy]+")
 STOP_WORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to was "
-    "were will with which their they them than then there these can not but into also".split()
+    (
+        "a an and are as at be by for from has have in is it its of on or that the this "
+        "to was were will with which their they them than then there these can not but "
+        "into also"
+    ).split()
 )
 
 

@@ -49,8 +49,9 @@ class RetryPolicy(Protocol):
 
 
 class BatchSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SUPAWORKER_COMPLETE_BATCH_", env_file=".env",
-                                      extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SUPAWORKER_COMPLETE_BATCH_", env_file=".env", extra="ignore"
+    )
 
     size: int = Field(default=0, ge=0, le=1000)
     delay: float = Field(default=0.0, ge=0, le=1.0)
@@ -64,8 +65,15 @@ class _Pending:
 
 
 class CompletionBatcher:
-    def __init__(self, queue: AsyncQueueClient, worker_id: str, retry: RetryPolicy, *,
-                 size: int, delay: float) -> None:
+    def __init__(
+        self,
+        queue: AsyncQueueClient,
+        worker_id: str,
+        retry: RetryPolicy,
+        *,
+        size: int,
+        delay: float,
+    ) -> None:
         self.queue = queue
         self.worker_id = worker_id
         self.size = size
@@ -78,8 +86,9 @@ class CompletionBatcher:
         self.batches = 0
 
     @classmethod
-    def from_env(cls, queue: AsyncQueueClient, worker_id: str,
-                 retry: RetryPolicy) -> CompletionBatcher | None:
+    def from_env(
+        cls, queue: AsyncQueueClient, worker_id: str, retry: RetryPolicy
+    ) -> CompletionBatcher | None:
         """A batcher configured by `SUPAWORKER_COMPLETE_BATCH_*`, or None when it is off."""
         settings = BatchSettings()
         if settings.size < 2:
@@ -111,7 +120,7 @@ class CompletionBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending[:self.size], self._pending[self.size:]
+        batch, self._pending = self._pending[: self.size], self._pending[self.size :]
         if not batch:
             return
         task = asyncio.create_task(self._send(batch), name="complete-batch")
@@ -128,8 +137,11 @@ class CompletionBatcher:
             answers = await self._write(batch)
         except BaseException:
             # Not expected; the callers fall back to their own complete_job.
-            log.exception("completion batch of %d failed unexpectedly", len(batch),
-                          extra={"action": "complete_batch_error", "worker_id": self.worker_id})
+            log.exception(
+                "completion batch of %d failed unexpectedly",
+                len(batch),
+                extra={"action": "complete_batch_error", "worker_id": self.worker_id},
+            )
             answers = [None] * len(batch)
         for item, done in zip(batch, answers, strict=True):
             if not item.answer.done():
@@ -141,11 +153,15 @@ class CompletionBatcher:
         self.batches += 1
         try:
             count = await self.queue.complete_many(
-                self.worker_id, [(p.job.id, p.job.attempt, p.result) for p in batch])
+                self.worker_id, [(p.job.id, p.job.attempt, p.result) for p in batch]
+            )
         except QueueError as exc:
-            log.warning("complete_jobs for %d jobs failed (%s); writing them one by one",
-                        len(batch), exc, extra={"action": "complete_batch_failed",
-                                                "worker_id": self.worker_id})
+            log.warning(
+                "complete_jobs for %d jobs failed (%s); writing them one by one",
+                len(batch),
+                exc,
+                extra={"action": "complete_batch_failed", "worker_id": self.worker_id},
+            )
             if isinstance(exc, RpcError):
                 self._disabled = True  # refused (e.g. an older database): stop batching
             return list(await asyncio.gather(*(self._one(p) for p in batch)))
@@ -155,13 +171,18 @@ class CompletionBatcher:
         return list(await asyncio.gather(*(self._completed_by_us(p.job) for p in batch)))
 
     async def _one(self, item: _Pending) -> bool | None:
-        done = await self._retry("complete_job", lambda: self.queue.complete(
-            item.job, self.worker_id, item.result))
+        done = await self._retry(
+            "complete_job", lambda: self.queue.complete(item.job, self.worker_id, item.result)
+        )
         if done is False:
             return await self._completed_by_us(item.job)  # the failed batch may have landed
         return done
 
     async def _completed_by_us(self, job: Job) -> bool:
         row = await self._retry("get_job", lambda: self.queue.get(job.id))
-        return (row is not None and row.status == JobStatus.COMPLETED
-                and row.attempt == job.attempt and row.assigned_to == self.worker_id)
+        return (
+            row is not None
+            and row.status == JobStatus.COMPLETED
+            and row.attempt == job.attempt
+            and row.assigned_to == self.worker_id
+        )

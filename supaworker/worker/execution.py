@@ -53,8 +53,9 @@ def _checked_result(result: Any) -> Outcome:
     try:
         json.dumps(result)
     except (TypeError, ValueError) as exc:
-        return Outcome.failed(f"The handler's return value is not JSON-serialisable: {exc}",
-                              retryable=False)
+        return Outcome.failed(
+            f"The handler's return value is not JSON-serialisable: {exc}", retryable=False
+        )
     return Outcome("completed", result=result)
 
 
@@ -68,8 +69,15 @@ def _arguments(handler: Handler, job: Job, ctx: JobContext) -> tuple[Any, ...]:
     return (job, ctx) if wants_context(handler) else (job,)
 
 
-async def run_handler(handler: Handler, job: Job, ctx: JobContext, *, timeout: float | None,
-                      executor: Literal["thread", "process"], handler_path: str) -> Outcome:
+async def run_handler(
+    handler: Handler,
+    job: Job,
+    ctx: JobContext,
+    *,
+    timeout: float | None,
+    executor: Literal["thread", "process"],
+    handler_path: str,
+) -> Outcome:
     """Run the handler once. Raises CancelledError only if the calling task is cancelled."""
     try:
         if is_async(handler):
@@ -108,8 +116,9 @@ def _in_thread(handler: Handler, job: Job, ctx: JobContext) -> asyncio.Future[An
 _mp = multiprocessing.get_context("forkserver")
 
 
-def _child_main(handler_path: str, job_json: str,
-                conn: multiprocessing.connection.Connection) -> None:
+def _child_main(
+    handler_path: str, job_json: str, conn: multiprocessing.connection.Connection
+) -> None:
     from supaworker.worker.handler import load_handler
 
     try:
@@ -132,8 +141,9 @@ class HandlerProcessDied(Exception):
 
 async def _in_process(handler_path: str, job: Job, timeout: float | None) -> Any:
     receiver, sender = _mp.Pipe(duplex=False)
-    process = _mp.Process(target=_child_main, args=(handler_path, job.model_dump_json(), sender),
-                          daemon=True)
+    process = _mp.Process(
+        target=_child_main, args=(handler_path, job.model_dump_json(), sender), daemon=True
+    )
     process.start()
     sender.close()
     loop = asyncio.get_running_loop()

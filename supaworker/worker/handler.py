@@ -40,8 +40,9 @@ def load_handler(path: str) -> Handler:
         try:
             target = getattr(target, part)
         except AttributeError as exc:
-            raise HandlerImportError(f"Module {module_name!r} has no attribute {attribute!r}") \
-                from exc
+            raise HandlerImportError(
+                f"Module {module_name!r} has no attribute {attribute!r}"
+            ) from exc
     if not callable(target):
         raise HandlerImportError(f"--handler {path!r} is not callable")
     return target  # type: ignore[no-any-return]
@@ -53,8 +54,11 @@ def wants_context(handler: Handler) -> bool:
         parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
         return False
-    positional = [p for p in parameters
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 

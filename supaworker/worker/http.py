@@ -47,8 +47,16 @@ def _error(status: int, error: str, message: str) -> web.Response:
 
 
 class WorkerHTTP:
-    def __init__(self, worker: Worker, queue: AsyncQueueClient, metrics: WorkerMetrics, *,
-                 internal_api_key: str | None, host: str = "0.0.0.0", port: int = 9464) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        queue: AsyncQueueClient,
+        metrics: WorkerMetrics,
+        *,
+        internal_api_key: str | None,
+        host: str = "0.0.0.0",
+        port: int = 9464,
+    ) -> None:
         self.worker = worker
         self.queue = queue
         self.metrics = metrics
@@ -69,9 +77,13 @@ class WorkerHTTP:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
-        log.info("http on %s:%d (metrics, health%s)", self.host, self.port,
-                 ", /internal/process" if self.internal_api_key else "",
-                 extra={"action": "http_started", "port": self.port})
+        log.info(
+            "http on %s:%d (metrics, health%s)",
+            self.host,
+            self.port,
+            ", /internal/process" if self.internal_api_key else "",
+            extra={"action": "http_started", "port": self.port},
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -96,14 +108,20 @@ class WorkerHTTP:
 
     async def healthz(self, request: web.Request) -> web.Response:
         alive = self._loop_alive()
-        return web.json_response({"status": "ok" if alive else "stalled"},
-                                 status=200 if alive else 503)
+        return web.json_response(
+            {"status": "ok" if alive else "stalled"}, status=200 if alive else 503
+        )
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, reason = self._ready()
-        return web.json_response({"status": "ready" if ready else "not ready", "reason": reason,
-                                  "worker_id": self.worker.worker_id},
-                                 status=200 if ready else 503)
+        return web.json_response(
+            {
+                "status": "ready" if ready else "not ready",
+                "reason": reason,
+                "worker_id": self.worker.worker_id,
+            },
+            status=200 if ready else 503,
+        )
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         self.metrics.observe_worker(self.worker)
@@ -138,14 +156,19 @@ class WorkerHTTP:
             if not isinstance(payload, dict):
                 raise TypeError("payload must be an object")
         except (ValueError, KeyError, TypeError):
-            return _error(400, "bad_request",
-                          'Send JSON {"user_document_id": "<uuid>", "payload": {}?, '
-                          '"timeout": seconds?}')
+            return _error(
+                400,
+                "bad_request",
+                'Send JSON {"user_document_id": "<uuid>", "payload": {}?, "timeout": seconds?}',
+            )
         try:
             job = await self.queue.enqueue(
-                document_id, priority=DIRECT_PRIORITY, payload=payload,
+                document_id,
+                priority=DIRECT_PRIORITY,
+                payload=payload,
                 requires={WORKER_CAPABILITY: self.worker.worker_id},
-                queue=(self.worker.settings.queues or ["default"])[0])
+                queue=(self.worker.settings.queues or ["default"])[0],
+            )
         except NotFound as exc:
             return _error(404, "not_found", str(exc))
         except (InvalidArgument, PermissionDenied) as exc:
@@ -163,12 +186,22 @@ class WorkerHTTP:
             except QueueError as exc:
                 return _error(503, "queue_unavailable", str(exc))
             if job.status.is_finished:
-                return web.json_response({
-                    "job_id": str(job.id), "status": job.status.value, "result": job.result,
-                    "error": job.error_message},
-                    status=200 if job.status == JobStatus.COMPLETED else 422)
+                return web.json_response(
+                    {
+                        "job_id": str(job.id),
+                        "status": job.status.value,
+                        "result": job.result,
+                        "error": job.error_message,
+                    },
+                    status=200 if job.status == JobStatus.COMPLETED else 422,
+                )
             if time.monotonic() >= deadline:
-                return web.json_response({"job_id": str(job.id), "status": job.status.value,
-                                          "message": "still running; poll the job"},
-                                         status=202)
+                return web.json_response(
+                    {
+                        "job_id": str(job.id),
+                        "status": job.status.value,
+                        "message": "still running; poll the job",
+                    },
+                    status=202,
+                )
             await asyncio.sleep(0.1)

@@ -61,8 +61,12 @@ class WakeupSource(Protocol):
     `connected(bool)` so the loop can poll slowly while it is, and at the normal pace when not.
     """
 
-    async def run(self, wake: Callable[[], None], connected: Callable[[bool], None],
-                  control: Callable[[], None]) -> None: ...
+    async def run(
+        self,
+        wake: Callable[[], None],
+        connected: Callable[[bool], None],
+        control: Callable[[], None],
+    ) -> None: ...
 
 
 @dataclass
@@ -88,8 +92,14 @@ class WorkerState:
 
 
 def _job_extra(action: str, job: Job, worker_id: str, **more: Any) -> dict[str, Any]:
-    return {"action": action, "job_id": str(job.id), "worker_id": worker_id,
-            "attempt": job.attempt, "queue": job.queue, **more}
+    return {
+        "action": action,
+        "job_id": str(job.id),
+        "worker_id": worker_id,
+        "attempt": job.attempt,
+        "queue": job.queue,
+        **more,
+    }
 
 
 class Worker:
@@ -131,15 +141,19 @@ class Worker:
     def request_stop(self) -> None:
         """Stop claiming; let running jobs finish within the shutdown timeout."""
         if not self._stop.is_set():
-            log.info("stop requested: finishing running jobs", extra={
-                "action": "shutdown_requested", "worker_id": self.worker_id,
-                "running": len(self._running)})
+            log.info(
+                "stop requested: finishing running jobs",
+                extra={
+                    "action": "shutdown_requested",
+                    "worker_id": self.worker_id,
+                    "running": len(self._running),
+                },
+            )
         self._stop.set()
 
     def force_stop(self) -> None:
         """Second signal: cancel and release running jobs now."""
-        log.warning("forced stop", extra={"action": "shutdown_forced",
-                                          "worker_id": self.worker_id})
+        log.warning("forced stop", extra={"action": "shutdown_forced", "worker_id": self.worker_id})
         self._exit_code = EXIT_FORCED
         self._stop.set()
         self._force.set()
@@ -162,11 +176,17 @@ class Worker:
             log.error("%s", exc, extra={"action": "register_refused", "worker_id": self.worker_id})
             return EXIT_CONFIG
         except TransportError as exc:
-            log.error("cannot reach the queue: %s", exc,
-                      extra={"action": "register_failed", "worker_id": self.worker_id})
+            log.error(
+                "cannot reach the queue: %s",
+                exc,
+                extra={"action": "register_failed", "worker_id": self.worker_id},
+            )
             return EXIT_UNAVAILABLE
-        stop_handlers = (signals.on_stop(self.request_stop, self.force_stop)
-                         if self._install_signal_handlers else contextlib.nullcontext())
+        stop_handlers = (
+            signals.on_stop(self.request_stop, self.force_stop)
+            if self._install_signal_handlers
+            else contextlib.nullcontext()
+        )
         with stop_handlers:
             self._start_side_tasks()
             try:
@@ -180,16 +200,20 @@ class Worker:
         while True:
             try:
                 info = await self.queue.register_worker(
-                    self.worker_id, worker_name=self.settings.worker_name or self.worker_id,
+                    self.worker_id,
+                    worker_name=self.settings.worker_name or self.worker_id,
                     max_concurrent_jobs=self.settings.concurrency,
                     capabilities=self.settings.advertised_capabilities(),
                     queues=self.settings.queues or None,
-                    host=socket.gethostname(), version=__version__)
+                    host=socket.gethostname(),
+                    version=__version__,
+                )
                 break
             except PermissionDenied as exc:
                 raise ConfigurationError(
                     f"The service key was refused ({exc}); use the project's service_role or "
-                    "sb_secret_ key") from exc
+                    "sb_secret_ key"
+                ) from exc
             except RpcError as exc:
                 raise ConfigurationError(f"register_worker failed: {exc}") from exc
             except TransportError:
@@ -198,24 +222,40 @@ class Worker:
                 await asyncio.sleep(1.0)
         self.state.registered = True
         self.state.paused = info.status == WorkerStatus.PAUSED
-        log.info("worker %s registered (concurrency %d, queues %s)", self.worker_id,
-                 self.settings.concurrency, ",".join(self.settings.queues) or "all",
-                 extra={"action": "worker_registered", "worker_id": self.worker_id,
-                        "status": info.status.value})
+        log.info(
+            "worker %s registered (concurrency %d, queues %s)",
+            self.worker_id,
+            self.settings.concurrency,
+            ",".join(self.settings.queues) or "all",
+            extra={
+                "action": "worker_registered",
+                "worker_id": self.worker_id,
+                "status": info.status.value,
+            },
+        )
 
     # -- side tasks -----------------------------------------------------------------------
     def _start_side_tasks(self) -> None:
         self._side_tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         if self._wakeup is not None:
-            self._side_tasks.append(asyncio.create_task(
-                self._wakeup.run(self.wake, self._set_realtime_connected, self._beat_now.set),
-                name="wakeup"))
+            self._side_tasks.append(
+                asyncio.create_task(
+                    self._wakeup.run(self.wake, self._set_realtime_connected, self._beat_now.set),
+                    name="wakeup",
+                )
+            )
 
     def _set_realtime_connected(self, connected: bool) -> None:
         if connected != self.state.realtime_connected:
-            log.info("realtime %s", "connected" if connected else "disconnected; polling",
-                     extra={"action": "realtime_status", "worker_id": self.worker_id,
-                            "connected": connected})
+            log.info(
+                "realtime %s",
+                "connected" if connected else "disconnected; polling",
+                extra={
+                    "action": "realtime_status",
+                    "worker_id": self.worker_id,
+                    "connected": connected,
+                },
+            )
         self.state.realtime_connected = connected
         if connected:
             self._wake.set()  # catch up on anything that arrived while disconnected
@@ -223,8 +263,12 @@ class Worker:
     def _side_task_failed(self) -> bool:
         for task in self._side_tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("side task %s died: %r", task.get_name(), task.exception(),
-                          extra={"action": "side_task_died", "worker_id": self.worker_id})
+                log.error(
+                    "side task %s died: %r",
+                    task.get_name(),
+                    task.exception(),
+                    extra={"action": "side_task_died", "worker_id": self.worker_id},
+                )
                 self._exit_code = EXIT_ERROR
                 return True
         return False
@@ -237,14 +281,19 @@ class Worker:
             try:
                 reply = await self.queue.heartbeat(self.worker_id, self._owned_job_ids())
             except NotFound:
-                log.warning("worker row is gone; registering again",
-                            extra={"action": "reregister", "worker_id": self.worker_id})
+                log.warning(
+                    "worker row is gone; registering again",
+                    extra={"action": "reregister", "worker_id": self.worker_id},
+                )
                 with contextlib.suppress(QueueError):
                     await self._register()
                 continue
             except QueueError as exc:
-                log.warning("heartbeat failed: %s", exc,
-                            extra={"action": "heartbeat_failed", "worker_id": self.worker_id})
+                log.warning(
+                    "heartbeat failed: %s",
+                    exc,
+                    extra={"action": "heartbeat_failed", "worker_id": self.worker_id},
+                )
                 continue
             self.state.last_heartbeat_ok = time.monotonic()
             await self._apply_heartbeat(reply)
@@ -252,9 +301,14 @@ class Worker:
     async def _apply_heartbeat(self, reply: HeartbeatReply) -> None:
         paused = reply.status == WorkerStatus.PAUSED
         if paused != self.state.paused:
-            log.info("worker %s", "paused" if paused else "resumed",
-                     extra={"action": "worker_paused" if paused else "worker_resumed",
-                            "worker_id": self.worker_id})
+            log.info(
+                "worker %s",
+                "paused" if paused else "resumed",
+                extra={
+                    "action": "worker_paused" if paused else "worker_resumed",
+                    "worker_id": self.worker_id,
+                },
+            )
             self.state.paused = paused
             if not paused:
                 self._wake.set()
@@ -266,8 +320,11 @@ class Worker:
         unknown = [o.id for o in reply.orphaned if o.id not in owned]
         if unknown and not self._claim_in_flight:
             # Claimed by a call whose answer never arrived: give them back, no attempt spent.
-            log.warning("releasing %d job(s) from an unanswered claim", len(unknown),
-                        extra={"action": "orphans_released", "worker_id": self.worker_id})
+            log.warning(
+                "releasing %d job(s) from an unanswered claim",
+                len(unknown),
+                extra={"action": "orphans_released", "worker_id": self.worker_id},
+            )
             with contextlib.suppress(QueueError):
                 await self.queue.release(self.worker_id, unknown)
 
@@ -278,8 +335,12 @@ class Worker:
         running.stop_reason = reason
         running.ctx.cancel()
         running.task.cancel()
-        log.info("stopping job %s: %s", job_id, reason,
-                 extra=_job_extra("job_stopping", running.job, self.worker_id, reason=reason))
+        log.info(
+            "stopping job %s: %s",
+            job_id,
+            reason,
+            extra=_job_extra("job_stopping", running.job, self.worker_id, reason=reason),
+        )
 
     # -- claiming -------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -289,10 +350,16 @@ class Worker:
                 break
             if not self.state.paused:
                 claimed = await self._claim_once()
-                if (self.settings.burst and claimed == 0 and not self._running
-                        and not self._finishing):
-                    log.info("burst: nothing left to claim",
-                             extra={"action": "burst_done", "worker_id": self.worker_id})
+                if (
+                    self.settings.burst
+                    and claimed == 0
+                    and not self._running
+                    and not self._finishing
+                ):
+                    log.info(
+                        "burst: nothing left to claim",
+                        extra={"action": "burst_done", "worker_id": self.worker_id},
+                    )
                     break
                 if claimed and self._free_slots() > 0:
                     continue  # there may be more waiting
@@ -302,12 +369,14 @@ class Worker:
         return self.settings.concurrency - len(self._running)
 
     async def _wait_for_work(self) -> None:
-        interval = (self.settings.realtime_poll_interval if self.state.realtime_connected
-                    else self.settings.poll_interval)
+        interval = (
+            self.settings.realtime_poll_interval
+            if self.state.realtime_connected
+            else self.settings.poll_interval
+        )
         if self.settings.burst:
             interval = min(interval, 0.5)
-        waits = [asyncio.ensure_future(self._wake.wait()),
-                 asyncio.ensure_future(self._stop.wait())]
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
         try:
             await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -326,14 +395,20 @@ class Worker:
         except TransportError as exc:
             # Never retried blindly: if the claim did land, the jobs stay assigned to us and
             # the next heartbeat reports them as orphaned, and we release them.
-            log.warning("claim failed: %s", exc,
-                        extra={"action": "claim_failed", "worker_id": self.worker_id})
+            log.warning(
+                "claim failed: %s",
+                exc,
+                extra={"action": "claim_failed", "worker_id": self.worker_id},
+            )
             self._beat_now.set()
             await self._sleep_unless_stopped(1.0)
             return None
         except RpcError as exc:
-            log.error("claim refused: %s", exc,
-                      extra={"action": "claim_refused", "worker_id": self.worker_id})
+            log.error(
+                "claim refused: %s",
+                exc,
+                extra={"action": "claim_refused", "worker_id": self.worker_id},
+            )
             await self._sleep_unless_stopped(self.settings.poll_interval)
             return None
         finally:
@@ -350,9 +425,12 @@ class Worker:
 
     def _spawn(self, job: Job) -> None:
         log.info("claimed job %s", job.id, extra=_job_extra("job_claimed", job, self.worker_id))
-        ctx = JobContext(job=job, worker_id=self.worker_id,
-                         logger=logging.getLogger(f"supaworker.job.{job.queue}"),
-                         supabase=self._supabase)
+        ctx = JobContext(
+            job=job,
+            worker_id=self.worker_id,
+            logger=logging.getLogger(f"supaworker.job.{job.queue}"),
+            supabase=self._supabase,
+        )
         task = asyncio.create_task(self._process(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = RunningJob(job, ctx, task)
         task.add_done_callback(self._job_done)
@@ -376,13 +454,19 @@ class Worker:
             return
         forwarder = ProgressForwarder(
             asyncio.get_running_loop(),
-            lambda pct, msg: self.queue.progress(job, self.worker_id, pct, msg))
+            lambda pct, msg: self.queue.progress(job, self.worker_id, pct, msg),
+        )
         ctx._progress_sink = forwarder.report
         began = time.monotonic()
         try:
             outcome = await run_handler(
-                self.handler, job, ctx, timeout=job.timeout_seconds or self.settings.job_timeout,
-                executor=self.settings.executor, handler_path=self.settings.handler)
+                self.handler,
+                job,
+                ctx,
+                timeout=job.timeout_seconds or self.settings.job_timeout,
+                executor=self.settings.executor,
+                handler_path=self.settings.handler,
+            )
         except asyncio.CancelledError:
             await forwarder.close()
             self._finish_interrupted(job)
@@ -391,11 +475,15 @@ class Worker:
         self._finish(job, outcome, time.monotonic() - began)
 
     async def _start(self, job: Job) -> bool:
-        started = await self._with_retries("start_job",
-                                           lambda: self.queue.start(job, self.worker_id))
+        started = await self._with_retries(
+            "start_job", lambda: self.queue.start(job, self.worker_id)
+        )
         if not started:
-            log.info("job %s is no longer ours; not starting", job.id,
-                     extra=_job_extra("job_lost", job, self.worker_id))
+            log.info(
+                "job %s is no longer ours; not starting",
+                job.id,
+                extra=_job_extra("job_lost", job, self.worker_id),
+            )
         return bool(started)
 
     def _finish(self, job: Job, outcome: Outcome, duration: float) -> None:
@@ -424,29 +512,49 @@ class Worker:
         task.add_done_callback(done)
 
     async def _write_outcome(self, job: Job, outcome: Outcome, duration: float | None) -> None:
-        extra = _job_extra("", job, self.worker_id,
-                           duration=round(duration, 3) if duration is not None else None)
+        extra = _job_extra(
+            "", job, self.worker_id, duration=round(duration, 3) if duration is not None else None
+        )
         if outcome.kind == "completed":
-            done = (await self._completions.complete(job, outcome.result)
-                    if self._completions is not None else None)
+            done = (
+                await self._completions.complete(job, outcome.result)
+                if self._completions is not None
+                else None
+            )
             if done is None:
-                done = await self._with_retries("complete_job", lambda: self.queue.complete(
-                    job, self.worker_id, outcome.result))
+                done = await self._with_retries(
+                    "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result)
+                )
             self._wake.set()  # the job's slot is free in SQL only now: claim again
             self.state.completed += 1
             extra["action"] = "job_completed" if done else "job_lost"
-            log.info("job %s %s", job.id, "completed" if done else "finished after losing it",
-                     extra={**extra, "outcome": "completed" if done else "fenced"})
+            log.info(
+                "job %s %s",
+                job.id,
+                "completed" if done else "finished after losing it",
+                extra={**extra, "outcome": "completed" if done else "fenced"},
+            )
             return
-        row = await self._with_retries("fail_job", lambda: self.queue.fail(
-            job, self.worker_id, outcome.error or "failed", retryable=outcome.retryable))
+        row = await self._with_retries(
+            "fail_job",
+            lambda: self.queue.fail(
+                job, self.worker_id, outcome.error or "failed", retryable=outcome.retryable
+            ),
+        )
         self.state.failed += 1
         status = row.status if row is not None else None
-        action = {JobStatus.PENDING: "job_retry_scheduled", JobStatus.FAILED: "job_failed",
-                  JobStatus.CANCELLED: "job_cancelled"}.get(status, "job_lost") \
-            if status else "job_lost"
-        extra.update(action=action, outcome=status.value if status else "fenced",
-                     error=outcome.error)
+        action = (
+            {
+                JobStatus.PENDING: "job_retry_scheduled",
+                JobStatus.FAILED: "job_failed",
+                JobStatus.CANCELLED: "job_cancelled",
+            }.get(status, "job_lost")
+            if status
+            else "job_lost"
+        )
+        extra.update(
+            action=action, outcome=status.value if status else "fenced", error=outcome.error
+        )
         if row is not None and status == JobStatus.PENDING and row.run_at is not None:
             self._wake_at(row.run_at)
         log.warning("job %s attempt failed (%s): %s", job.id, action, outcome.error, extra=extra)
@@ -456,8 +564,11 @@ class Worker:
             return self.queue.release(self.worker_id, [job.id])
 
         await self._with_retries("release_jobs", release)
-        log.info("job %s released for another worker", job.id,
-                 extra=_job_extra("job_released", job, self.worker_id))
+        log.info(
+            "job %s released for another worker",
+            job.id,
+            extra=_job_extra("job_released", job, self.worker_id),
+        )
 
     async def _with_retries(self, name: str, call: Callable[[], Awaitable[T]]) -> T | None:
         """Retry a fenced (hence repeatable) write through transient faults.
@@ -471,18 +582,29 @@ class Worker:
                 return await call()
             except TransportError as exc:
                 if self._force.is_set():
-                    log.error("%s abandoned during forced stop: %s", name, exc,
-                              extra={"action": "write_abandoned", "worker_id": self.worker_id})
+                    log.error(
+                        "%s abandoned during forced stop: %s",
+                        name,
+                        exc,
+                        extra={"action": "write_abandoned", "worker_id": self.worker_id},
+                    )
                     return None
-                log.warning("%s failed, retrying in %.1fs: %s", name, delay, exc,
-                            extra={"action": "rpc_retry", "worker_id": self.worker_id,
-                                   "function": name})
+                log.warning(
+                    "%s failed, retrying in %.1fs: %s",
+                    name,
+                    delay,
+                    exc,
+                    extra={"action": "rpc_retry", "worker_id": self.worker_id, "function": name},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except RpcError as exc:
-                log.error("%s refused: %s", name, exc,
-                          extra={"action": "rpc_refused", "worker_id": self.worker_id,
-                                 "function": name})
+                log.error(
+                    "%s refused: %s",
+                    name,
+                    exc,
+                    extra={"action": "rpc_refused", "worker_id": self.worker_id, "function": name},
+                )
                 return None
 
     # -- shutdown -------------------------------------------------------------------------
@@ -494,8 +616,9 @@ class Worker:
                 running.stop_reason = "shutdown"
             running.ctx.cancel()
             running.task.cancel()
-        await asyncio.gather(*(r.task for r in list(self._running.values())),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(r.task for r in list(self._running.values())), return_exceptions=True
+        )
         while self._final_writes:
             await asyncio.gather(*list(self._final_writes), return_exceptions=True)
         with contextlib.suppress(QueueError):
@@ -503,10 +626,17 @@ class Worker:
         for task in self._side_tasks:
             task.cancel()
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
-        log.info("worker %s stopped", self.worker_id,
-                 extra={"action": "worker_stopped", "worker_id": self.worker_id,
-                        "completed": self.state.completed, "failed": self.state.failed,
-                        "pid": os.getpid()})
+        log.info(
+            "worker %s stopped",
+            self.worker_id,
+            extra={
+                "action": "worker_stopped",
+                "worker_id": self.worker_id,
+                "completed": self.state.completed,
+                "failed": self.state.failed,
+                "pid": os.getpid(),
+            },
+        )
 
     async def _drain(self) -> None:
         """Wait for running jobs until they finish, the timeout passes or a forced stop."""
@@ -517,11 +647,15 @@ class Worker:
             while pending and not self._force.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    log.warning("shutdown timeout: cancelling %d job(s)", len(pending),
-                                extra={"action": "shutdown_timeout", "worker_id": self.worker_id})
+                    log.warning(
+                        "shutdown timeout: cancelling %d job(s)",
+                        len(pending),
+                        extra={"action": "shutdown_timeout", "worker_id": self.worker_id},
+                    )
                     break
-                done, _ = await asyncio.wait({*pending, force}, timeout=remaining,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*pending, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
                 pending -= done
         finally:
             force.cancel()

@@ -39,28 +39,53 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.jobs = Counter("supaworker_jobs_total", "Job transitions seen by this worker",
-                            ["queue", "outcome"], registry=r)
+        self.jobs = Counter(
+            "supaworker_jobs_total",
+            "Job transitions seen by this worker",
+            ["queue", "outcome"],
+            registry=r,
+        )
         self.duration = Histogram(
-            "supaworker_job_duration_seconds", "Handler run time per attempt", ["queue"],
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600), registry=r)
+            "supaworker_job_duration_seconds",
+            "Handler run time per attempt",
+            ["queue"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
         self.in_flight = Gauge("supaworker_jobs_in_flight", "Jobs running now", registry=r)
         self.free_slots = Gauge("supaworker_free_slots", "Concurrency not in use", registry=r)
-        self.heartbeat_lag = Gauge("supaworker_heartbeat_lag_seconds",
-                                   "Seconds since the last accepted heartbeat", registry=r)
-        self.realtime = Gauge("supaworker_realtime_connected",
-                              "1 while the Realtime wake-up subscription is live", registry=r)
-        self.paused = Gauge("supaworker_paused", "1 while an operator has paused this worker",
-                            registry=r)
+        self.heartbeat_lag = Gauge(
+            "supaworker_heartbeat_lag_seconds",
+            "Seconds since the last accepted heartbeat",
+            registry=r,
+        )
+        self.realtime = Gauge(
+            "supaworker_realtime_connected",
+            "1 while the Realtime wake-up subscription is live",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "supaworker_paused", "1 while an operator has paused this worker", registry=r
+        )
         self.rpc_latency = Histogram(
-            "supaworker_rpc_duration_seconds", "RPC round trips by function", ["function"],
-            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10), registry=r)
-        self.rpc_errors = Counter("supaworker_rpc_errors_total", "Failed RPCs by function",
-                                  ["function", "kind"], registry=r)
-        self.queue_depth = Gauge("supaworker_queue_jobs", "Jobs in the queue by status",
-                                 ["status"], registry=r)
-        self.oldest_pending = Gauge("supaworker_queue_oldest_pending_seconds",
-                                    "Age of the oldest pending job", registry=r)
+            "supaworker_rpc_duration_seconds",
+            "RPC round trips by function",
+            ["function"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=r,
+        )
+        self.rpc_errors = Counter(
+            "supaworker_rpc_errors_total",
+            "Failed RPCs by function",
+            ["function", "kind"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "supaworker_queue_jobs", "Jobs in the queue by status", ["status"], registry=r
+        )
+        self.oldest_pending = Gauge(
+            "supaworker_queue_oldest_pending_seconds", "Age of the oldest pending job", registry=r
+        )
 
     def observe_worker(self, worker: Worker) -> None:
         state = worker.state
@@ -114,8 +139,7 @@ class InstrumentedTransport:
             self.metrics.rpc_errors.labels(function=function, kind=kind).inc()
             raise
         finally:
-            self.metrics.rpc_latency.labels(function=function).observe(
-                time.perf_counter() - began)
+            self.metrics.rpc_latency.labels(function=function).observe(time.perf_counter() - began)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -20,8 +20,9 @@ Send = Callable[[float, str | None], Awaitable[bool]]
 
 
 class ProgressForwarder:
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send,
-                 min_interval: float = 0.25) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, send: Send, min_interval: float = 0.25
+    ) -> None:
         self._loop = loop
         self._send = send
         self._min_interval = min_interval

@@ -79,33 +79,44 @@ class RealtimeWakeup:
         return [
             Binding(Event.Insert, "processing_queue", self._on_job_change),
             Binding(Event.Update, "processing_queue", self._on_job_change, "status=eq.pending"),
-            Binding(Event.Update, "processing_queue", self._on_own_job_change,
-                    f"assigned_to=eq.{me}"),
+            Binding(
+                Event.Update, "processing_queue", self._on_own_job_change, f"assigned_to=eq.{me}"
+            ),
             Binding(Event.Update, "vps_workers", self._on_worker_change, f"worker_id=eq.{me}"),
         ]
 
-    async def run(self, wake: Callable[[], None], connected: Callable[[bool], None],
-                  control: Callable[[], None]) -> None:
+    async def run(
+        self,
+        wake: Callable[[], None],
+        connected: Callable[[bool], None],
+        control: Callable[[], None],
+    ) -> None:
         self._wake, self._control = wake, control
         self._loop = asyncio.get_running_loop()
         backoff = 0.5
         while True:
             client = None
             try:
-                client = await subscribe(self._url, self._key,
-                                         f"supaworker-worker-{self._worker_id}", self._bindings())
+                client = await subscribe(
+                    self._url, self._key, f"supaworker-worker-{self._worker_id}", self._bindings()
+                )
                 connected(True)
                 backoff = 0.5
                 while client.is_connected:
                     await asyncio.sleep(0.5)
-                log.warning("realtime connection lost", extra={
-                    "action": "realtime_lost", "worker_id": self._worker_id})
+                log.warning(
+                    "realtime connection lost",
+                    extra={"action": "realtime_lost", "worker_id": self._worker_id},
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("realtime unavailable (%r); retrying in %.1fs", exc, backoff,
-                            extra={"action": "realtime_unavailable",
-                                   "worker_id": self._worker_id})
+                log.warning(
+                    "realtime unavailable (%r); retrying in %.1fs",
+                    exc,
+                    backoff,
+                    extra={"action": "realtime_unavailable", "worker_id": self._worker_id},
+                )
             finally:
                 connected(False)
                 if client is not None:
@@ -128,8 +139,9 @@ class RealtimeWakeup:
             return
         # A retry with backoff or a scheduled job is due later: no event will say when, so
         # wake at its run_at (the slow safety poll would otherwise be the only trigger).
-        delay = seconds_until(record.get("run_at")) + jitter_for(str(record.get("id")),
-                                                                  self._worker_id)
+        delay = seconds_until(record.get("run_at")) + jitter_for(
+            str(record.get("id")), self._worker_id
+        )
         if delay <= self._settings.realtime_poll_interval:
             assert self._loop is not None
             self._loop.call_later(delay, self._wake)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import pytest
 
 from supaworker import QueueClient
 from supaworker.models import Job, JobStatus, WorkerStatus
-from tests.worker_fixtures import WorkerProcess, wait_for
 from tests.conftest import ROOT
+from tests.worker_fixtures import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -40,8 +41,10 @@ def test_burst_worker_runs_jobs_and_stores_results(
         assert row.status == JobStatus.COMPLETED
         assert row.result == {"doc": str(job.user_document_id), "attempt": row.attempt}
         assert row.assigned_to == worker.worker_id
-    assert any(w.worker_id == worker.worker_id and w.status == WorkerStatus.OFFLINE
-               for w in queue.workers())
+    assert any(
+        w.worker_id == worker.worker_id and w.status == WorkerStatus.OFFLINE
+        for w in queue.workers()
+    )
 
 
 def test_exception_retries_with_backoff_then_succeeds(
@@ -139,8 +142,9 @@ def test_pause_and_resume_are_obeyed(
 ) -> None:
     name = unique("q")
     worker = start_worker("--queue", name)
-    wait_for(lambda: any(w.worker_id == worker.worker_id for w in queue.workers()), 30,
-             "registration")
+    wait_for(
+        lambda: any(w.worker_id == worker.worker_id for w in queue.workers()), 30, "registration"
+    )
     queue.pause(worker.worker_id)
     time.sleep(1.5)  # three heartbeats: the worker has seen it
     (job,) = submit(queue_name=name, payload={"mode": "ok"})
@@ -167,8 +171,7 @@ def test_progress_is_reported(
     queue: QueueClient, start_worker: Start, submit: Submit, unique: Callable[[str], str]
 ) -> None:
     name = unique("q")
-    (job,) = submit(queue_name=name, payload={"mode": "progress", "steps": 4,
-                                              "step_seconds": 0.6})
+    (job,) = submit(queue_name=name, payload={"mode": "progress", "steps": 4, "step_seconds": 0.6})
     worker = start_worker("--queue", name)
     seen: set[float] = set()
     deadline = time.monotonic() + 30
@@ -183,13 +186,21 @@ def test_progress_is_reported(
     assert {25.0, 50.0, 75.0} & seen, seen
 
 
-@pytest.mark.parametrize(("executor", "handler"), [
-    ("thread", "tests.handlers:handle_sync"),
-    ("process", "tests.handlers:handle_process"),
-])
+@pytest.mark.parametrize(
+    ("executor", "handler"),
+    [
+        ("thread", "tests.handlers:handle_sync"),
+        ("process", "tests.handlers:handle_process"),
+    ],
+)
 def test_cpu_bound_sync_handler_does_not_delay_heartbeats(
-    queue: QueueClient, start_worker: Start, submit: Submit, unique: Callable[[str], str],
-    admin_db: psycopg.Connection[tuple[object, ...]], executor: str, handler: str,
+    queue: QueueClient,
+    start_worker: Start,
+    submit: Submit,
+    unique: Callable[[str], str],
+    admin_db: psycopg.Connection[tuple[object, ...]],
+    executor: str,
+    handler: str,
 ) -> None:
     name = unique("q")
     (job,) = submit(queue_name=name, payload={"mode": "cpu", "seconds": 4})
@@ -197,15 +208,16 @@ def test_cpu_bound_sync_handler_does_not_delay_heartbeats(
     wait_for(lambda: queue.get(job.id).status == JobStatus.PROCESSING, 30, "start")
     beats: list[datetime] = []
     while queue.get(job.id).status == JobStatus.PROCESSING:
-        row = admin_db.execute("select last_heartbeat from public.vps_workers where worker_id=%s",
-                               (worker.worker_id,)).fetchone()
+        row = admin_db.execute(
+            "select last_heartbeat from public.vps_workers where worker_id=%s", (worker.worker_id,)
+        ).fetchone()
         assert row is not None and isinstance(row[0], datetime)
         if not beats or row[0] != beats[-1]:
             beats.append(row[0])
         time.sleep(0.05)
     worker.stop()
     assert queue.get(job.id).status == JobStatus.COMPLETED
-    gaps = [(b - a).total_seconds() for a, b in zip(beats, beats[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
     assert len(beats) >= 5, beats  # ~4 s of work at one beat every 0.5 s
     assert max(gaps) < 1.5, gaps
 
@@ -213,12 +225,17 @@ def test_cpu_bound_sync_handler_does_not_delay_heartbeats(
 def test_unimportable_handler_exits_2_with_one_line(stack_env: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "supaworker.cli.main", "run", "--handler", "no_such_mod:fn"],
-        cwd=ROOT, env={**stack_env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-        timeout=60)
+        cwd=ROOT,
+        env={**stack_env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "supaworker: error: Cannot import module 'no_such_mod' for --handler: "
-        "ModuleNotFoundError: No module named 'no_such_mod'"]
+        "ModuleNotFoundError: No module named 'no_such_mod'"
+    ]
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -226,17 +243,30 @@ def test_missing_key_exits_2_with_one_line(stack_env: dict[str, str]) -> None:
     env = {"PATH": "/usr/bin:/bin", "SUPABASE_URL": stack_env["SUPABASE_URL"]}
     result = subprocess.run(
         [sys.executable, "-m", "supaworker.cli.main", "run", "--handler", "tests.handlers:handle"],
-        cwd="/", env=env, capture_output=True, text=True, timeout=60)
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "SUPABASE_SERVICE_ROLE_KEY" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_wrong_key_exits_2(stack_env: dict[str, str]) -> None:
-    env = {"PATH": "/usr/bin:/bin", "SUPABASE_URL": stack_env["SUPABASE_URL"],
-           "SUPABASE_SERVICE_ROLE_KEY": stack_env["SUPABASE_ANON_KEY"]}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SUPABASE_URL": stack_env["SUPABASE_URL"],
+        "SUPABASE_SERVICE_ROLE_KEY": stack_env["SUPABASE_ANON_KEY"],
+    }
     result = subprocess.run(
         [sys.executable, "-m", "supaworker.cli.main", "run", "--handler", "tests.handlers:handle"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "service key was refused" in result.stderr

@@ -21,8 +21,9 @@ Submit = Callable[..., list[Job]]
 
 def _realtime_connected(worker: WorkerProcess, count: int = 1, timeout: float = 20) -> None:
     """Wait for the worker's `count`-th `realtime_status connected` log line."""
-    worker.wait_for_log('"action": "realtime_status"', '"connected": true', count=count,
-                        timeout=timeout)
+    worker.wait_for_log(
+        '"action": "realtime_status"', '"connected": true', count=count, timeout=timeout
+    )
 
 
 def test_idle_worker_picks_up_new_work_well_under_the_poll_interval(
@@ -36,8 +37,9 @@ def test_idle_worker_picks_up_new_work_well_under_the_poll_interval(
     for _ in range(3):
         began = time.monotonic()
         (job,) = submit(queue_name=name, payload={"mode": "ok"})
-        wait_for(lambda job=job: queue.get(job.id).status == JobStatus.COMPLETED, 10,
-                 "realtime wake-up")
+        wait_for(
+            lambda job=job: queue.get(job.id).status == JobStatus.COMPLETED, 10, "realtime wake-up"
+        )
         latencies.append(time.monotonic() - began)
     worker.stop()
     print(f"enqueue->completed with Realtime wake-up: {[round(x, 3) for x in latencies]} s")
@@ -59,16 +61,24 @@ def test_pause_reaches_the_worker_through_realtime(
 
 
 def test_realtime_endpoint_restart_loses_and_duplicates_nothing(
-    start_worker: Start, submit: Submit, queue: QueueClient, unique: Callable[[str], str],
-    stack: StackConfig, tmp_path: Path,
+    start_worker: Start,
+    submit: Submit,
+    queue: QueueClient,
+    unique: Callable[[str], str],
+    stack: StackConfig,
+    tmp_path: Path,
 ) -> None:
     """The gateway (REST + Realtime) goes away mid-run: workers fall back to polling, keep
     retrying their writes, reconnect when it returns; every job runs to completion once."""
     name = unique("q")
     record = tmp_path / "executions.txt"
     env = {"SUPAWORKER_TEST_RECORD": str(record)}
-    workers = [start_worker("--queue", name, "--realtime", "--poll-interval", "1",
-                            "--concurrency", "4", env=env) for _ in range(2)]
+    workers = [
+        start_worker(
+            "--queue", name, "--realtime", "--poll-interval", "1", "--concurrency", "4", env=env
+        )
+        for _ in range(2)
+    ]
     for worker in workers:
         _realtime_connected(worker)
     jobs = submit(40, queue_name=name, payload={"mode": "sleep", "seconds": 0.2})
@@ -77,8 +87,11 @@ def test_realtime_endpoint_restart_loses_and_duplicates_nothing(
     time.sleep(2.0)
     dev_stack.start_gateway(stack)
     more = submit(20, queue_name=name, payload={"mode": "ok"})
-    wait_for(lambda: all(queue.get(j.id).status == JobStatus.COMPLETED for j in jobs + more),
-             60, "all jobs after the outage")
+    wait_for(
+        lambda: all(queue.get(j.id).status == JobStatus.COMPLETED for j in jobs + more),
+        60,
+        "all jobs after the outage",
+    )
     for worker in workers:
         _realtime_connected(worker, count=2, timeout=30)  # reconnected after the outage
         worker.stop()

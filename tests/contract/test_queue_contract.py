@@ -23,12 +23,22 @@ class Backend:
     new_document: Callable[[], uuid.UUID]
     queue_name: str
 
-    async def worker(self, worker_id: str | None = None, slots: int = 5,
-                     capabilities: dict[str, object] | None = None) -> str:
+    async def worker(
+        self,
+        worker_id: str | None = None,
+        slots: int = 5,
+        capabilities: dict[str, object] | None = None,
+    ) -> str:
         wid = worker_id or f"c-{uuid.uuid4().hex[:8]}"
-        await self.queue.register_worker(wid, worker_name=wid, max_concurrent_jobs=slots,
-                                         capabilities=capabilities or {},
-                                         queues=[self.queue_name], host="test", version="t")
+        await self.queue.register_worker(
+            wid,
+            worker_name=wid,
+            max_concurrent_jobs=slots,
+            capabilities=capabilities or {},
+            queues=[self.queue_name],
+            host="test",
+            version="t",
+        )
         return wid
 
     async def enqueue(self, **kw: object) -> uuid.UUID:
@@ -73,7 +83,10 @@ async def test_claim_orders_by_priority_and_stamps_attempt(backend: Backend) -> 
     claimed = await backend.queue.claim(wid, 1, [backend.queue_name])
     assert [j.id for j in claimed] == [high]
     assert (claimed[0].status, claimed[0].attempt, claimed[0].assigned_to) == (
-        JobStatus.ASSIGNED, 1, wid)
+        JobStatus.ASSIGNED,
+        1,
+        wid,
+    )
     rest = await backend.queue.claim(wid, 5, [backend.queue_name])
     assert [j.id for j in rest] == [low]
 
@@ -117,7 +130,10 @@ async def test_fail_retries_then_dead_letters(backend: Backend) -> None:
     retried = await backend.queue.fail(job, wid, "first", retryable=True)
     assert retried is not None
     assert (retried.status, retried.retry_count, retried.assigned_to) == (
-        JobStatus.PENDING, 1, None)
+        JobStatus.PENDING,
+        1,
+        None,
+    )
     assert retried.run_at is not None and job.run_at is not None and retried.run_at > job.run_at
     assert await backend.queue.fail(job, wid, "stale", retryable=True) is None  # fenced
     row = await backend.queue.get(job_id)

@@ -22,28 +22,42 @@ pytestmark = pytest.mark.stack
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which("node") is None,
-                    reason="needs Debian's chromium and Node (installed by scripts/setup)")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or shutil.which("node") is None,
+    reason="needs Debian's chromium and Node (installed by scripts/setup)",
+)
 def test_user_sees_own_job_progress_live(
-    stack: StackConfig, make_user: Callable[..., StackUser], queue: QueueClient,
+    stack: StackConfig,
+    make_user: Callable[..., StackUser],
+    queue: QueueClient,
     admin_db: psycopg.Connection[tuple[object, ...]],
-    start_worker: Callable[..., WorkerProcess], tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     stranger = make_user()
     foreign = queue.enqueue(stranger.create_document(admin_db), queue="frontend-foreign")
     user = make_user()
     # The page's jobs go to the default queue; the worker is slowed by the example
     # handler's progress steps so "processing" is visible.
-    worker = start_worker("--queue", "default", "--realtime",
-                          handler="supaworker.examples.documents:process_document")
+    worker = start_worker(
+        "--queue", "default", "--realtime", handler="supaworker.examples.documents:process_document"
+    )
     screenshot = tmp_path / "frontend.png"
     try:
         out = subprocess.run(
-            ["node", str(ROOT / "tests/frontend/frontend.mjs")], cwd=ROOT,
-            env={**os.environ, "PAGE_URL": f"{stack.api_url}/examples/frontend/",
-                 "USER_TOKEN": user.token, "FOREIGN_JOB_IDS": str(foreign.id),
-                 "SCREENSHOT": str(screenshot)},
-            capture_output=True, text=True, timeout=120)
+            ["node", str(ROOT / "tests/frontend/frontend.mjs")],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PAGE_URL": f"{stack.api_url}/examples/frontend/",
+                "USER_TOKEN": user.token,
+                "FOREIGN_JOB_IDS": str(foreign.id),
+                "SCREENSHOT": str(screenshot),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         worker.stop()
     assert out.returncode == 0, out.stderr

@@ -25,9 +25,13 @@ def api(stack_env: dict[str, str]) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "examples/api_server.py", "--port", str(port)],
-                            cwd=ROOT, env={**os.environ, **stack_env}, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "examples/api_server.py", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **stack_env},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     assert "listening" in proc.stdout.readline()
     yield f"http://127.0.0.1:{port}"
@@ -36,7 +40,9 @@ def api(stack_env: dict[str, str]) -> Iterator[str]:
 
 
 def test_route_answers_queued_at_once(
-    api: str, queue: QueueClient, make_user: Callable[..., StackUser],
+    api: str,
+    queue: QueueClient,
+    make_user: Callable[..., StackUser],
     admin_db: psycopg.Connection[tuple[object, ...]],
 ) -> None:
     doc = make_user().create_document(admin_db)
@@ -46,8 +52,11 @@ def test_route_answers_queued_at_once(
     assert (body["success"], body["status"]) == (True, "queued")
     job = queue.get(body["job_id"])
     assert (job.user_document_id, job.priority) == (doc, 3)
-    wait_for(lambda: httpx.get(f"{api}/jobs/{body['job_id']}").json()["status"] == "pending",
-             5, "job status route")
+    wait_for(
+        lambda: httpx.get(f"{api}/jobs/{body['job_id']}").json()["status"] == "pending",
+        5,
+        "job status route",
+    )
 
 
 def test_route_reports_unknown_documents(api: str) -> None:

@@ -23,19 +23,35 @@ Submit = Callable[..., list[Job]]
 @pytest.fixture()
 def cli(stack_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "supaworker", *args], cwd=ROOT,
-                              env={**os.environ, **stack_env}, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "supaworker", *args],
+            cwd=ROOT,
+            env={**os.environ, **stack_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     return run
 
 
-def test_enqueue_job_and_history(cli: Callable[..., subprocess.CompletedProcess[str]],
-                                 submit: Submit, queue: QueueClient,
-                                 unique: Callable[[str], str]) -> None:
+def test_enqueue_job_and_history(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    submit: Submit,
+    queue: QueueClient,
+    unique: Callable[[str], str],
+) -> None:
     (job,) = submit(queue_name=unique("q"))
     queue.cancel(job.id)
-    out = cli("enqueue", str(job.user_document_id), "--priority", "4", "--payload",
-              '{"lang": "en"}', "--json")
+    out = cli(
+        "enqueue",
+        str(job.user_document_id),
+        "--priority",
+        "4",
+        "--payload",
+        '{"lang": "en"}',
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)
     assert (row["status"], row["priority"], row["payload"]) == ("pending", 4, {"lang": "en"})
@@ -46,7 +62,8 @@ def test_enqueue_job_and_history(cli: Callable[..., subprocess.CompletedProcess[
 
 
 def test_bad_payload_json_is_a_clear_error(
-        cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     out = cli("enqueue", "00000000-0000-0000-0000-000000000000", "--payload", "{lang: en}")
     assert out.returncode == 2
     assert "--payload is not valid JSON" in out.stderr
@@ -54,7 +71,8 @@ def test_bad_payload_json_is_a_clear_error(
 
 
 def test_unknown_and_malformed_ids_are_clear_errors(
-        cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     unknown = cli("job", "00000000-0000-0000-0000-000000000000")
     assert unknown.returncode == 1 and "not found" in unknown.stderr
     malformed = cli("cancel", "not-a-uuid")
@@ -64,8 +82,11 @@ def test_unknown_and_malformed_ids_are_clear_errors(
 
 
 def test_status_workers_jobs_pause_resume(
-    cli: Callable[..., subprocess.CompletedProcess[str]], start_worker: Start, submit: Submit,
-    queue: QueueClient, unique: Callable[[str], str],
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    start_worker: Start,
+    submit: Submit,
+    queue: QueueClient,
+    unique: Callable[[str], str],
 ) -> None:
     name = unique("q")
     (job,) = submit(queue_name=name, payload={"mode": "permanent"})
@@ -87,8 +108,11 @@ def test_status_workers_jobs_pause_resume(
 
 
 def test_retry_all_failed_and_purge(
-    cli: Callable[..., subprocess.CompletedProcess[str]], submit: Submit, queue: QueueClient,
-    start_worker: Start, unique: Callable[[str], str],
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    submit: Submit,
+    queue: QueueClient,
+    start_worker: Start,
+    unique: Callable[[str], str],
 ) -> None:
     name = unique("q")
     jobs = submit(2, queue_name=name, payload={"mode": "ok"})
@@ -101,12 +125,13 @@ def test_retry_all_failed_and_purge(
 
 
 def test_watch_follows_a_job_to_its_end(
-    cli: Callable[..., subprocess.CompletedProcess[str]], start_worker: Start, submit: Submit,
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    start_worker: Start,
+    submit: Submit,
     unique: Callable[[str], str],
 ) -> None:
     name = unique("q")
-    (job,) = submit(queue_name=name, payload={"mode": "progress", "steps": 3,
-                                              "step_seconds": 0.5})
+    (job,) = submit(queue_name=name, payload={"mode": "progress", "steps": 3, "step_seconds": 0.5})
     worker = start_worker("--queue", name)
     out = cli("watch", str(job.id), "--timeout", "30")
     worker.stop()

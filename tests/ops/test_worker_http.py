@@ -34,6 +34,7 @@ def _started(port: int) -> Callable[[], bool]:
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
     return check
 
 
@@ -70,11 +71,13 @@ def test_readiness_flips_when_postgrest_is_down(
     start_worker: Start, stack: StackConfig, unique: Callable[[str], str]
 ) -> None:
     port = free_port()
-    worker = start_worker("--queue", unique("q"), "--http-port", str(port),
-                          "--http-host", "127.0.0.1")
+    worker = start_worker(
+        "--queue", unique("q"), "--http-port", str(port), "--http-host", "127.0.0.1"
+    )
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _started(port)() and httpx.get(f"{base}/readyz").status_code == 200, 30,
-             "ready")
+    wait_for(
+        lambda: _started(port)() and httpx.get(f"{base}/readyz").status_code == 200, 30, "ready"
+    )
     dev_stack.stop_postgrest(stack)
     try:
         wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 503, 30, "not ready")
@@ -87,19 +90,34 @@ def test_readiness_flips_when_postgrest_is_down(
 
 
 def test_internal_process_runs_the_document_on_this_worker(
-    start_worker: Start, submit: Submit, queue: QueueClient, unique: Callable[[str], str],
-    make_user: Callable[..., object], admin_db: object,
+    start_worker: Start,
+    submit: Submit,
+    queue: QueueClient,
+    unique: Callable[[str], str],
+    make_user: Callable[..., object],
+    admin_db: object,
 ) -> None:
     name, port = unique("q"), free_port()
-    worker = start_worker("--queue", name, "--http-port", str(port), "--http-host", "127.0.0.1",
-                          env={"SUPAWORKER_INTERNAL_API_KEY": KEY})
+    worker = start_worker(
+        "--queue",
+        name,
+        "--http-port",
+        str(port),
+        "--http-host",
+        "127.0.0.1",
+        env={"SUPAWORKER_INTERNAL_API_KEY": KEY},
+    )
     other = start_worker("--queue", name)  # must never get the direct job
     wait_for(_started(port), 30, "http port")
     (job,) = submit(queue_name=name, payload={"mode": "ok"})
     queue.cancel(job.id)  # free the document; /internal/process re-queues it
     url = f"http://127.0.0.1:{port}/internal/process"
-    response = httpx.post(url, json={"user_document_id": str(job.user_document_id)},
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    response = httpx.post(
+        url,
+        json={"user_document_id": str(job.user_document_id)},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "completed"
@@ -113,13 +131,22 @@ def test_internal_process_refuses_a_wrong_key(
     start_worker: Start, unique: Callable[[str], str], header: str | None
 ) -> None:
     port = free_port()
-    worker = start_worker("--queue", unique("q"), "--http-port", str(port),
-                          "--http-host", "127.0.0.1", env={"SUPAWORKER_INTERNAL_API_KEY": KEY})
+    worker = start_worker(
+        "--queue",
+        unique("q"),
+        "--http-port",
+        str(port),
+        "--http-host",
+        "127.0.0.1",
+        env={"SUPAWORKER_INTERNAL_API_KEY": KEY},
+    )
     wait_for(_started(port), 30, "http port")
     headers = {"Authorization": header} if header else {}
-    response = httpx.post(f"http://127.0.0.1:{port}/internal/process",
-                          json={"user_document_id": "00000000-0000-0000-0000-000000000000"},
-                          headers=headers)
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/internal/process",
+        json={"user_document_id": "00000000-0000-0000-0000-000000000000"},
+        headers=headers,
+    )
     worker.stop()
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
@@ -129,15 +156,27 @@ def test_internal_process_answers_202_on_timeout(
     start_worker: Start, submit: Submit, queue: QueueClient, unique: Callable[[str], str]
 ) -> None:
     name, port = unique("q"), free_port()
-    worker = start_worker("--queue", name, "--http-port", str(port), "--http-host", "127.0.0.1",
-                          env={"SUPAWORKER_INTERNAL_API_KEY": KEY})
+    worker = start_worker(
+        "--queue",
+        name,
+        "--http-port",
+        str(port),
+        "--http-host",
+        "127.0.0.1",
+        env={"SUPAWORKER_INTERNAL_API_KEY": KEY},
+    )
     wait_for(_started(port), 30, "http port")
     (job,) = submit(queue_name=name, payload={"mode": "sleep", "seconds": 5})
     queue.cancel(job.id)
-    response = httpx.post(f"http://127.0.0.1:{port}/internal/process?timeout=0.5",
-                          json={"user_document_id": str(job.user_document_id),
-                                "payload": {"mode": "sleep", "seconds": 3}},
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/internal/process?timeout=0.5",
+        json={
+            "user_document_id": str(job.user_document_id),
+            "payload": {"mode": "sleep", "seconds": 3},
+        },
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
     assert response.status_code == 202
     job_id = response.json()["job_id"]
     wait_for(lambda: queue.get(job_id).status == JobStatus.COMPLETED, 30, "completion")

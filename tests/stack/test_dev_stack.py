@@ -107,42 +107,63 @@ def test_gateway_refuses_missing_and_wrong_keys(
 
 def test_secret_key_from_a_browser_is_refused(stack: StackConfig) -> None:
     response = httpx.post(
-        f"{stack.api_url}/rest/v1/rpc/queue_stats", json={},
+        f"{stack.api_url}/rest/v1/rpc/queue_stats",
+        json={},
         headers={"apikey": stack.secret_key, "User-Agent": "Mozilla/5.0 (X11; Linux x86_64)"},
     )
     assert response.status_code == 401
 
 
 def test_forged_user_token_is_refused_by_postgrest(stack: StackConfig) -> None:
-    forged = create_client(stack.api_url, stack.anon_key, ClientOptions(
-        headers={"Authorization": "Bearer " + stack.anon_key[:-4] + "AAAA"}))
+    forged = create_client(
+        stack.api_url,
+        stack.anon_key,
+        ClientOptions(headers={"Authorization": "Bearer " + stack.anon_key[:-4] + "AAAA"}),
+    )
     with pytest.raises(APIError) as info:
         forged.rpc("queue_stats", {}).execute()
     assert info.value.code == "PGRST301"
 
 
 def test_dev_env_prints_a_usable_shell_environment(stack: StackConfig) -> None:
-    out = subprocess.run([*CLI, "dev", "env", "--state-dir", stack.state_dir, "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*CLI, "dev", "env", "--state-dir", stack.state_dir, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     variables = json.loads(out)
     assert variables["SUPABASE_URL"] == stack.api_url
     assert variables["SUPABASE_SERVICE_ROLE_KEY"] == stack.service_role_key
-    shell = subprocess.run([*CLI, "dev", "env", "--state-dir", stack.state_dir],
-                           capture_output=True, text=True, check=True).stdout
+    shell = subprocess.run(
+        [*CLI, "dev", "env", "--state-dir", stack.state_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"export SUPABASE_URL='{stack.api_url}'" in shell.splitlines()
 
 
 def test_dev_user_prints_a_token_on_its_last_line(stack: StackConfig) -> None:
     email = f"cli-{uuid.uuid4().hex[:8]}@example.test"
-    out = subprocess.run([*CLI, "dev", "user", email, "--state-dir", stack.state_dir],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*CLI, "dev", "user", email, "--state-dir", stack.state_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     token = out.strip().splitlines()[-1]
-    client = create_client(stack.api_url, stack.anon_key,
-                           ClientOptions(headers={"Authorization": f"Bearer {token}"}))
+    client = create_client(
+        stack.api_url, stack.anon_key, ClientOptions(headers={"Authorization": f"Bearer {token}"})
+    )
     # The token is accepted: the user's own (empty) document list comes back.
     assert client.table("user_documents").select("id").execute().data == []
-    again = subprocess.run([*CLI, "dev", "user", email, "--state-dir", stack.state_dir,
-                            "--json"], capture_output=True, text=True, check=True).stdout
+    again = subprocess.run(
+        [*CLI, "dev", "user", email, "--state-dir", stack.state_dir, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(again)["id"] in out  # same user found, not a second one
 
 
@@ -165,24 +186,52 @@ def test_stack_comes_up_from_nothing_and_down_leaves_no_process(tmp_path: Path) 
     env = {**os.environ, "SUPAWORKER_PROJECT_DIR": str(ROOT)}
     db_port, api_port, rest_port = _free_ports(3)
     up = subprocess.run(
-        [*CLI, "dev", "up", "--state-dir", str(state), "--db-port", str(db_port),
-         "--api-port", str(api_port), "--postgrest-port", str(rest_port)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            *CLI,
+            "dev",
+            "up",
+            "--state-dir",
+            str(state),
+            "--db-port",
+            str(db_port),
+            "--api-port",
+            str(api_port),
+            "--postgrest-port",
+            str(rest_port),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert up.returncode == 0, up.stdout + up.stderr
     config = StackConfig.load(state)
-    status = json.loads(subprocess.run(
-        [*CLI, "dev", "status", "--state-dir", str(state), "--json"],
-        capture_output=True, text=True, env=env, check=True).stdout)
+    status = json.loads(
+        subprocess.run(
+            [*CLI, "dev", "status", "--state-dir", str(state), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
+    )
     assert {s["name"]: s["healthy"] for s in status} == {
-        "postgres": True, "postgrest": True, "gateway": True}
+        "postgres": True,
+        "postgrest": True,
+        "gateway": True,
+    }
     pids = [s["pid"] for s in status if s["pid"]]
     postmaster = int((config.pg_path / "pgdata" / "postmaster.pid").read_text().split()[0])
     client = create_client(config.api_url, config.service_role_key)
     assert "by_status" in client.rpc("queue_stats", {}).execute().data
 
-    down = subprocess.run([*CLI, "dev", "down", "--reset", "--state-dir", str(state)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    down = subprocess.run(
+        [*CLI, "dev", "down", "--reset", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert down.returncode == 0, down.stderr
     for pid in [*pids, postmaster]:
         assert not processes.pid_alive(pid), f"process {pid} survived dev down"

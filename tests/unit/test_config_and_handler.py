@@ -18,10 +18,13 @@ def test_capabilities_json_is_parsed_and_advertised_with_the_worker_id() -> None
     assert s.advertised_capabilities() == {"gpu": True, WORKER_CAPABILITY: "vps1"}
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("{gpu: true}", "--capabilities is not valid JSON"),
-    ("[1, 2]", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{gpu: true}", "--capabilities is not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
 def test_bad_capabilities_say_what_to_fix(value: str, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         WorkerSettings(capabilities=value)
@@ -41,12 +44,15 @@ def test_service_key_comes_from_either_variable(monkeypatch: pytest.MonkeyPatch)
     assert "sb_secret_x" not in repr(settings)  # never printed
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("no_colon", "must look like MODULE:FUNCTION"),
-    ("no_such_module_xyz:f", "Cannot import module 'no_such_module_xyz'"),
-    ("json:no_such_function", "has no attribute 'no_such_function'"),
-    ("json:__doc__", "is not callable"),
-])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("no_colon", "must look like MODULE:FUNCTION"),
+        ("no_such_module_xyz:f", "Cannot import module 'no_such_module_xyz'"),
+        ("json:no_such_function", "has no attribute 'no_such_function'"),
+        ("json:__doc__", "is not callable"),
+    ],
+)
 def test_handler_import_errors(path: str, message: str) -> None:
     with pytest.raises(HandlerImportError) as info:
         load_handler(path)

@@ -55,12 +55,15 @@ async def test_dropped_connection_mid_request_is_outcome_unknown() -> None:
 
 
 @respx.mock
-@pytest.mark.parametrize(("status", "body"), [
-    (502, "<html>Bad Gateway</html>"),
-    (503, '{"code":"PGRST001","message":"Database client error"}'),
-    (504, '{"code":"PGRST003","message":"Timed out acquiring connection from pool."}'),
-    (500, '{"code":"57014","message":"canceling statement due to statement timeout"}'),
-])
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (502, "<html>Bad Gateway</html>"),
+        (503, '{"code":"PGRST001","message":"Database client error"}'),
+        (504, '{"code":"PGRST003","message":"Timed out acquiring connection from pool."}'),
+        (500, '{"code":"57014","message":"canceling statement due to statement timeout"}'),
+    ],
+)
 async def test_server_errors_are_transient(status: int, body: str) -> None:
     respx.post(RPC).mock(return_value=httpx.Response(status, text=body))
     with pytest.raises(ServerError):
@@ -68,17 +71,21 @@ async def test_server_errors_are_transient(status: int, body: str) -> None:
 
 
 @respx.mock
-@pytest.mark.parametrize(("code", "status", "error"), [
-    ("22023", 400, InvalidArgument),
-    ("22P02", 400, InvalidArgument),
-    ("PT403", 403, PermissionDenied),
-    ("42501", 401, PermissionDenied),
-    ("PGRST301", 401, PermissionDenied),
-    ("PT404", 404, NotFound),
-    ("PT413", 413, PayloadTooLarge),
-])
-async def test_database_refusals_map_by_sqlstate(code: str, status: int,
-                                                 error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("22023", 400, InvalidArgument),
+        ("22P02", 400, InvalidArgument),
+        ("PT403", 403, PermissionDenied),
+        ("42501", 401, PermissionDenied),
+        ("PGRST301", 401, PermissionDenied),
+        ("PT404", 404, NotFound),
+        ("PT413", 413, PayloadTooLarge),
+    ],
+)
+async def test_database_refusals_map_by_sqlstate(
+    code: str, status: int, error: type[Exception]
+) -> None:
     body = {"code": code, "message": "refused", "hint": "do this instead", "details": None}
     respx.post(RPC).mock(return_value=httpx.Response(status, json=body))
     with pytest.raises(error) as info:
@@ -88,8 +95,12 @@ async def test_database_refusals_map_by_sqlstate(code: str, status: int,
 
 @respx.mock
 async def test_unknown_function_says_to_apply_migrations() -> None:
-    body = {"code": "PGRST202", "message": "Could not find the function", "hint": None,
-            "details": "searched"}
+    body = {
+        "code": "PGRST202",
+        "message": "Could not find the function",
+        "hint": None,
+        "details": "searched",
+    }
     respx.post(RPC).mock(return_value=httpx.Response(404, json=body))
     with pytest.raises(NotFound) as info:
         await (await _client()).stats()
@@ -106,11 +117,13 @@ async def test_non_json_success_body_is_malformed() -> None:
 @respx.mock
 async def test_wrong_shape_is_malformed_not_a_crash() -> None:
     respx.post(f"{URL}/rest/v1/rpc/claim_next_job").mock(
-        return_value=httpx.Response(200, json={"not": "a list"}))
+        return_value=httpx.Response(200, json={"not": "a list"})
+    )
     with pytest.raises(MalformedResponse):
         await (await _client()).claim("w1", 1, None)
     respx.post(f"{URL}/rest/v1/rpc/claim_next_job").mock(
-        return_value=httpx.Response(200, json=[{"id": "not-a-uuid"}]))
+        return_value=httpx.Response(200, json=[{"id": "not-a-uuid"}])
+    )
     with pytest.raises(MalformedResponse):
         await (await _client()).claim("w1", 1, None)
 

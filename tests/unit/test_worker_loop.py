@@ -20,9 +20,16 @@ from supaworker.worker.loop import EXIT_OK, Worker
 
 def settings(**overrides: Any) -> WorkerSettings:
     base: dict[str, Any] = dict(
-        supabase_url="http://unused", service_key="unused", handler="tests:unused",
-        worker_id="w1", concurrency=2, poll_interval=0.02, heartbeat_interval=0.05,
-        shutdown_timeout=2.0, burst=True, realtime=False,
+        supabase_url="http://unused",
+        service_key="unused",
+        handler="tests:unused",
+        worker_id="w1",
+        concurrency=2,
+        poll_interval=0.02,
+        heartbeat_interval=0.05,
+        shutdown_timeout=2.0,
+        burst=True,
+        realtime=False,
     )
     base.update(overrides)
     return WorkerSettings(**base)
@@ -31,8 +38,9 @@ def settings(**overrides: Any) -> WorkerSettings:
 def make(handler: Any, **overrides: Any) -> tuple[Worker, InMemoryTransport]:
     fake = InMemoryTransport()
     fake.settings.backoff_base_seconds = 0.01
-    worker = Worker(AsyncQueueClient(fake), handler, settings(**overrides),
-                    install_signal_handlers=False)
+    worker = Worker(
+        AsyncQueueClient(fake), handler, settings(**overrides), install_signal_handlers=False
+    )
     return worker, fake
 
 
