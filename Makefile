@@ -8,8 +8,8 @@ demo: setup
 	.venv/bin/supaworker demo
 
 lint:
-	.venv/bin/ruff check supaworker tests bench examples
-	.venv/bin/ruff format --check supaworker tests bench examples
+	.venv/bin/ruff check
+	.venv/bin/ruff format --check
 	.venv/bin/mypy
 
 test: setup lint
