@@ -14,15 +14,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import httpx
 
 from supaworker import rpc
 from supaworker.exceptions import ConfigurationError
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
+from supaworker.rpc import EnqueueOptions, WorkerRegistration
 from supaworker.transport import (
     DEFAULT_TIMEOUT,
     AsyncTransport,
@@ -84,31 +84,9 @@ class AsyncQueueClient:
         await self.aclose()
 
     # -- app side ---------------------------------------------------------------------
-    async def enqueue(
-        self,
-        document_id: DocumentId,
-        *,
-        priority: int = 0,
-        payload: Mapping[str, Any] | None = None,
-        queue: str = "default",
-        max_attempts: int | None = None,
-        run_at: datetime | None = None,
-        timeout_seconds: int | None = None,
-        requires: Mapping[str, Any] | None = None,
-    ) -> Job:
-        return await execute(
-            self.transport,
-            rpc.enqueue_job(
-                document_id,
-                priority=priority,
-                payload=payload,
-                queue=queue,
-                max_attempts=max_attempts,
-                run_at=run_at,
-                timeout_seconds=timeout_seconds,
-                requires=requires,
-            ),
-        )
+    async def enqueue(self, document_id: DocumentId, **options: Unpack[EnqueueOptions]) -> Job:
+        """Queue a document (idempotent: an active job for it is returned as is)."""
+        return await execute(self.transport, rpc.enqueue_job(document_id, **options))
 
     async def get(self, job_id: DocumentId) -> Job:
         return await execute(self.transport, rpc.get_job(job_id))
@@ -147,28 +125,9 @@ class AsyncQueueClient:
 
     # -- worker side ------------------------------------------------------------------
     async def register_worker(
-        self,
-        worker_id: str,
-        *,
-        worker_name: str | None,
-        max_concurrent_jobs: int,
-        capabilities: Mapping[str, Any],
-        queues: Sequence[str] | None,
-        host: str | None,
-        version: str | None,
+        self, worker_id: str, **info: Unpack[WorkerRegistration]
     ) -> WorkerInfo:
-        return await execute(
-            self.transport,
-            rpc.register_worker(
-                worker_id,
-                worker_name=worker_name,
-                max_concurrent_jobs=max_concurrent_jobs,
-                capabilities=capabilities,
-                queues=queues,
-                host=host,
-                version=version,
-            ),
-        )
+        return await execute(self.transport, rpc.register_worker(worker_id, **info))
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[uuid.UUID]) -> HeartbeatReply:
         return await execute(self.transport, rpc.heartbeat_worker(worker_id, job_ids))
@@ -244,31 +203,9 @@ class QueueClient:
     ) -> None:
         self.close()
 
-    def enqueue(
-        self,
-        document_id: DocumentId,
-        *,
-        priority: int = 0,
-        payload: Mapping[str, Any] | None = None,
-        queue: str = "default",
-        max_attempts: int | None = None,
-        run_at: datetime | None = None,
-        timeout_seconds: int | None = None,
-        requires: Mapping[str, Any] | None = None,
-    ) -> Job:
-        return execute_sync(
-            self.transport,
-            rpc.enqueue_job(
-                document_id,
-                priority=priority,
-                payload=payload,
-                queue=queue,
-                max_attempts=max_attempts,
-                run_at=run_at,
-                timeout_seconds=timeout_seconds,
-                requires=requires,
-            ),
-        )
+    def enqueue(self, document_id: DocumentId, **options: Unpack[EnqueueOptions]) -> Job:
+        """Queue a document (idempotent: an active job for it is returned as is)."""
+        return execute_sync(self.transport, rpc.enqueue_job(document_id, **options))
 
     def get(self, job_id: DocumentId) -> Job:
         return execute_sync(self.transport, rpc.get_job(job_id))

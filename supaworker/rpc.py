@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
 
 from pydantic import ValidationError
 
@@ -109,30 +109,34 @@ def _ids(job_ids: Sequence[uuid.UUID] | None) -> list[str] | None:
 
 
 # -- app side -----------------------------------------------------------------------------
+class EnqueueOptions(TypedDict, total=False):
+    """How a document is queued; every key is optional (the SQL function has defaults)."""
+
+    priority: int  # higher runs first; default 0
+    payload: Mapping[str, Any]  # handed to the handler as job.payload
+    queue: str  # default "default"
+    max_attempts: int  # default queue_settings.default_max_attempts
+    run_at: datetime  # not before this moment
+    timeout_seconds: int  # per-attempt limit, wins over the worker's --job-timeout
+    requires: Mapping[str, Any]  # capabilities a worker must offer
+
+
 def enqueue_job(
-    user_document_id: uuid.UUID | str,
-    *,
-    priority: int = 0,
-    payload: Mapping[str, Any] | None = None,
-    queue: str = "default",
-    max_attempts: int | None = None,
-    run_at: datetime | None = None,
-    timeout_seconds: int | None = None,
-    requires: Mapping[str, Any] | None = None,
+    user_document_id: uuid.UUID | str, **options: Unpack[EnqueueOptions]
 ) -> RpcCall[Job]:
     params: dict[str, Any] = {
         "p_user_document_id": str(user_document_id),
-        "p_priority": priority,
-        "p_payload": dict(payload or {}),
-        "p_queue": queue,
-        "p_requires": dict(requires or {}),
+        "p_priority": options.get("priority", 0),
+        "p_payload": dict(options.get("payload") or {}),
+        "p_queue": options.get("queue", "default"),
+        "p_requires": dict(options.get("requires") or {}),
     }
-    if max_attempts is not None:
-        params["p_max_attempts"] = max_attempts
-    if run_at is not None:
-        params["p_run_at"] = run_at.isoformat()
-    if timeout_seconds is not None:
-        params["p_timeout_seconds"] = timeout_seconds
+    if "max_attempts" in options:
+        params["p_max_attempts"] = options["max_attempts"]
+    if "run_at" in options:
+        params["p_run_at"] = options["run_at"].isoformat()
+    if "timeout_seconds" in options:
+        params["p_timeout_seconds"] = options["timeout_seconds"]
     return RpcCall("enqueue_job", params, _model(Job))
 
 
@@ -170,26 +174,28 @@ def purge_finished_jobs(older_than_seconds: float | None = None) -> RpcCall[int]
 
 
 # -- worker side --------------------------------------------------------------------------
-def register_worker(
-    worker_id: str,
-    *,
-    worker_name: str | None,
-    max_concurrent_jobs: int,
-    capabilities: Mapping[str, Any],
-    queues: Sequence[str] | None,
-    host: str | None,
-    version: str | None,
-) -> RpcCall[WorkerInfo]:
+class WorkerRegistration(TypedDict):
+    """What a worker tells the registry about itself."""
+
+    worker_name: str | None
+    max_concurrent_jobs: int
+    capabilities: Mapping[str, Any]
+    queues: Sequence[str] | None
+    host: str | None
+    version: str | None
+
+
+def register_worker(worker_id: str, **info: Unpack[WorkerRegistration]) -> RpcCall[WorkerInfo]:
     return RpcCall(
         "register_worker",
         {
             "p_worker_id": worker_id,
-            "p_worker_name": worker_name,
-            "p_max_concurrent_jobs": max_concurrent_jobs,
-            "p_capabilities": dict(capabilities),
-            "p_queues": list(queues) if queues else None,
-            "p_host": host,
-            "p_version": version,
+            "p_worker_name": info["worker_name"],
+            "p_max_concurrent_jobs": info["max_concurrent_jobs"],
+            "p_capabilities": dict(info["capabilities"]),
+            "p_queues": list(info["queues"]) if info["queues"] else None,
+            "p_host": info["host"],
+            "p_version": info["version"],
         },
         _model(WorkerInfo),
     )

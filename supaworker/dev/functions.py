@@ -45,6 +45,7 @@ from yarl import URL
 
 from supaworker.dev import keys, processes, tools
 from supaworker.dev.config import StackConfig
+from supaworker.dev.gateway import HOP_BY_HOP
 
 log = logging.getLogger("supaworker.dev.functions")
 
@@ -78,20 +79,6 @@ PASSTHROUGH_ENV = frozenset(
         "NODE_EXTRA_CA_CERTS",
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
-    }
-)
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
     }
 )
 # Kong's cors plugin adds this to everything on the functions route, gateway errors included.

@@ -28,18 +28,20 @@ from supaworker.dev.config import StackConfig
 
 log = logging.getLogger("supaworker.dev.gateway")
 
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-}
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 CONFIG_KEY = web.AppKey("config", StackConfig)
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
@@ -134,7 +136,7 @@ async def rest_proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def frontend_config(request: web.Request) -> web.Response:
-    """The example page's settings: the API URL and the anon key (public by design)."""
+    """The example pages' settings: the API URL and the anon key (public by design)."""
     config = request.app[CONFIG_KEY]
     body = json.dumps({"url": config.api_url, "anonKey": config.anon_key})
     return web.Response(
@@ -142,12 +144,15 @@ async def frontend_config(request: web.Request) -> web.Response:
     )
 
 
+STATIC_EXAMPLES = ("frontend", "dashboard")
+
+
 def add_static_examples(app: web.Application) -> None:
-    """Serve examples/frontend and supabase-js's browser build (from npm, no CDN)."""
+    """Serve the browser examples (examples/frontend, examples/dashboard), each with the same
+    config.js, and supabase-js's browser build (from npm, no CDN)."""
     root = tools.project_root()
-    frontend = root / "examples" / "frontend"
     bundle = root / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
-    if not frontend.is_dir() or not bundle.exists():
+    if not bundle.exists():
         return
 
     def serve(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -156,10 +161,14 @@ def add_static_examples(app: web.Application) -> None:
 
         return handler
 
-    app.router.add_get("/examples/frontend/config.js", frontend_config)
     app.router.add_get("/vendor/supabase.js", serve(bundle))
-    app.router.add_get("/examples/frontend/", serve(frontend / "index.html"))
-    app.router.add_static("/examples/frontend/", frontend)
+    for name in STATIC_EXAMPLES:
+        folder = root / "examples" / name
+        if not folder.is_dir():
+            continue
+        app.router.add_get(f"/examples/{name}/config.js", frontend_config)
+        app.router.add_get(f"/examples/{name}/", serve(folder / "index.html"))
+        app.router.add_static(f"/examples/{name}/", folder)
 
 
 async def health(request: web.Request) -> web.Response:
