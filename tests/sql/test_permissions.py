@@ -136,6 +136,15 @@ TABLES: list[TableCase] = [
 ]
 
 
+def queue_admins_enabled(admin_db: Admin) -> bool:
+    """Whether the queue-admin migration (20261128001100) is applied: it grants authenticated
+    SELECT on vps_workers, with a policy that shows rows to queue admins only."""
+    row = admin_db.execute("select exists (select from pg_policies where tablename ="
+                           " 'vps_workers' and policyname = 'vps_workers_select_queue_admin')"
+                           ).fetchone()
+    return bool(row and row[0])
+
+
 def test_table_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
     settings_before = admin_db.execute("select default_max_attempts from public.queue_settings"
                                        ).fetchone()
@@ -148,6 +157,11 @@ def test_table_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
             seen[(table, method, role)] = reply.status
             rows_seen[(table, method, role)] = reply.body
     wanted = {(t, m, role): exp[role] for t, m, _, _, exp in TABLES for role in ROLES}
+    if queue_admins_enabled(admin_db):
+        # Signed-in users may query vps_workers, but RLS shows ordinary users no worker.
+        wanted |= {("vps_workers", "GET", "owner"): 200, ("vps_workers", "GET", "stranger"): 200}
+        assert rows_seen[("vps_workers", "GET", "owner")] == []
+        assert rows_seen[("vps_workers", "GET", "stranger")] == []
     assert seen == wanted
 
     # Status 200 is not enough for reads: RLS must show the owner's rows to the owner only.
@@ -191,7 +205,9 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
     assert rows
     for name, anon, authenticated in rows:
         assert not anon, f"anon may execute {name}"
-        assert authenticated == (name in ("enqueue_job", "cancel_job")), name
+        # admin_* (queue-admin migration) check app_metadata.queue_admin inside.
+        user_callable = name in ("enqueue_job", "cancel_job") or name.startswith("admin_")
+        assert authenticated == user_callable, name
 
     queue_functions = [fn for fn, _, _ in FUNCTIONS]
     definers = admin_db.execute(
@@ -215,11 +231,13 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
         for table in ("processing_queue", "job_events", "vps_workers", "queue_settings",
                       "user_documents")
     }
+    workers_for_users = ["SELECT"] if queue_admins_enabled(admin_db) else []
     assert privileges == {
         "processing_queue": {"anon": [], "authenticated": ["SELECT"],
                              "service_role": ["SELECT"]},
         "job_events": {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
-        "vps_workers": {"anon": [], "authenticated": [], "service_role": ["SELECT"]},
+        "vps_workers": {"anon": [], "authenticated": workers_for_users,
+                        "service_role": ["SELECT"]},
         "queue_settings": {"anon": [], "authenticated": [],
                            "service_role": ["SELECT", "UPDATE"]},
         "user_documents": {"anon": [],
