@@ -12,6 +12,21 @@ from pydantic import BaseModel, ConfigDict, Field
 JSON = Any  # what json.loads returns; kept loose on purpose at the edges
 
 
+def jsonb_contains(container: Any, contained: Any) -> bool:
+    """Postgres's `container @> contained` for JSON values: how a job's `requires` is matched
+    against a worker's capabilities ({"langs": ["de"]} is within {"langs": ["en", "de"]})."""
+    if isinstance(contained, dict):
+        return isinstance(container, dict) and all(
+            key in container and jsonb_contains(container[key], value)
+            for key, value in contained.items()
+        )
+    if isinstance(contained, list):
+        return isinstance(container, list) and all(
+            any(jsonb_contains(item, wanted) for item in container) for wanted in contained
+        )
+    return bool(container == contained and type(container) is type(contained))
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     ASSIGNED = "assigned"

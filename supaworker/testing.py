@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from supaworker.exceptions import Conflict, InvalidArgument, NotFound
+from supaworker.models import jsonb_contains
 
 STATUSES = ("pending", "assigned", "processing", "completed", "failed", "cancelled")
 RUNNING = ("assigned", "processing")
@@ -212,6 +213,8 @@ class InMemoryTransport:
         job = self._job(p_job_id)
         if job["status"] in RUNNING:
             raise Conflict("job is running", code="PT409")
+        if job["status"] == "completed":
+            raise Conflict("job completed; enqueue the document again instead", code="PT409")
         if job["status"] in ("failed", "cancelled"):
             job.update(
                 retry_count=0,
@@ -267,6 +270,15 @@ class InMemoryTransport:
     ) -> dict[str, Any]:
         old = self.workers.get(p_worker_id)
         status = "paused" if old and old["status"] == "paused" else "active"
+        # Jobs still assigned to this id belong to a previous process that died: each counts
+        # as a failed attempt, so a crash-looping job still reaches max_attempts.
+        for job in self._running_of(p_worker_id):
+            self.fn_fail_job(
+                str(job["id"]),
+                p_worker_id,
+                job["attempt"],
+                f"worker {p_worker_id} restarted while the job was running",
+            )
         now = self.clock()
         self.workers[p_worker_id] = {
             "worker_id": p_worker_id,
@@ -319,9 +331,12 @@ class InMemoryTransport:
         }
 
     def fn_deregister_worker(self, p_worker_id: str) -> None:
+        worker = self.workers.get(p_worker_id)
+        if worker is None:
+            raise NotFound(f"worker {p_worker_id} is not registered", code="PT404")
         self.fn_release_jobs(p_worker_id)
-        if p_worker_id in self.workers:
-            self.workers[p_worker_id]["status"] = "offline"
+        if worker["status"] != "paused":
+            worker["status"] = "offline"
 
     def fn_release_jobs(self, p_worker_id: str, p_job_ids: list[str] | None = None) -> int:
         wanted = None if p_job_ids is None else {uuid.UUID(j) for j in p_job_ids}
@@ -329,10 +344,12 @@ class InMemoryTransport:
         for job in self._running_of(p_worker_id):
             if wanted is None or job["id"] in wanted:
                 job.update(progress_percent=None, progress_message=None)
-                self._set_status(job, "pending", "released")
-                job.update(
-                    assigned_to=None, assigned_at=None, started_at=None, cancel_requested=False
-                )
+                if job["cancel_requested"]:
+                    job["completed_at"] = self.clock()
+                    self._set_status(job, "cancelled", "cancelled")
+                else:
+                    self._set_status(job, "pending", "released")
+                    job.update(assigned_to=None, assigned_at=None, started_at=None)
                 released += 1
         self._sync_current_jobs(p_worker_id)
         return released
@@ -352,7 +369,7 @@ class InMemoryTransport:
             if j["status"] == "pending"
             and j["run_at"] <= now
             and (queues is None or j["queue"] in queues)
-            and all(worker["capabilities"].get(k) == v for k, v in j["requires"].items())
+            and jsonb_contains(worker["capabilities"], j["requires"])
         ]
         ready.sort(key=lambda j: (-j["priority"], j["run_at"], j["created_at"]))
         claimed = ready[: max(0, min(p_limit, free))]

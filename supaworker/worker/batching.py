@@ -3,10 +3,10 @@
 A worker running many short jobs spends most of its time on HTTP round trips, one
 `complete_job` per job. The batcher writes the outcomes of successful jobs with one
 `complete_jobs` call for up to `size` jobs (each element still fenced by job, worker and
-attempt in SQL). It works as a group commit: when no call is in flight, what has finished is
-sent at the next turn of the event loop (after `delay` seconds, default 0), so a lone job is
-not held back; while a call is in flight, jobs finishing meanwhile wait for it and go
-together in the next call. A batch of one is sent with `complete_job`.
+attempt in SQL). It works as a group commit: when no call is in flight, a finished job is
+sent at once (or after `delay` seconds, default 0, to wait for company), so a lone job is not
+held back; while a call is in flight, jobs finishing meanwhile wait for it and go together in
+the next call. A batch of one is sent with `complete_job`.
 
 Every caller still learns its own job's result:
 - the batch completed every job                  -> True for each;
@@ -102,13 +102,14 @@ class CompletionBatcher:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool | None] = loop.create_future()
         self._pending.append(_Pending(job, result, answer))
-        if len(self._pending) >= self.size:
+        if len(self._pending) >= self.size or (not self._flushes and not self.delay):
+            # Full, or nothing in flight: send now. (Now, not at the next turn of the loop:
+            # the write must leave before the claim that the job's end triggers, or that
+            # claim still finds the job's slot taken.)
             self._flush()
-        elif self._timer is None:
-            # Group commit: with nothing in flight, send at the next turn of the loop (plus
-            # `delay`), so jobs that finish together share one call; while a call is in
-            # flight, what finishes meanwhile waits for it and goes in the next one.
+        elif self._timer is None and not self._flushes:
             self._timer = loop.call_later(self.delay, self._flush_if_idle)
+        # Otherwise a call is in flight: this job goes in the next one, sent when it returns.
         return await answer
 
     def _flush_if_idle(self) -> None:

@@ -136,6 +136,8 @@ class Worker:
         self._claim_in_flight = False
         self._backlog_likely = False
         self._exit_code = EXIT_OK
+        # Set at shutdown: final writes keep retrying through faults until then, not forever.
+        self._writes_deadline: float | None = None
 
     # -- public controls ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -573,17 +575,21 @@ class Worker:
     async def _with_retries(self, name: str, call: Callable[[], Awaitable[T]]) -> T | None:
         """Retry a fenced (hence repeatable) write through transient faults.
 
-        Gives up only when the worker is being forced down or the write is refused; then the
-        job stays assigned to this worker and the reaper rescues it once heartbeats stop.
+        Gives up only when the write is refused, on a forced stop, or when a shutdown's grace
+        for final writes has run out (the Supabase API stayed unreachable); then the job stays
+        assigned to this worker and the reaper rescues it once heartbeats stop.
         """
         delay = 0.1
         while True:
             try:
                 return await call()
             except TransportError as exc:
-                if self._force.is_set():
+                out_of_time = self._writes_deadline is not None and (
+                    time.monotonic() > self._writes_deadline
+                )
+                if self._force.is_set() or out_of_time:
                     log.error(
-                        "%s abandoned during forced stop: %s",
+                        "%s abandoned while stopping: %s",
                         name,
                         exc,
                         extra={"action": "write_abandoned", "worker_id": self.worker_id},
@@ -611,6 +617,7 @@ class Worker:
     async def _shutdown(self) -> None:
         self._stop.set()
         await self._drain()
+        self._writes_deadline = time.monotonic() + max(self.settings.shutdown_timeout, 10.0)
         for running in list(self._running.values()):
             if running.stop_reason is None:
                 running.stop_reason = "shutdown"

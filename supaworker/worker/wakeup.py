@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supaworker.config import WorkerSettings
+from supaworker.models import jsonb_contains
 from supaworker.realtime_subscription import (
     Binding,
     Change,
@@ -129,9 +130,9 @@ class RealtimeWakeup:
         queues = self._settings.queues
         if queues and record.get("queue") not in queues:
             return False
-        requires = record.get("requires") or {}
-        caps = self._settings.advertised_capabilities()
-        return isinstance(requires, dict) and all(caps.get(k) == v for k, v in requires.items())
+        return jsonb_contains(
+            self._settings.advertised_capabilities(), record.get("requires") or {}
+        )
 
     def _on_job_change(self, payload: Change) -> None:
         record = record_of(payload)

@@ -220,3 +220,53 @@ async def test_history_records_each_transition(backend: Backend) -> None:
     await backend.queue.complete(job, wid, None)
     events = [e.event for e in await backend.queue.history(job_id)]
     assert events == ["enqueued", "assigned", "started", "completed"]
+
+
+async def test_requires_is_matched_by_json_containment(backend: Backend) -> None:
+    job_id = await backend.enqueue(requires={"langs": ["de"]})
+    english = await backend.worker(capabilities={"langs": ["en"]})
+    assert await backend.queue.claim(english, 5, [backend.queue_name]) == []
+    both = await backend.worker(capabilities={"langs": ["en", "de"], "gpu": False})
+    assert [j.id for j in await backend.queue.claim(both, 5, [backend.queue_name])] == [job_id]
+
+
+async def test_releasing_a_cancel_requested_job_cancels_it(backend: Backend) -> None:
+    job_id = await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.queue.start(job, wid)
+    await backend.queue.cancel(job_id)
+    await backend.queue.release(wid, [job_id])
+    assert (await backend.queue.get(job_id)).status == JobStatus.CANCELLED
+
+
+async def test_retry_of_a_completed_job_is_a_conflict(backend: Backend) -> None:
+    job_id = await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.queue.complete(job, wid, None)
+    with pytest.raises(Conflict):
+        await backend.queue.retry(job_id)
+
+
+async def test_registering_again_fails_the_previous_process_jobs(backend: Backend) -> None:
+    job_id = await backend.enqueue(max_attempts=3)
+    wid = await backend.worker()
+    await backend.queue.claim(wid, 1, [backend.queue_name])
+    await backend.worker(wid)  # the same id starts again: the old process is gone
+    row = await backend.queue.get(job_id)
+    assert (row.status, row.retry_count, row.assigned_to) == (JobStatus.PENDING, 1, None)
+    assert "restarted" in (row.error_message or "")
+
+
+async def test_deregistering_an_unknown_worker_is_not_found(backend: Backend) -> None:
+    with pytest.raises(NotFound):
+        await backend.queue.deregister_worker(f"nobody-{uuid.uuid4().hex[:6]}")
+
+
+async def test_pause_survives_deregistration(backend: Backend) -> None:
+    wid = await backend.worker()
+    await backend.queue.set_worker_status(wid, WorkerStatus.PAUSED)
+    await backend.queue.deregister_worker(wid)
+    (info,) = [w for w in await backend.queue.workers() if w.worker_id == wid]
+    assert info.status == WorkerStatus.PAUSED

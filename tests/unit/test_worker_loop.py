@@ -320,3 +320,30 @@ async def test_transient_heartbeat_failures_do_not_crash(error: Exception) -> No
     enqueue(fake)
     assert await worker.run() == EXIT_OK
     assert statuses(fake) == ["completed"]
+
+
+async def test_shutdown_does_not_hang_when_the_api_stays_down() -> None:
+    """Final writes retry through faults, but a stopping worker gives up after its grace.
+    The job is not lost: deregistration gives it back (or, if that fails too, the reaper
+    rescues it once heartbeats stop)."""
+
+    async def handler(job: Job) -> str:
+        return "done"
+
+    worker, fake = make(handler, burst=False, shutdown_timeout=0.5)
+    (job_id,) = enqueue(fake)
+
+    def down(**params: Any) -> Any:
+        raise ServerError("503 while the API is down")
+
+    fake.fn_complete_job = down  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    while fake.calls.count("complete_job") < 2:
+        await asyncio.sleep(0.05)
+    began = time.monotonic()
+    worker.request_stop()
+    await asyncio.wait_for(task, 30)
+    assert time.monotonic() - began < 20  # the 10 s grace plus one back-off step
+    job = fake.jobs[job_id]
+    assert (job["status"], job["assigned_to"]) == ("pending", None)
+    assert fake.workers["w1"]["status"] == "offline"
