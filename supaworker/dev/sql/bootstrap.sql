@@ -117,7 +117,8 @@ grant usage on schema realtime to postgres, anon, authenticated, service_role;
 do $$
 begin
   if exists (select from pg_available_extensions where name = 'pg_cron')
-     and current_setting('shared_preload_libraries') like '%pg_cron%' then
+     and current_setting('shared_preload_libraries') like '%pg_cron%'
+     and current_database() = current_setting('cron.database_name', true) then
     create extension if not exists pg_cron with schema pg_catalog;
     grant usage on schema cron to postgres;
     grant all privileges on all tables in schema cron to postgres;
