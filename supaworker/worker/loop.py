@@ -357,6 +357,9 @@ class Worker:
                     and claimed == 0
                     and not self._running
                     and not self._finishing
+                    # A completion that landed while the claim was answered frees a slot
+                    # the claim could not see (it sets _wake): claim once more first.
+                    and not self._wake.is_set()
                 ):
                     log.info(
                         "burst: nothing left to claim",
@@ -628,11 +631,13 @@ class Worker:
         )
         while self._final_writes:
             await asyncio.gather(*list(self._final_writes), return_exceptions=True)
-        with contextlib.suppress(QueueError):
-            await asyncio.wait_for(self.queue.deregister_worker(self.worker_id), 10)
+        # Heartbeats ran until every outcome was written (so no job looked abandoned); they
+        # stop before deregistering, or a late beat would mark the worker active again.
         for task in self._side_tasks:
             task.cancel()
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        with contextlib.suppress(QueueError, TimeoutError):
+            await asyncio.wait_for(self.queue.deregister_worker(self.worker_id), 10)
         log.info(
             "worker %s stopped",
             self.worker_id,
