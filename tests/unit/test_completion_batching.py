@@ -1,0 +1,146 @@
+"""Proposed unit tests for supaworker/worker/batching.py (move to tests/unit/ if accepted).
+
+Run here with: .venv/bin/pytest bench/proposed_tests -q -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import Any
+
+import pytest
+
+from supaworker import Job
+from supaworker.client import AsyncQueueClient
+from supaworker.config import WorkerSettings
+from supaworker.exceptions import InvalidArgument, RequestTimeout
+from supaworker.testing import InMemoryTransport
+from supaworker.worker.loop import EXIT_OK, Worker
+
+
+def make(
+    handler: Any, monkeypatch: pytest.MonkeyPatch, *, size: int = 10, concurrency: int = 8
+) -> tuple[Worker, InMemoryTransport]:
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", str(size))
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_DELAY", "0")
+    fake = InMemoryTransport()
+    settings = WorkerSettings(
+        supabase_url="http://unused",
+        service_key="unused",
+        handler="tests:unused",
+        worker_id="w1",
+        concurrency=concurrency,
+        poll_interval=0.02,
+        heartbeat_interval=0.05,
+        shutdown_timeout=2.0,
+        burst=True,
+        realtime=False,
+    )
+    worker = Worker(AsyncQueueClient(fake), handler, settings, install_signal_handlers=False)
+    return worker, fake
+
+
+def enqueue(fake: InMemoryTransport, n: int) -> list[uuid.UUID]:
+    return [uuid.UUID(fake.fn_enqueue_job(str(fake.add_document()))["id"]) for _ in range(n)]
+
+
+async def noop(job: Job) -> dict[str, str]:
+    return {"doc": str(job.user_document_id)}
+
+
+def test_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUPAWORKER_COMPLETE_BATCH_SIZE", raising=False)
+    worker, _ = make(noop, monkeypatch, size=0)
+    assert worker._completions is None
+
+
+async def test_completions_are_batched_and_results_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, fake = make(noop, monkeypatch)
+    ids = enqueue(fake, 24)
+    assert await worker.run() == EXIT_OK
+    assert all(fake.jobs[i]["status"] == "completed" for i in ids)
+    assert all(
+        fake.jobs[i]["result"] == {"doc": str(fake.jobs[i]["user_document_id"])} for i in ids
+    )
+    assert worker.state.completed == 24
+    assert fake.calls.count("complete_jobs") >= 1
+    assert fake.calls.count("complete_job") < 24
+
+
+async def test_failed_batch_falls_back_to_single_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, fake = make(noop, monkeypatch)
+    fake.fail_next["complete_jobs"] = RequestTimeout("lost answer")
+    ids = enqueue(fake, 8)
+    assert await worker.run() == EXIT_OK
+    assert all(fake.jobs[i]["status"] == "completed" for i in ids)
+    assert worker.state.completed == 8
+
+
+async def test_refused_batch_disables_batching(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, fake = make(noop, monkeypatch)
+    fake.fail_next["complete_jobs"] = InvalidArgument("old database", code="22023")
+    ids = enqueue(fake, 16)
+    assert await worker.run() == EXIT_OK
+    assert all(fake.jobs[i]["status"] == "completed" for i in ids)
+    assert worker._completions is not None and worker._completions._disabled
+
+
+async def test_fenced_job_in_a_batch_is_reported_lost(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim: list[uuid.UUID] = []
+
+    async def handler(job: Job) -> None:
+        await asyncio.sleep(0.01)
+        if job.id == victim[0]:
+            # Rescued while running: another attempt owns it now.
+            fake.jobs[job.id]["attempt"] += 1
+
+    worker, fake = make(handler, monkeypatch, size=4, concurrency=4)
+    ids = enqueue(fake, 4)
+    victim.append(ids[0])
+    caplog.set_level("INFO", "supaworker.worker")
+    assert await worker.run() == EXIT_OK
+    lost = [r for r in caplog.records if getattr(r, "action", "") == "job_lost"]
+    done = [r for r in caplog.records if getattr(r, "action", "") == "job_completed"]
+    assert [r.job_id for r in lost] == [str(ids[0])]
+    assert len(done) == 3
+
+
+class SlowTransport(InMemoryTransport):
+    """Each call is answered a little after it took effect, as over HTTP: a claim can be
+    evaluated before a completion commits and answered after that completion's answer."""
+
+    async def call(self, function: str, params: Any) -> Any:
+        await asyncio.sleep(random.uniform(0.0, 0.004))
+        out = await super().call(function, params)
+        await asyncio.sleep(random.uniform(0.0, 0.004))
+        return out
+
+
+@pytest.mark.parametrize("size", [0, 50])
+async def test_burst_does_not_stop_while_a_completion_is_in_flight(
+    monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Regression: a burst worker at concurrency 1 stopped after a few jobs when its claim
+    was evaluated before the previous job's completion committed (no free slot yet)."""
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", str(size))
+    fake = SlowTransport()
+    settings = WorkerSettings(
+        supabase_url="http://unused",
+        service_key="unused",
+        handler="tests:unused",
+        worker_id="w1",
+        concurrency=1,
+        poll_interval=5,
+        heartbeat_interval=5,
+        shutdown_timeout=2.0,
+        burst=True,
+        realtime=False,
+    )
+    worker = Worker(AsyncQueueClient(fake), noop, settings, install_signal_handlers=False)
+    ids = enqueue(fake, 60)
+    assert await worker.run() == EXIT_OK
+    assert [fake.jobs[i]["status"] for i in ids] == ["completed"] * 60
