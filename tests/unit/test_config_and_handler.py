@@ -68,3 +68,25 @@ def test_handler_signatures_are_recognised() -> None:
     assert (wants_context(one), wants_context(two), wants_context(star)) == (False, True, True)
     assert (is_async(one), is_async(three)) == (False, True)
     assert load_handler("tests.handlers:handle_sync") is not None
+
+
+def test_log_lines_never_carry_keys_or_tokens() -> None:
+    import json
+    import logging
+
+    from supaworker.dev.keys import service_role_key
+    from supaworker.logs import JsonFormatter, TextFormatter
+
+    key = service_role_key("a-secret-that-is-at-least-32-characters-long")
+    record = logging.makeLogRecord(
+        {
+            "msg": "calling with %s and sb_secret_N7UND0UgjKTVK-Uodkm0Hg",
+            "args": (key,),
+            "action": "test",
+        }
+    )
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert key not in line and "sb_secret_" not in line
+        assert "[redacted]" in line
+    assert json.loads(JsonFormatter().format(record))["action"] == "test"
