@@ -50,8 +50,9 @@ class Api:
         resp = self.http.post(f"/rpc/{fn}", json=params or {}, headers=self.headers(token))
         return Reply(resp.status_code, resp.json() if resp.content else None)
 
-    def table(self, token: str | None, method: str, table: str, *, query: str = "",
-              body: Any = None) -> Reply:
+    def table(
+        self, token: str | None, method: str, table: str, *, query: str = "", body: Any = None
+    ) -> Reply:
         headers = self.headers(token) | {"Prefer": "return=representation"}
         resp = self.http.request(method, f"/{table}{query}", json=body, headers=headers)
         return Reply(resp.status_code, resp.json() if resp.content else None)
@@ -70,9 +71,11 @@ def api(stack: StackConfig) -> Iterator[Api]:
 @pytest.fixture()
 def new_service_client(stack: StackConfig) -> Callable[[], Client]:
     """A fresh supabase-py client with the service key (one per thread)."""
+
     def factory() -> Client:
         options = ClientOptions(auto_refresh_token=False, persist_session=False)
         return create_client(stack.api_url, stack.service_role_key, options)
+
     return factory
 
 
@@ -88,8 +91,9 @@ def make_documents(admin_db: Admin, user: StackUser, count: int) -> list[uuid.UU
     return [uuid.UUID(str(r[0])) for r in rows]
 
 
-def sql_enqueue(admin_db: Admin, documents: list[uuid.UUID], queue: str,
-                **params: Any) -> list[uuid.UUID]:
+def sql_enqueue(
+    admin_db: Admin, documents: list[uuid.UUID], queue: str, **params: Any
+) -> list[uuid.UUID]:
     """Bulk setup: enqueue_job for each document, called in SQL (a trusted caller)."""
     extra = "".join(f", {name} => %({name})s" for name in params)
     ids = []
@@ -114,8 +118,9 @@ def job_row(admin_db: Admin, job_id: uuid.UUID | str) -> dict[str, Any]:
 
 def worker_row(admin_db: Admin, worker_id: str) -> dict[str, Any]:
     cur = admin_db.cursor(row_factory=psycopg.rows.dict_row)
-    row = cur.execute("select * from public.vps_workers where worker_id = %s",
-                      (worker_id,)).fetchone()
+    row = cur.execute(
+        "select * from public.vps_workers where worker_id = %s", (worker_id,)
+    ).fetchone()
     assert row is not None, f"worker {worker_id} not found"
     return row
 
@@ -123,20 +128,23 @@ def worker_row(admin_db: Admin, worker_id: str) -> dict[str, Any]:
 def events(admin_db: Admin, job_id: uuid.UUID | str) -> list[tuple[Any, ...]]:
     return admin_db.execute(
         "select event, from_status, to_status, worker_id, attempt, message"
-        " from public.job_events where job_id = %s order by id", (job_id,),
+        " from public.job_events where job_id = %s order by id",
+        (job_id,),
     ).fetchall()
 
 
 def make_stale(admin_db: Admin, worker_id: str) -> None:
     """The worker's last heartbeat is an hour old: dead for any sane dead_worker_horizon."""
-    admin_db.execute("update public.vps_workers set last_heartbeat = now() - interval '1 hour'"
-                     " where worker_id = %s", (worker_id,))
+    admin_db.execute(
+        "update public.vps_workers set last_heartbeat = now() - interval '1 hour'"
+        " where worker_id = %s",
+        (worker_id,),
+    )
 
 
 def make_due(admin_db: Admin, job_id: uuid.UUID | str) -> None:
     """Skip a retry's backoff: the job becomes claimable now."""
-    admin_db.execute("update public.processing_queue set run_at = now() where id = %s",
-                     (job_id,))
+    admin_db.execute("update public.processing_queue set run_at = now() where id = %s", (job_id,))
 
 
 @dataclass
@@ -148,44 +156,91 @@ class Svc:
     def rpc(self, fn: str, params: dict[str, Any] | None = None) -> Any:
         return self.client.rpc(fn, params or {}).execute().data
 
-    def register(self, worker_id: str, slots: int = 5, capabilities: dict[str, Any] | None = None,
-                 queues: list[str] | None = None) -> dict[str, Any]:
-        row: dict[str, Any] = self.rpc("register_worker", {
-            "p_worker_id": worker_id, "p_worker_name": worker_id, "p_max_concurrent_jobs": slots,
-            "p_capabilities": capabilities or {}, "p_queues": queues, "p_host": "test",
-            "p_version": "t"})
+    def register(
+        self,
+        worker_id: str,
+        slots: int = 5,
+        capabilities: dict[str, Any] | None = None,
+        queues: list[str] | None = None,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = self.rpc(
+            "register_worker",
+            {
+                "p_worker_id": worker_id,
+                "p_worker_name": worker_id,
+                "p_max_concurrent_jobs": slots,
+                "p_capabilities": capabilities or {},
+                "p_queues": queues,
+                "p_host": "test",
+                "p_version": "t",
+            },
+        )
         return row
 
-    def claim(self, worker_id: str, limit: int = 1,
-              queues: list[str] | None = None) -> list[dict[str, Any]]:
+    def claim(
+        self, worker_id: str, limit: int = 1, queues: list[str] | None = None
+    ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.rpc(
-            "claim_next_job", {"p_worker_id": worker_id, "p_limit": limit, "p_queues": queues})
+            "claim_next_job", {"p_worker_id": worker_id, "p_limit": limit, "p_queues": queues}
+        )
         return rows
 
     def start(self, job: dict[str, Any], worker_id: str) -> bool:
-        return bool(self.rpc("start_job", {"p_job_id": job["id"], "p_worker_id": worker_id,
-                                           "p_attempt": job["attempt"]}))
+        return bool(
+            self.rpc(
+                "start_job",
+                {"p_job_id": job["id"], "p_worker_id": worker_id, "p_attempt": job["attempt"]},
+            )
+        )
 
     def complete(self, job: dict[str, Any], worker_id: str, result: Any = None) -> bool:
-        return bool(self.rpc("complete_job", {"p_job_id": job["id"], "p_worker_id": worker_id,
-                                              "p_attempt": job["attempt"], "p_result": result}))
+        return bool(
+            self.rpc(
+                "complete_job",
+                {
+                    "p_job_id": job["id"],
+                    "p_worker_id": worker_id,
+                    "p_attempt": job["attempt"],
+                    "p_result": result,
+                },
+            )
+        )
 
-    def fail(self, job: dict[str, Any], worker_id: str, error: str,
-             retryable: bool = True) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.rpc("fail_job", {
-            "p_job_id": job["id"], "p_worker_id": worker_id, "p_attempt": job["attempt"],
-            "p_error": error, "p_retryable": retryable})
+    def fail(
+        self, job: dict[str, Any], worker_id: str, error: str, retryable: bool = True
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.rpc(
+            "fail_job",
+            {
+                "p_job_id": job["id"],
+                "p_worker_id": worker_id,
+                "p_attempt": job["attempt"],
+                "p_error": error,
+                "p_retryable": retryable,
+            },
+        )
         return rows
 
-    def progress(self, job: dict[str, Any], worker_id: str, percent: float,
-                 message: str | None = None) -> bool:
-        return bool(self.rpc("report_progress", {
-            "p_job_id": job["id"], "p_worker_id": worker_id, "p_attempt": job["attempt"],
-            "p_percent": percent, "p_message": message}))
+    def progress(
+        self, job: dict[str, Any], worker_id: str, percent: float, message: str | None = None
+    ) -> bool:
+        return bool(
+            self.rpc(
+                "report_progress",
+                {
+                    "p_job_id": job["id"],
+                    "p_worker_id": worker_id,
+                    "p_attempt": job["attempt"],
+                    "p_percent": percent,
+                    "p_message": message,
+                },
+            )
+        )
 
     def heartbeat(self, worker_id: str, job_ids: list[str] | None = None) -> dict[str, Any]:
-        reply: dict[str, Any] = self.rpc("heartbeat_worker",
-                                         {"p_worker_id": worker_id, "p_job_ids": job_ids or []})
+        reply: dict[str, Any] = self.rpc(
+            "heartbeat_worker", {"p_worker_id": worker_id, "p_job_ids": job_ids or []}
+        )
         return reply
 
 

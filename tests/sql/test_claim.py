@@ -26,7 +26,9 @@ pytestmark = pytest.mark.stack
 
 @pytest.mark.timeout(300)
 def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
-    admin_db: Admin, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
     new_service_client: Callable[[], Client],
 ) -> None:
     queue = unique("burst")
@@ -34,9 +36,15 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
     docs = make_documents(admin_db, user, 5000)
     admin_db.execute(
         "select count(public.enqueue_job(p_user_document_id => d, p_queue => %s))"
-        " from unnest(%s::uuid[]) d", (queue, docs))
-    all_ids = {str(r[0]) for r in admin_db.execute(
-        "select id from public.processing_queue where queue = %s", (queue,)).fetchall()}
+        " from unnest(%s::uuid[]) d",
+        (queue, docs),
+    )
+    all_ids = {
+        str(r[0])
+        for r in admin_db.execute(
+            "select id from public.processing_queue where queue = %s", (queue,)
+        ).fetchall()
+    }
     assert len(all_ids) == 5000
 
     claimed: dict[str, list[str]] = {}
@@ -55,11 +63,23 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
                 jobs = svc.claim(worker_id, 10)
                 if not jobs:
                     break
-                assert all(j["status"] == "assigned" and j["assigned_to"] == worker_id
-                           and j["attempt"] == 1 for j in jobs)
+                assert all(
+                    j["status"] == "assigned"
+                    and j["assigned_to"] == worker_id
+                    and j["attempt"] == 1
+                    for j in jobs
+                )
                 mine.extend(j["id"] for j in jobs)
-                done = svc.rpc("complete_jobs", {"p_worker_id": worker_id, "p_jobs": [
-                    {"id": j["id"], "attempt": j["attempt"], "result": {"by": n}} for j in jobs]})
+                done = svc.rpc(
+                    "complete_jobs",
+                    {
+                        "p_worker_id": worker_id,
+                        "p_jobs": [
+                            {"id": j["id"], "attempt": j["attempt"], "result": {"by": n}}
+                            for j in jobs
+                        ],
+                    },
+                )
                 assert done == len(jobs)
         except BaseException as exc:  # re-raised in the main thread
             errors.append(exc)
@@ -74,21 +94,26 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
 
     every_claim = [job for jobs in claimed.values() for job in jobs]
     duplicates = [job for job, n in Counter(every_claim).items() if n > 1]
-    assert duplicates == []                    # nobody claimed a job twice
-    assert set(every_claim) == all_ids         # none skipped
+    assert duplicates == []  # nobody claimed a job twice
+    assert set(every_claim) == all_ids  # none skipped
     assert sum(1 for jobs in claimed.values() if jobs) > 1  # the work was really shared
     rows = admin_db.execute(
         "select status, attempt, count(*) from public.processing_queue where queue = %s"
-        " group by 1, 2", (queue,)).fetchall()
+        " group by 1, 2",
+        (queue,),
+    ).fetchall()
     assert rows == [("completed", 1, 5000)]
     busy = admin_db.execute(
-        "select sum(current_jobs) from public.vps_workers where worker_id like %s",
-        (f"{queue}-w%",)).fetchone()
+        "select sum(current_jobs) from public.vps_workers where worker_id like %s", (f"{queue}-w%",)
+    ).fetchone()
     assert busy == (0,)
 
 
 def test_claim_order_is_priority_then_run_at_then_age(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("order")
     user = make_user()
@@ -96,15 +121,19 @@ def test_claim_order_is_priority_then_run_at_then_age(
     now = datetime.now(UTC)
     early = now - timedelta(minutes=3)
     (old_low,) = sql_enqueue(admin_db, [d[0]], queue, p_priority=0, p_run_at=early)
-    (newer_high,) = sql_enqueue(admin_db, [d[1]], queue, p_priority=5,
-                                p_run_at=now - timedelta(minutes=1))
-    (older_high,) = sql_enqueue(admin_db, [d[2]], queue, p_priority=5,
-                                p_run_at=now - timedelta(minutes=2))
-    (future_top,) = sql_enqueue(admin_db, [d[3]], queue, p_priority=9,
-                                p_run_at=now + timedelta(hours=1))
+    (newer_high,) = sql_enqueue(
+        admin_db, [d[1]], queue, p_priority=5, p_run_at=now - timedelta(minutes=1)
+    )
+    (older_high,) = sql_enqueue(
+        admin_db, [d[2]], queue, p_priority=5, p_run_at=now - timedelta(minutes=2)
+    )
+    (future_top,) = sql_enqueue(
+        admin_db, [d[3]], queue, p_priority=9, p_run_at=now + timedelta(hours=1)
+    )
     (young_low,) = sql_enqueue(admin_db, [d[4]], queue, p_priority=0, p_run_at=early)
-    (negative,) = sql_enqueue(admin_db, [d[5]], queue, p_priority=-3,
-                              p_run_at=now - timedelta(hours=1))
+    (negative,) = sql_enqueue(
+        admin_db, [d[5]], queue, p_priority=-3, p_run_at=now - timedelta(hours=1)
+    )
 
     worker = unique("w-order")
     svc.register(worker, slots=10, queues=[queue])
@@ -127,7 +156,10 @@ def test_claim_order_is_priority_then_run_at_then_age(
 
 
 def test_capability_routing(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("caps")
     user = make_user()
@@ -135,16 +167,18 @@ def test_capability_routing(
     plain = sql_enqueue(admin_db, [d[0]], queue)[0]
     gpu = sql_enqueue(admin_db, [d[1]], queue, p_requires={"gpu": True}, p_priority=3)[0]
     german = sql_enqueue(admin_db, [d[2]], queue, p_requires={"langs": ["de"]}, p_priority=2)[0]
-    both = sql_enqueue(admin_db, [d[3]], queue, p_requires={"gpu": True, "langs": ["fr"]},
-                       p_priority=1)[0]
+    both = sql_enqueue(
+        admin_db, [d[3]], queue, p_requires={"gpu": True, "langs": ["fr"]}, p_priority=1
+    )[0]
 
     cpu = unique("w-cpu")
     svc.register(cpu, slots=10, capabilities={"langs": ["en"]}, queues=[queue])
     assert [j["id"] for j in svc.claim(cpu, 10)] == [str(plain)]
 
     gpu_en_de = unique("w-gpu")
-    svc.register(gpu_en_de, slots=10, capabilities={"gpu": True, "langs": ["en", "de"]},
-                 queues=[queue])
+    svc.register(
+        gpu_en_de, slots=10, capabilities={"gpu": True, "langs": ["en", "de"]}, queues=[queue]
+    )
     assert [j["id"] for j in svc.claim(gpu_en_de, 10)] == [str(gpu), str(german)]
     assert job_row(admin_db, both)["status"] == "pending"  # nobody speaks French
 
@@ -154,7 +188,10 @@ def test_capability_routing(
 
 
 def test_free_slots_limit_the_claim(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("slots")
     user = make_user()
@@ -165,19 +202,22 @@ def test_free_slots_limit_the_claim(
     first = svc.claim(worker, 10)
     assert len(first) == 3
     assert worker_row(admin_db, worker)["current_jobs"] == 3
-    assert svc.claim(worker, 10) == []            # no free slot
-    assert svc.start(first[0], worker)             # processing still holds its slot
+    assert svc.claim(worker, 10) == []  # no free slot
+    assert svc.start(first[0], worker)  # processing still holds its slot
     assert svc.claim(worker, 10) == []
     assert svc.complete(first[0], worker, {"ok": True})
     assert worker_row(admin_db, worker)["current_jobs"] == 2
     again = svc.claim(worker, 10)
-    assert len(again) == 1                         # exactly the freed slot
-    assert svc.claim(worker, 0) == []              # limit 0 is a no-op
+    assert len(again) == 1  # exactly the freed slot
+    assert svc.claim(worker, 0) == []  # limit 0 is a no-op
     assert worker_row(admin_db, worker)["current_jobs"] == 3
 
 
 def test_paused_offline_and_unknown_workers_get_nothing(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("paused")
     user = make_user()
@@ -185,8 +225,10 @@ def test_paused_offline_and_unknown_workers_get_nothing(
     worker = unique("w-paused")
     svc.register(worker, slots=5, queues=[queue])
 
-    assert svc.rpc("set_worker_status", {"p_worker_id": worker, "p_status": "paused"})[
-        "status"] == "paused"
+    assert (
+        svc.rpc("set_worker_status", {"p_worker_id": worker, "p_status": "paused"})["status"]
+        == "paused"
+    )
     assert svc.claim(worker, 5) == []
     # A paused worker stays paused across a restart (register) and a heartbeat.
     assert svc.register(worker, slots=5, queues=[queue])["status"] == "paused"
@@ -205,7 +247,10 @@ def test_paused_offline_and_unknown_workers_get_nothing(
 
 
 def test_queue_selection_defaults_to_the_workers_queues(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     qa, qb = unique("qa"), unique("qb")
     user = make_user()
@@ -214,17 +259,19 @@ def test_queue_selection_defaults_to_the_workers_queues(
     (job_b,) = sql_enqueue(admin_db, [d[1]], qb)
     worker = unique("w-queues")
     svc.register(worker, slots=5, queues=[qa])
-    assert [j["id"] for j in svc.claim(worker, 5)] == [str(job_a)]        # its own queues
+    assert [j["id"] for j in svc.claim(worker, 5)] == [str(job_a)]  # its own queues
     assert [j["id"] for j in svc.claim(worker, 5, [qb])] == [str(job_b)]  # explicit override
 
 
-def test_claim_rejects_bad_limits(api: Any, stack: Any, svc: Svc,
-                                  unique: Callable[[str], str]) -> None:
+def test_claim_rejects_bad_limits(
+    api: Any, stack: Any, svc: Svc, unique: Callable[[str], str]
+) -> None:
     worker = unique("w-limit")
     svc.register(worker)
     for bad in (-1, 1001):
-        reply = api.rpc(stack.service_role_key, "claim_next_job",
-                        {"p_worker_id": worker, "p_limit": bad})
+        reply = api.rpc(
+            stack.service_role_key, "claim_next_job", {"p_worker_id": worker, "p_limit": bad}
+        )
         assert (reply.status, reply.code) == (400, "22023")
 
 
@@ -233,10 +280,13 @@ def test_claim_query_can_use_the_partial_index(admin_db: Admin) -> None:
     created_at) matches processing_queue_claim_idx, so it needs no sort of the table."""
     with admin_db.transaction():
         admin_db.execute("set local enable_seqscan = off")
-        plan = "\n".join(r[0] for r in admin_db.execute(
-            "explain select q.id from public.processing_queue q where q.status = 'pending'"
-            " and q.queue = 'some-queue' and q.run_at <= now() and not q.cancel_requested"
-            " order by q.priority desc, q.run_at, q.created_at limit 10 for update skip locked"
-        ).fetchall())
+        plan = "\n".join(
+            r[0]
+            for r in admin_db.execute(
+                "explain select q.id from public.processing_queue q where q.status = 'pending'"
+                " and q.queue = 'some-queue' and q.run_at <= now() and not q.cancel_requested"
+                " order by q.priority desc, q.run_at, q.created_at limit 10 for update skip locked"
+            ).fetchall()
+        )
     assert "processing_queue_claim_idx" in plan
     assert "Sort" not in plan

@@ -29,18 +29,29 @@ pytestmark = pytest.mark.stack
 
 # -- enqueue --------------------------------------------------------------------------------
 def test_enqueue_is_idempotent_and_requeues_finished_jobs_keeping_the_attempt(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("enq")
     user = make_user()
     (doc,) = make_documents(admin_db, user, 1)
-    params = {"p_user_document_id": str(doc), "p_queue": queue, "p_priority": 4,
-              "p_payload": {"lang": "en"}}
+    params = {
+        "p_user_document_id": str(doc),
+        "p_queue": queue,
+        "p_priority": 4,
+        "p_payload": {"lang": "en"},
+    }
     first = svc.rpc("enqueue_job", params)
     assert (first["status"], first["priority"], first["attempt"], first["user_id"]) == (
-        "pending", 4, 0, str(user.id))
+        "pending",
+        4,
+        0,
+        str(user.id),
+    )
     again = svc.rpc("enqueue_job", params | {"p_priority": 9, "p_payload": {"lang": "de"}})
-    assert again == first                                   # active: returned as is
+    assert again == first  # active: returned as is
 
     worker = unique("w-enq")
     svc.register(worker, queues=[queue])
@@ -50,19 +61,33 @@ def test_enqueue_is_idempotent_and_requeues_finished_jobs_keeping_the_attempt(
 
     cycle2 = svc.rpc("enqueue_job", params | {"p_priority": 7, "p_payload": {"lang": "de"}})
     assert cycle2["id"] == first["id"]
-    assert (cycle2["status"], cycle2["priority"], cycle2["payload"], cycle2["result"],
-            cycle2["retry_count"], cycle2["completed_at"], cycle2["assigned_to"]) == (
-        "pending", 7, {"lang": "de"}, None, 0, None, None)
-    assert cycle2["attempt"] == 1                           # the fencing token is never reset
+    assert (
+        cycle2["status"],
+        cycle2["priority"],
+        cycle2["payload"],
+        cycle2["result"],
+        cycle2["retry_count"],
+        cycle2["completed_at"],
+        cycle2["assigned_to"],
+    ) == ("pending", 7, {"lang": "de"}, None, 0, None, None)
+    assert cycle2["attempt"] == 1  # the fencing token is never reset
     (job2,) = svc.claim(worker)
     assert job2["attempt"] == 2
-    assert not svc.complete(job, worker, {"stale": True})   # cycle 1's token is dead
+    assert not svc.complete(job, worker, {"stale": True})  # cycle 1's token is dead
     assert [e[0] for e in events(admin_db, first["id"])] == [
-        "enqueued", "assigned", "completed", "requeued", "assigned"]
+        "enqueued",
+        "assigned",
+        "completed",
+        "requeued",
+        "assigned",
+    ]
 
 
 def test_enqueue_validates_its_arguments(
-    api: Api, stack: StackConfig, admin_db: Admin, make_user: Callable[..., StackUser],
+    api: Api,
+    stack: StackConfig,
+    admin_db: Admin,
+    make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
 ) -> None:
     user = make_user()
@@ -87,43 +112,60 @@ def test_enqueue_validates_its_arguments(
         assert (reply.status, reply.code) == (status, code), extra
         assert reply.body["message"]
     # Nothing was queued by any of the rejected calls.
-    assert admin_db.execute("select count(*) from public.processing_queue"
-                            " where user_document_id = %s", (doc,)).fetchone() == (0,)
+    assert admin_db.execute(
+        "select count(*) from public.processing_queue where user_document_id = %s", (doc,)
+    ).fetchone() == (0,)
 
 
 def test_authenticated_users_enqueue_their_own_documents_with_clamped_priority(
-    api: Api, admin_db: Admin, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    api: Api,
+    admin_db: Admin,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     owner, stranger = make_user(), make_user()
     high, low, other = make_documents(admin_db, owner, 3)
     queue = unique("user")
-    reply = api.rpc(owner.token, "enqueue_job",
-                    {"p_user_document_id": str(high), "p_priority": 99, "p_queue": queue})
-    assert (reply.status, reply.body["priority"], reply.body["user_id"]) == (
-        200, 10, str(owner.id))
-    reply = api.rpc(owner.token, "enqueue_job",
-                    {"p_user_document_id": str(low), "p_priority": -99, "p_queue": queue})
+    reply = api.rpc(
+        owner.token,
+        "enqueue_job",
+        {"p_user_document_id": str(high), "p_priority": 99, "p_queue": queue},
+    )
+    assert (reply.status, reply.body["priority"], reply.body["user_id"]) == (200, 10, str(owner.id))
+    reply = api.rpc(
+        owner.token,
+        "enqueue_job",
+        {"p_user_document_id": str(low), "p_priority": -99, "p_queue": queue},
+    )
     assert (reply.status, reply.body["priority"]) == (200, -10)
     reply = api.rpc(stranger.token, "enqueue_job", {"p_user_document_id": str(other)})
     assert (reply.status, reply.code) == (403, "PT403")
     assert reply.body["hint"]
     assert job_count(admin_db, other) == 0
     # supabase-py as the user: the same call through the client library.
-    row = cast(dict[str, Any], owner.client.rpc("enqueue_job", {
-        "p_user_document_id": str(other), "p_queue": queue}).execute().data)
+    row = cast(
+        dict[str, Any],
+        owner.client.rpc("enqueue_job", {"p_user_document_id": str(other), "p_queue": queue})
+        .execute()
+        .data,
+    )
     assert row["status"] == "pending"
 
 
 def job_count(admin_db: Admin, doc: uuid.UUID) -> int:
-    row = admin_db.execute("select count(*) from public.processing_queue"
-                           " where user_document_id = %s", (doc,)).fetchone()
+    row = admin_db.execute(
+        "select count(*) from public.processing_queue where user_document_id = %s", (doc,)
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
 
 # -- fencing --------------------------------------------------------------------------------
 def test_a_stale_worker_changes_nothing_after_reassignment(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("fence")
     user = make_user()
@@ -147,8 +189,18 @@ def test_a_stale_worker_changes_nothing_after_reassignment(
     assert svc.progress(stale, old, 99, "ghost") is False
     assert svc.complete(stale, old, {"from": "old"}) is False
     assert svc.fail(stale, old, "old failed") == []
-    assert svc.rpc("complete_jobs", {"p_worker_id": old, "p_jobs": [
-        {"id": stale["id"], "attempt": stale["attempt"], "result": {"from": "old"}}]}) == 0
+    assert (
+        svc.rpc(
+            "complete_jobs",
+            {
+                "p_worker_id": old,
+                "p_jobs": [
+                    {"id": stale["id"], "attempt": stale["attempt"], "result": {"from": "old"}}
+                ],
+            },
+        )
+        == 0
+    )
     # The old worker with the new token is still not the owner.
     assert svc.complete(fresh, old, {"from": "old"}) is False
     assert job_row(admin_db, job_id) == before  # not a single column changed
@@ -156,11 +208,17 @@ def test_a_stale_worker_changes_nothing_after_reassignment(
     assert svc.complete(fresh, new, {"from": "new"})
     after = job_row(admin_db, job_id)
     assert (after["status"], after["result"], after["assigned_to"]) == (
-        "completed", {"from": "new"}, new)
+        "completed",
+        {"from": "new"},
+        new,
+    )
 
 
 def test_the_attempt_fences_the_same_worker_across_reclaims(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     """A worker that gets the same job back (rescued, then claimed again) must not finish the
     new attempt with the old attempt's token: only the attempt number tells them apart."""
@@ -180,8 +238,16 @@ def test_the_attempt_fences_the_same_worker_across_reclaims(
     assert svc.progress(first, worker, 80, "old attempt") is False
     assert svc.complete(first, worker, {"attempt": "old"}) is False
     assert svc.fail(first, worker, "old attempt failed") == []
-    assert svc.rpc("complete_jobs", {"p_worker_id": worker, "p_jobs": [
-        {"id": first["id"], "attempt": first["attempt"], "result": {}}]}) == 0
+    assert (
+        svc.rpc(
+            "complete_jobs",
+            {
+                "p_worker_id": worker,
+                "p_jobs": [{"id": first["id"], "attempt": first["attempt"], "result": {}}],
+            },
+        )
+        == 0
+    )
     assert job_row(admin_db, job_id) == before
 
     assert svc.start(second, worker)
@@ -191,16 +257,19 @@ def test_the_attempt_fences_the_same_worker_across_reclaims(
 
 # -- retries --------------------------------------------------------------------------------
 def test_backoff_grows_exponentially_is_jittered_and_capped(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     settings = admin_db.execute(
-        "select backoff_base_seconds, backoff_max_seconds from public.queue_settings").fetchone()
+        "select backoff_base_seconds, backoff_max_seconds from public.queue_settings"
+    ).fetchone()
     assert settings is not None
     base, cap = float(settings[0]), float(settings[1])
     queue = unique("backoff")
     user = make_user()
-    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue,
-                            p_max_attempts=100)
+    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, p_max_attempts=100)
     worker = unique("w-backoff")
     svc.register(worker, queues=[queue])
     delays = []
@@ -234,14 +303,18 @@ def test_backoff_grows_exponentially_is_jittered_and_capped(
 
 def delay_of(admin_db: Admin, job_id: uuid.UUID | str) -> float:
     # run_at was set from now() in the failing transaction, which also set updated_at.
-    row = admin_db.execute("select run_at - updated_at from public.processing_queue"
-                           " where id = %s", (job_id,)).fetchone()
+    row = admin_db.execute(
+        "select run_at - updated_at from public.processing_queue where id = %s", (job_id,)
+    ).fetchone()
     assert row is not None and isinstance(row[0], timedelta)
     return float(row[0].total_seconds())
 
 
 def test_max_attempts_ends_in_failed_with_the_error_kept(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("dlq")
     user = make_user()
@@ -256,28 +329,42 @@ def test_max_attempts_ends_in_failed_with_the_error_kept(
     assert svc.start(job, worker)
     (final,) = svc.fail(job, worker, "attempt 3 broke: bad PDF")
     assert (final["status"], final["retry_count"], final["error_message"]) == (
-        "failed", 3, "attempt 3 broke: bad PDF")
+        "failed",
+        3,
+        "attempt 3 broke: bad PDF",
+    )
     assert final["completed_at"] is not None and final["assigned_to"] == worker
     assert worker_row(admin_db, worker)["current_jobs"] == 0
     make_due(admin_db, job_id)
     assert svc.claim(worker) == []  # dead-lettered jobs are never claimed
-    history = [(e[0], e[5]) for e in events(admin_db, job_id) if e[0] in
-               ("retry_scheduled", "failed")]
-    assert history == [("retry_scheduled", "attempt 1 broke"),
-                       ("retry_scheduled", "attempt 2 broke"),
-                       ("failed", "attempt 3 broke: bad PDF")]
+    history = [
+        (e[0], e[5]) for e in events(admin_db, job_id) if e[0] in ("retry_scheduled", "failed")
+    ]
+    assert history == [
+        ("retry_scheduled", "attempt 1 broke"),
+        ("retry_scheduled", "attempt 2 broke"),
+        ("failed", "attempt 3 broke: bad PDF"),
+    ]
 
     # A non-retryable failure is final at once.
     (other,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, p_max_attempts=5)
     (job,) = svc.claim(worker)
     (row,) = svc.fail(job, worker, "unsupported format", retryable=False)
     assert (row["id"], row["status"], row["retry_count"], row["error_message"]) == (
-        str(other), "failed", 1, "unsupported format")
+        str(other),
+        "failed",
+        1,
+        "unsupported format",
+    )
 
 
 def test_retry_job_and_retry_failed_jobs(
-    api: Api, stack: StackConfig, admin_db: Admin, svc: Svc,
-    make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    api: Api,
+    stack: StackConfig,
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("retry")
     user = make_user()
@@ -293,8 +380,12 @@ def test_retry_job_and_retry_failed_jobs(
 
     retried = api.rpc(key, "retry_job", {"p_job_id": jobs[0]["id"]})
     assert retried.status == 200
-    assert (retried.body["status"], retried.body["retry_count"], retried.body["error_message"],
-            retried.body["attempt"]) == ("pending", 0, None, jobs[0]["attempt"])
+    assert (
+        retried.body["status"],
+        retried.body["retry_count"],
+        retried.body["error_message"],
+        retried.body["attempt"],
+    ) == ("pending", 0, None, jobs[0]["attempt"])
     assert api.rpc(key, "retry_job", {"p_job_id": str(pending)}).body["status"] == "pending"
     reply = api.rpc(key, "retry_job", {"p_job_id": running["id"]})
     assert (reply.status, reply.code) == (409, "PT409")
@@ -311,7 +402,10 @@ def test_retry_job_and_retry_failed_jobs(
 
 # -- cancel ---------------------------------------------------------------------------------
 def test_cancel_pending_assigned_processing_and_finished(
-    api: Api, admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser],
+    api: Api,
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
 ) -> None:
     queue = unique("cancel")
@@ -320,8 +414,9 @@ def test_cancel_pending_assigned_processing_and_finished(
     worker = unique("w-cancel")
 
     # pending -> cancelled at once (by its owner, through supabase-py)
-    row = cast(dict[str, Any],
-               owner.client.rpc("cancel_job", {"p_job_id": str(ids[0])}).execute().data)
+    row = cast(
+        dict[str, Any], owner.client.rpc("cancel_job", {"p_job_id": str(ids[0])}).execute().data
+    )
     assert (row["status"], row["completed_at"] is not None) == ("cancelled", True)
 
     svc.register(worker, slots=5, queues=[queue])
@@ -344,26 +439,40 @@ def test_cancel_pending_assigned_processing_and_finished(
     # processing -> cancel requested; the worker learns it from its heartbeat
     reply = api.rpc(owner.token, "cancel_job", {"p_job_id": processing["id"]})
     assert (reply.status, reply.body["status"], reply.body["cancel_requested"]) == (
-        200, "processing", True)
+        200,
+        "processing",
+        True,
+    )
     assert svc.heartbeat(worker, [processing["id"]])["cancel"] == [processing["id"]]
     (ended,) = svc.fail(processing, worker, "cancelled on request", retryable=True)
-    assert ended["status"] == "cancelled"                    # not retried
+    assert ended["status"] == "cancelled"  # not retried
 
     # finished -> returned unchanged
     reply = api.rpc(owner.token, "cancel_job", {"p_job_id": done["id"]})
     assert (reply.status, reply.body["status"], reply.body["result"]) == (
-        200, "completed", {"ok": 1})
+        200,
+        "completed",
+        {"ok": 1},
+    )
     reply = api.rpc(owner.token, "cancel_job", {"p_job_id": str(uuid.uuid4())})
     assert (reply.status, reply.code) == (404, "PT404")
 
     assert [e[0] for e in events(admin_db, processing["id"])] == [
-        "enqueued", "assigned", "started", "cancel_requested", "cancelled"]
+        "enqueued",
+        "assigned",
+        "started",
+        "cancel_requested",
+        "cancelled",
+    ]
     assert worker_row(admin_db, worker)["current_jobs"] == 0
 
 
 # -- release, heartbeat, registration --------------------------------------------------------
 def test_release_and_deregister_hand_jobs_back_without_spending_a_retry(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("release")
     user = make_user()
@@ -376,22 +485,33 @@ def test_release_and_deregister_hand_jobs_back_without_spending_a_retry(
     assert svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [a["id"], b["id"]]}) == 2
     for job in (a, b):
         row = job_row(admin_db, job["id"])
-        assert (row["status"], row["retry_count"], row["attempt"], row["assigned_to"],
-                row["progress_percent"], row["started_at"]) == (
-            "pending", 0, job["attempt"], None, None, None)
+        assert (
+            row["status"],
+            row["retry_count"],
+            row["attempt"],
+            row["assigned_to"],
+            row["progress_percent"],
+            row["started_at"],
+        ) == ("pending", 0, job["attempt"], None, None, None)
     assert job_row(admin_db, c["id"])["status"] == "assigned"
     assert worker_row(admin_db, worker)["current_jobs"] == 2
     assert [e[0] for e in events(admin_db, a["id"])][-1] == "released"
 
     svc.rpc("deregister_worker", {"p_worker_id": worker})
     assert {job_row(admin_db, j["id"])["status"] for j in (c, d)} == {"pending"}
-    assert (worker_row(admin_db, worker)["status"],
-            worker_row(admin_db, worker)["current_jobs"]) == ("offline", 0)
+    assert (
+        worker_row(admin_db, worker)["status"],
+        worker_row(admin_db, worker)["current_jobs"],
+    ) == ("offline", 0)
 
 
 def test_heartbeat_reports_and_never_writes_job_rows(
-    api: Api, stack: StackConfig, admin_db: Admin, svc: Svc,
-    make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    api: Api,
+    stack: StackConfig,
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("beat")
     user = make_user()
@@ -400,42 +520,52 @@ def test_heartbeat_reports_and_never_writes_job_rows(
     svc.register(worker, slots=3, queues=[queue])
     a, b, c = svc.claim(worker, 3)
     assert svc.start(a, worker)
-    svc.rpc("cancel_job", {"p_job_id": a["id"]})          # processing: cancel requested
+    svc.rpc("cancel_job", {"p_job_id": a["id"]})  # processing: cancel requested
     svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [c["id"]]})  # c is gone
     ghost = str(uuid.uuid4())
 
     def snapshot() -> list[tuple[Any, ...]]:
         return admin_db.execute(
             "select id, xmin::text, updated_at from public.processing_queue where queue = %s"
-            " order by id", (queue,)).fetchall()
+            " order by id",
+            (queue,),
+        ).fetchall()
 
     before_rows = snapshot()
     before_events = admin_db.execute("select count(*) from public.job_events").fetchone()
-    admin_db.execute("update public.vps_workers set status = 'offline',"
-                     " last_heartbeat = now() - interval '1 minute' where worker_id = %s",
-                     (worker,))
+    admin_db.execute(
+        "update public.vps_workers set status = 'offline',"
+        " last_heartbeat = now() - interval '1 minute' where worker_id = %s",
+        (worker,),
+    )
     reply = svc.heartbeat(worker, [a["id"], c["id"], ghost])
     assert reply == {
-        "status": "active",                                # offline -> active again
+        "status": "active",  # offline -> active again
         "cancel": [a["id"]],
         "lost": sorted([c["id"], ghost]),
         "orphaned": [{"id": b["id"], "attempt": b["attempt"]}],
     }
-    assert snapshot() == before_rows                      # no job row was written
+    assert snapshot() == before_rows  # no job row was written
     assert admin_db.execute("select count(*) from public.job_events").fetchone() == before_events
     row = worker_row(admin_db, worker)
     assert row["status"] == "active" and row["current_jobs"] == 2
-    assert admin_db.execute("select now() - last_heartbeat < interval '5 seconds'"
-                            " from public.vps_workers where worker_id = %s",
-                            (worker,)).fetchone() == (True,)
+    assert admin_db.execute(
+        "select now() - last_heartbeat < interval '5 seconds'"
+        " from public.vps_workers where worker_id = %s",
+        (worker,),
+    ).fetchone() == (True,)
 
-    reply_404 = api.rpc(stack.service_role_key, "heartbeat_worker",
-                        {"p_worker_id": unique("nobody")})
+    reply_404 = api.rpc(
+        stack.service_role_key, "heartbeat_worker", {"p_worker_id": unique("nobody")}
+    )
     assert (reply_404.status, reply_404.code) == (404, "PT404")
 
 
 def test_registering_again_fails_the_previous_process_jobs(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     """A restarted worker (same worker_id) cannot hold jobs yet: the ones still assigned to
     its id died with the previous process, and each counts as a failed attempt, so a job that
@@ -458,23 +588,29 @@ def test_registering_again_fails_the_previous_process_jobs(
     assert job_row(admin_db, job_id)["status"] == "failed"  # the poison job stops here
 
 
-def test_worker_argument_errors(api: Api, stack: StackConfig,
-                                unique: Callable[[str], str]) -> None:
+def test_worker_argument_errors(api: Api, stack: StackConfig, unique: Callable[[str], str]) -> None:
     key = stack.service_role_key
     cases: list[tuple[str, dict[str, Any], int, str]] = [
         ("register_worker", {"p_worker_id": ""}, 400, "22023"),
-        ("register_worker", {"p_worker_id": unique("w"), "p_max_concurrent_jobs": 0}, 400,
-         "22023"),
+        ("register_worker", {"p_worker_id": unique("w"), "p_max_concurrent_jobs": 0}, 400, "22023"),
         ("register_worker", {"p_worker_id": unique("w"), "p_capabilities": []}, 400, "22023"),
         ("register_worker", {"p_worker_id": unique("w"), "p_queues": []}, 400, "22023"),
         ("set_worker_status", {"p_worker_id": unique("w"), "p_status": "active"}, 404, "PT404"),
         ("set_worker_status", {"p_worker_id": unique("w"), "p_status": "offline"}, 400, "22023"),
         ("deregister_worker", {"p_worker_id": unique("nobody")}, 404, "PT404"),
         ("complete_jobs", {"p_worker_id": unique("w"), "p_jobs": {"id": 1}}, 400, "22023"),
-        ("complete_jobs", {"p_worker_id": unique("w"), "p_jobs": [{"id": str(uuid.uuid4())}]},
-         400, "22023"),
-        ("report_progress", {"p_job_id": str(uuid.uuid4()), "p_worker_id": "w", "p_attempt": 1,
-                             "p_percent": 101}, 400, "22023"),
+        (
+            "complete_jobs",
+            {"p_worker_id": unique("w"), "p_jobs": [{"id": str(uuid.uuid4())}]},
+            400,
+            "22023",
+        ),
+        (
+            "report_progress",
+            {"p_job_id": str(uuid.uuid4()), "p_worker_id": "w", "p_attempt": 1, "p_percent": 101},
+            400,
+            "22023",
+        ),
         ("purge_finished_jobs", {"p_older_than": "-1 day"}, 400, "22023"),
     ]
     for fn, params, status, code in cases:
@@ -484,12 +620,16 @@ def test_worker_argument_errors(api: Api, stack: StackConfig,
 
 # -- housekeeping ---------------------------------------------------------------------------
 def test_purge_removes_old_completed_and_cancelled_jobs_with_their_events(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("purge")
     user = make_user()
     old_done, old_cancelled, old_failed, new_done = sql_enqueue(
-        admin_db, make_documents(admin_db, user, 4), queue, p_max_attempts=1)
+        admin_db, make_documents(admin_db, user, 4), queue, p_max_attempts=1
+    )
     worker = unique("w-purge")
     svc.register(worker, slots=4, queues=[queue])
     jobs = {j["id"]: j for j in svc.claim(worker, 4)}
@@ -498,22 +638,33 @@ def test_purge_removes_old_completed_and_cancelled_jobs_with_their_events(
     svc.fail(jobs[str(old_failed)], worker, "kept for inspection")
     svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [str(old_cancelled)]})
     svc.rpc("cancel_job", {"p_job_id": str(old_cancelled)})
-    admin_db.execute("update public.processing_queue set completed_at = now() - interval '2 hours'"
-                     " where id = any(%s)", ([old_done, old_cancelled, old_failed],))
+    admin_db.execute(
+        "update public.processing_queue set completed_at = now() - interval '2 hours'"
+        " where id = any(%s)",
+        ([old_done, old_cancelled, old_failed],),
+    )
 
     assert svc.rpc("purge_finished_jobs", {"p_older_than": "1 hour"}) >= 2
-    left = {r[0] for r in admin_db.execute(
-        "select id from public.processing_queue where queue = %s", (queue,)).fetchall()}
+    left = {
+        r[0]
+        for r in admin_db.execute(
+            "select id from public.processing_queue where queue = %s", (queue,)
+        ).fetchall()
+    }
     assert left == {old_failed, new_done}
     orphan_events = admin_db.execute(
         "select count(*) from public.job_events where job_id = any(%s)",
-        ([old_done, old_cancelled],)).fetchone()
+        ([old_done, old_cancelled],),
+    ).fetchone()
     assert orphan_events == (0,)
     assert events(admin_db, old_failed)  # kept with its job
 
 
 def test_queue_stats_counts(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("stats")
     user = make_user()
@@ -524,13 +675,28 @@ def test_queue_stats_counts(
     svc.start(b, worker)
     svc.complete(a, worker)
     svc.fail(c, worker, "x")
-    admin_db.execute("update public.processing_queue set run_at = now() - interval '90 seconds'"
-                     " where queue = %s and status = 'pending'", (queue,))
+    admin_db.execute(
+        "update public.processing_queue set run_at = now() - interval '90 seconds'"
+        " where queue = %s and status = 'pending'",
+        (queue,),
+    )
     stats = svc.rpc("queue_stats")
-    assert stats["by_queue"][queue] == {"pending": 2, "assigned": 0, "processing": 1,
-                                        "completed": 1, "failed": 1, "cancelled": 0}
-    assert set(stats["by_status"]) == {"pending", "assigned", "processing", "completed",
-                                       "failed", "cancelled"}
+    assert stats["by_queue"][queue] == {
+        "pending": 2,
+        "assigned": 0,
+        "processing": 1,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    assert set(stats["by_status"]) == {
+        "pending",
+        "assigned",
+        "processing",
+        "completed",
+        "failed",
+        "cancelled",
+    }
     assert stats["by_status"]["completed"] >= 1
     assert stats["oldest_pending_seconds"] >= 89
     assert stats["workers"]["active"] >= 1
@@ -539,7 +705,10 @@ def test_queue_stats_counts(
 
 
 def test_settings_payload_limit_is_configurable(
-    api: Api, stack: StackConfig, admin_db: Admin, make_user: Callable[..., StackUser],
+    api: Api,
+    stack: StackConfig,
+    admin_db: Admin,
+    make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
 ) -> None:
     user = make_user()
@@ -550,13 +719,17 @@ def test_settings_payload_limit_is_configurable(
     payload = {"blob": "x" * 100}
     try:
         admin_db.execute("update public.queue_settings set max_payload_bytes = 50")
-        reply = api.rpc(stack.service_role_key, "enqueue_job",
-                        {"p_user_document_id": str(doc), "p_payload": payload,
-                         "p_queue": unique("limit")})
+        reply = api.rpc(
+            stack.service_role_key,
+            "enqueue_job",
+            {"p_user_document_id": str(doc), "p_payload": payload, "p_queue": unique("limit")},
+        )
         assert (reply.status, reply.code) == (413, "PT413")
     finally:
         admin_db.execute("update public.queue_settings set max_payload_bytes = %s", (limit,))
-    reply = api.rpc(stack.service_role_key, "enqueue_job",
-                    {"p_user_document_id": str(doc), "p_payload": payload,
-                     "p_queue": unique("limit")})
+    reply = api.rpc(
+        stack.service_role_key,
+        "enqueue_job",
+        {"p_user_document_id": str(doc), "p_payload": payload, "p_queue": unique("limit")},
+    )
     assert reply.status == 200 and reply.body["payload"] == payload

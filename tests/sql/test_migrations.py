@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def local_migrations() -> list[str]:
     """The versions in supabase/migrations, read when asked (files may be added meanwhile)."""
-    return sorted(p.name.split("_", 1)[0]
-                  for p in (ROOT / "supabase" / "migrations").glob("*.sql"))
+    return sorted(p.name.split("_", 1)[0] for p in (ROOT / "supabase" / "migrations").glob("*.sql"))
+
 
 QUEUE_TABLES = ("processing_queue", "vps_workers", "job_events", "queue_settings")
 
@@ -38,7 +38,8 @@ def bootstrap_sql() -> str:
     return sql.replace(
         "current_setting('shared_preload_libraries') like '%pg_cron%'",
         "current_setting('shared_preload_libraries') like '%pg_cron%'"
-        " and current_database() = current_setting('cron.database_name', true)")
+        " and current_database() = current_setting('cron.database_name', true)",
+    )
 
 
 @pytest.fixture()
@@ -49,8 +50,9 @@ def scratch_db(stack: StackConfig, admin_db: Admin) -> Iterator[Callable[[], tup
     def make() -> tuple[str, Admin]:
         name = f"sw_mig_{uuid.uuid4().hex[:10]}"
         admin_db.execute(f'create database "{name}"')
-        conn = psycopg.connect(stack.admin_db_url.replace("/postgres?", f"/{name}?"),
-                               autocommit=True)
+        conn = psycopg.connect(
+            stack.admin_db_url.replace("/postgres?", f"/{name}?"), autocommit=True
+        )
         created.append((name, conn))
         # As on a Supabase project, the migration owner may create schemas in its database
         # (`supabase db push` creates supabase_migrations).
@@ -65,17 +67,28 @@ def scratch_db(stack: StackConfig, admin_db: Admin) -> Iterator[Callable[[], tup
 
 
 def db_push(stack: StackConfig, database: str) -> subprocess.CompletedProcess[str]:
-    url = (f"postgresql://postgres:{LOCAL_DB_PASSWORD}@{stack.host}:{stack.db_port}/{database}"
-           "?sslmode=disable")
+    url = (
+        f"postgresql://postgres:{LOCAL_DB_PASSWORD}@{stack.host}:{stack.db_port}/{database}"
+        "?sslmode=disable"
+    )
     return subprocess.run(
         [tools.supabase_cli(), "db", "push", "--db-url", url, "--yes", "--workdir", str(ROOT)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "SUPABASE_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"})
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "SUPABASE_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"},
+    )
 
 
 def applied(conn: Admin) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "select version from supabase_migrations.schema_migrations order by version").fetchall()]
+    return [
+        r[0]
+        for r in conn.execute(
+            "select version from supabase_migrations.schema_migrations order by version"
+        ).fetchall()
+    ]
 
 
 def smoke(conn: Admin, make_document: str) -> None:
@@ -83,48 +96,71 @@ def smoke(conn: Admin, make_document: str) -> None:
     user = uuid.uuid4()
     conn.execute("insert into auth.users (id, email) values (%s, %s)", (user, f"{user}@x.test"))
     (doc,) = conn.execute(make_document, (user,)).fetchone() or (None,)
-    (status,) = conn.execute("select status from public.enqueue_job(%s)", (doc,)).fetchone() \
-        or (None,)
+    (status,) = conn.execute("select status from public.enqueue_job(%s)", (doc,)).fetchone() or (
+        None,
+    )
     assert status == "pending"
     conn.execute("select public.register_worker('smoke-worker')")
-    (job,) = conn.execute("select id from public.claim_next_job('smoke-worker')").fetchone() \
-        or (None,)
-    assert conn.execute("select public.complete_job(%s, 'smoke-worker', 1)",
-                        (job,)).fetchone() == (True,)
-    assert conn.execute("select user_id, status from public.processing_queue"
-                        " where id = %s", (job,)).fetchone() == (user, "completed")
+    (job,) = conn.execute("select id from public.claim_next_job('smoke-worker')").fetchone() or (
+        None,
+    )
+    assert conn.execute("select public.complete_job(%s, 'smoke-worker', 1)", (job,)).fetchone() == (
+        True,
+    )
+    assert conn.execute(
+        "select user_id, status from public.processing_queue where id = %s", (job,)
+    ).fetchone() == (user, "completed")
 
 
 def test_migrations_apply_on_an_empty_supabase_database(
-    stack: StackConfig, scratch_db: Callable[[], tuple[str, Admin]],
+    stack: StackConfig,
+    scratch_db: Callable[[], tuple[str, Admin]],
 ) -> None:
     name, conn = scratch_db()
     result = db_push(stack, name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert applied(conn) == local_migrations()
 
-    rls: dict[str, bool] = dict(conn.execute(
-        "select relname, relrowsecurity from pg_class where relnamespace = 'public'::regnamespace"
-        " and relkind = 'r'").fetchall())
+    rls: dict[str, bool] = dict(
+        conn.execute(
+            "select relname, relrowsecurity from pg_class"
+            " where relnamespace = 'public'::regnamespace"
+            " and relkind = 'r'"
+        ).fetchall()
+    )
     assert {*QUEUE_TABLES, "user_documents"} <= set(rls) and all(rls.values())
-    owners = {r[0] for r in conn.execute(
-        "select pg_get_userbyid(relowner) from pg_class"
-        " where relnamespace = 'public'::regnamespace and relkind = 'r'").fetchall()}
+    owners = {
+        r[0]
+        for r in conn.execute(
+            "select pg_get_userbyid(relowner) from pg_class"
+            " where relnamespace = 'public'::regnamespace and relkind = 'r'"
+        ).fetchall()
+    }
     assert owners == {"postgres"}
-    published = {r[0] for r in conn.execute(
-        "select tablename from pg_publication_tables where pubname = 'supabase_realtime'")}
+    published = {
+        r[0]
+        for r in conn.execute(
+            "select tablename from pg_publication_tables where pubname = 'supabase_realtime'"
+        )
+    }
     assert {"processing_queue", "job_events"} <= published
-    identity: dict[str, str] = dict(conn.execute(
-        "select relname, relreplident from pg_class where relname in"
-        " ('processing_queue', 'job_events') and relnamespace = 'public'::regnamespace"
-    ).fetchall())
+    identity: dict[str, str] = dict(
+        conn.execute(
+            "select relname, relreplident from pg_class where relname in"
+            " ('processing_queue', 'job_events') and relnamespace = 'public'::regnamespace"
+        ).fetchall()
+    )
     assert identity == {"processing_queue": "d", "job_events": "d"}
     assert conn.execute("select count(*) from public.queue_settings").fetchone() == (1,)
     # No pg_cron here: the cron migration applied and scheduled nothing.
-    assert conn.execute("select exists (select from pg_namespace where nspname = 'cron')"
-                        ).fetchone() == (False,)
-    smoke(conn, "insert into public.user_documents (user_id, name, content)"
-                " values (%s, 'a.txt', 'text') returning id")
+    assert conn.execute(
+        "select exists (select from pg_namespace where nspname = 'cron')"
+    ).fetchone() == (False,)
+    smoke(
+        conn,
+        "insert into public.user_documents (user_id, name, content)"
+        " values (%s, 'a.txt', 'text') returning id",
+    )
 
     again = db_push(stack, name)
     assert again.returncode == 0, again.stderr
@@ -132,7 +168,8 @@ def test_migrations_apply_on_an_empty_supabase_database(
 
 
 def test_an_existing_user_documents_table_is_left_untouched(
-    stack: StackConfig, scratch_db: Callable[[], tuple[str, Admin]],
+    stack: StackConfig,
+    scratch_db: Callable[[], tuple[str, Admin]],
 ) -> None:
     name, conn = scratch_db()
     conn.execute("""
@@ -157,13 +194,16 @@ def test_an_existing_user_documents_table_is_left_untouched(
             "columns": conn.execute(
                 "select attname, format_type(atttypid, atttypmod), attnotnull from pg_attribute"
                 " where attrelid = 'public.user_documents'::regclass and attnum > 0"
-                " and not attisdropped order by attnum").fetchall(),
+                " and not attisdropped order by attnum"
+            ).fetchall(),
             "policies": conn.execute(
                 "select policyname, cmd, roles::text, qual from pg_policies"
-                " where tablename = 'user_documents' order by 1").fetchall(),
+                " where tablename = 'user_documents' order by 1"
+            ).fetchall(),
             "grants": conn.execute(
                 "select grantee, privilege_type from information_schema.role_table_grants"
-                " where table_name = 'user_documents' order by 1, 2").fetchall(),
+                " where table_name = 'user_documents' order by 1, 2"
+            ).fetchall(),
             "indexes": conn.execute(
                 "select indexname from pg_indexes where tablename = 'user_documents' order by 1"
             ).fetchall(),
@@ -176,12 +216,15 @@ def test_an_existing_user_documents_table_is_left_untouched(
     assert describe() == before
     assert [p[0] for p in before["policies"]] == ["app: readers"]
     assert "content" not in [c[0] for c in before["columns"]]
-    smoke(conn, "insert into public.user_documents (user_id, title)"
-                " values (%s, 'report.pdf') returning id")
+    smoke(
+        conn,
+        "insert into public.user_documents (user_id, title) values (%s, 'report.pdf') returning id",
+    )
 
 
 def test_a_user_documents_table_without_user_id_is_refused_clearly(
-    stack: StackConfig, scratch_db: Callable[[], tuple[str, Admin]],
+    stack: StackConfig,
+    scratch_db: Callable[[], tuple[str, Admin]],
 ) -> None:
     name, conn = scratch_db()
     conn.execute("create table public.user_documents (id uuid primary key, owner uuid)")
@@ -194,18 +237,22 @@ def test_a_user_documents_table_without_user_id_is_refused_clearly(
     assert applied(conn) == []
 
 
-def test_the_stack_database_is_migrated_and_cron_scheduled(admin_db: Admin,
-                                                           stack: StackConfig) -> None:
+def test_the_stack_database_is_migrated_and_cron_scheduled(
+    admin_db: Admin, stack: StackConfig
+) -> None:
     assert applied(admin_db) == local_migrations()
     result = db_push(stack, "postgres")  # a second push is a no-op
     assert result.returncode == 0, result.stderr
     assert applied(admin_db) == local_migrations()
     has_cron = admin_db.execute(
-        "select exists (select from pg_namespace where nspname = 'cron')").fetchone()
+        "select exists (select from pg_namespace where nspname = 'cron')"
+    ).fetchone()
     if not has_cron or not has_cron[0]:
         pytest.skip("pg_cron is not installed on this machine")
-    jobs = admin_db.execute("select jobname, schedule, command from cron.job"
-                            " where jobname like 'supaworker-%' order by 1").fetchall()
+    jobs = admin_db.execute(
+        "select jobname, schedule, command from cron.job"
+        " where jobname like 'supaworker-%' order by 1"
+    ).fetchall()
     assert jobs == [
         ("supaworker-purge-finished-jobs", "17 3 * * *", "select public.purge_finished_jobs()"),
         ("supaworker-reap-stale-jobs", "* * * * *", "select public.reap_stale_jobs()"),

@@ -27,49 +27,78 @@ class Ctx:
     owner: StackUser
     stranger: StackUser
     queue: str
-    doc: uuid.UUID          # owner's document, not queued yet
-    job: str                # owner's queued job (pending)
-    worker: str             # a registered worker
+    doc: uuid.UUID  # owner's document, not queued yet
+    job: str  # owner's queued job (pending)
+    worker: str  # a registered worker
     tokens: dict[str, str]
 
 
 @pytest.fixture()
-def ctx(stack: StackConfig, admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser],
-        unique: Callable[[str], str]) -> Ctx:
+def ctx(
+    stack: StackConfig,
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
+) -> Ctx:
     owner, stranger = make_user(), make_user()
     queue = unique("perm")
     doc, queued = make_documents(admin_db, owner, 2)
     (job,) = sql_enqueue(admin_db, [queued], queue)
     worker = unique("w-perm")
     svc.register(worker, queues=[queue])
-    tokens = {"anon": stack.anon_key, "owner": owner.token, "stranger": stranger.token,
-              "service": stack.service_role_key}
+    tokens = {
+        "anon": stack.anon_key,
+        "owner": owner.token,
+        "stranger": stranger.token,
+        "service": stack.service_role_key,
+    }
     return Ctx(owner, stranger, queue, doc, str(job), worker, tokens)
 
 
 Params = Callable[[Ctx], dict[str, Any]]
 # function, parameters, expected status per role
 FUNCTIONS: list[tuple[str, Params, dict[str, int]]] = [
-    ("enqueue_job", lambda c: {"p_user_document_id": str(c.doc), "p_queue": c.queue},
-     {"anon": 401, "stranger": 403, "owner": 200, "service": 200}),
-    ("cancel_job", lambda c: {"p_job_id": c.job},
-     {"anon": 401, "stranger": 403, "owner": 200, "service": 200}),
-    ("claim_next_job", lambda c: {"p_worker_id": c.worker, "p_queues": [c.queue + "-none"]},
-     SERVICE_ONLY),
-    ("start_job", lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1},
-     SERVICE_ONLY),
-    ("report_progress", lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1,
-                                   "p_percent": 5}, SERVICE_ONLY),
-    ("complete_job", lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1},
-     SERVICE_ONLY),
+    (
+        "enqueue_job",
+        lambda c: {"p_user_document_id": str(c.doc), "p_queue": c.queue},
+        {"anon": 401, "stranger": 403, "owner": 200, "service": 200},
+    ),
+    (
+        "cancel_job",
+        lambda c: {"p_job_id": c.job},
+        {"anon": 401, "stranger": 403, "owner": 200, "service": 200},
+    ),
+    (
+        "claim_next_job",
+        lambda c: {"p_worker_id": c.worker, "p_queues": [c.queue + "-none"]},
+        SERVICE_ONLY,
+    ),
+    (
+        "start_job",
+        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1},
+        SERVICE_ONLY,
+    ),
+    (
+        "report_progress",
+        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1, "p_percent": 5},
+        SERVICE_ONLY,
+    ),
+    (
+        "complete_job",
+        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1},
+        SERVICE_ONLY,
+    ),
     ("complete_jobs", lambda c: {"p_worker_id": c.worker, "p_jobs": []}, SERVICE_ONLY),
-    ("fail_job", lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1,
-                            "p_error": "x"}, SERVICE_ONLY),
+    (
+        "fail_job",
+        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1, "p_error": "x"},
+        SERVICE_ONLY,
+    ),
     ("release_jobs", lambda c: {"p_worker_id": c.worker}, SERVICE_ONLY),
     ("register_worker", lambda c: {"p_worker_id": c.worker + "-2"}, SERVICE_ONLY),
     ("heartbeat_worker", lambda c: {"p_worker_id": c.worker}, SERVICE_ONLY),
-    ("set_worker_status", lambda c: {"p_worker_id": c.worker, "p_status": "active"},
-     SERVICE_ONLY),
+    ("set_worker_status", lambda c: {"p_worker_id": c.worker, "p_status": "active"}, SERVICE_ONLY),
     ("retry_job", lambda c: {"p_job_id": c.job}, SERVICE_ONLY),
     ("retry_failed_jobs", lambda c: {"p_queue": c.queue}, SERVICE_ONLY),
     ("reap_stale_jobs", lambda c: {}, SERVICE_ONLY),
@@ -91,11 +120,13 @@ def test_function_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None
     assert seen == wanted
     # The denied calls really did nothing: the owner's job was cancelled once (by the owner)
     # and re-queued once (service_role's retry_job); no other call touched it.
-    events = admin_db.execute("select event from public.job_events where job_id = %s"
-                              " order by id", (ctx.job,)).fetchall()
+    events = admin_db.execute(
+        "select event from public.job_events where job_id = %s order by id", (ctx.job,)
+    ).fetchall()
     assert events == [("enqueued",), ("cancelled",), ("requeued",)]
-    queued = admin_db.execute("select count(*) from public.processing_queue"
-                              " where user_document_id = %s", (ctx.doc,)).fetchone()
+    queued = admin_db.execute(
+        "select count(*) from public.processing_queue where user_document_id = %s", (ctx.doc,)
+    ).fetchone()
     assert queued == (1,)  # owner's and service_role's enqueue: one entry
 
 
@@ -106,48 +137,83 @@ NO_WRITES = {"anon": 401, "stranger": 403, "owner": 403, "service": 403}
 SERVICE_READ = {"anon": 401, "stranger": 403, "owner": 403, "service": 200}
 TABLES: list[TableCase] = [
     ("processing_queue", "GET", lambda c: f"?queue=eq.{c.queue}", lambda c: None, READ_OWN),
-    ("processing_queue", "POST", lambda c: "", lambda c: {
-        "user_document_id": str(c.doc), "user_id": str(c.owner.id), "queue": c.queue},
-     NO_WRITES),
-    ("processing_queue", "PATCH", lambda c: f"?id=eq.{c.job}", lambda c: {"priority": 9},
-     NO_WRITES),
+    (
+        "processing_queue",
+        "POST",
+        lambda c: "",
+        lambda c: {"user_document_id": str(c.doc), "user_id": str(c.owner.id), "queue": c.queue},
+        NO_WRITES,
+    ),
+    (
+        "processing_queue",
+        "PATCH",
+        lambda c: f"?id=eq.{c.job}",
+        lambda c: {"priority": 9},
+        NO_WRITES,
+    ),
     ("processing_queue", "DELETE", lambda c: f"?id=eq.{c.job}", lambda c: None, NO_WRITES),
     ("job_events", "GET", lambda c: f"?job_id=eq.{c.job}", lambda c: None, READ_OWN),
-    ("job_events", "POST", lambda c: "", lambda c: {"job_id": c.job, "event": "completed"},
-     NO_WRITES),
-    ("job_events", "PATCH", lambda c: f"?job_id=eq.{c.job}", lambda c: {"message": "x"},
-     NO_WRITES),
+    (
+        "job_events",
+        "POST",
+        lambda c: "",
+        lambda c: {"job_id": c.job, "event": "completed"},
+        NO_WRITES,
+    ),
+    ("job_events", "PATCH", lambda c: f"?job_id=eq.{c.job}", lambda c: {"message": "x"}, NO_WRITES),
     ("job_events", "DELETE", lambda c: f"?job_id=eq.{c.job}", lambda c: None, NO_WRITES),
     ("vps_workers", "GET", lambda c: f"?worker_id=eq.{c.worker}", lambda c: None, SERVICE_READ),
     ("vps_workers", "POST", lambda c: "", lambda c: {"worker_id": c.worker + "-x"}, NO_WRITES),
-    ("vps_workers", "PATCH", lambda c: f"?worker_id=eq.{c.worker}",
-     lambda c: {"status": "paused"}, NO_WRITES),
+    (
+        "vps_workers",
+        "PATCH",
+        lambda c: f"?worker_id=eq.{c.worker}",
+        lambda c: {"status": "paused"},
+        NO_WRITES,
+    ),
     ("vps_workers", "DELETE", lambda c: f"?worker_id=eq.{c.worker}", lambda c: None, NO_WRITES),
     ("queue_settings", "GET", lambda c: "", lambda c: None, SERVICE_READ),
-    ("queue_settings", "PATCH", lambda c: "?id=eq.true",
-     lambda c: {"default_max_attempts": 5}, SERVICE_READ),
+    (
+        "queue_settings",
+        "PATCH",
+        lambda c: "?id=eq.true",
+        lambda c: {"default_max_attempts": 5},
+        SERVICE_READ,
+    ),
     ("queue_settings", "POST", lambda c: "", lambda c: {"id": False}, NO_WRITES),
     ("queue_settings", "DELETE", lambda c: "?id=eq.true", lambda c: None, NO_WRITES),
     ("user_documents", "GET", lambda c: f"?id=eq.{c.doc}", lambda c: None, READ_OWN),
-    ("user_documents", "POST", lambda c: "", lambda c: {"user_id": str(c.owner.id), "name": "n"},
-     {"anon": 401, "stranger": 403, "owner": 201, "service": 201}),
-    ("user_documents", "PATCH", lambda c: f"?id=eq.{c.doc}", lambda c: {"name": "renamed"},
-     {"anon": 401, "stranger": 200, "owner": 200, "service": 200}),
+    (
+        "user_documents",
+        "POST",
+        lambda c: "",
+        lambda c: {"user_id": str(c.owner.id), "name": "n"},
+        {"anon": 401, "stranger": 403, "owner": 201, "service": 201},
+    ),
+    (
+        "user_documents",
+        "PATCH",
+        lambda c: f"?id=eq.{c.doc}",
+        lambda c: {"name": "renamed"},
+        {"anon": 401, "stranger": 200, "owner": 200, "service": 200},
+    ),
 ]
 
 
 def queue_admins_enabled(admin_db: Admin) -> bool:
     """Whether the queue-admin migration (20261128001100) is applied: it grants authenticated
     SELECT on vps_workers, with a policy that shows rows to queue admins only."""
-    row = admin_db.execute("select exists (select from pg_policies where tablename ="
-                           " 'vps_workers' and policyname = 'vps_workers_select_queue_admin')"
-                           ).fetchone()
+    row = admin_db.execute(
+        "select exists (select from pg_policies where tablename ="
+        " 'vps_workers' and policyname = 'vps_workers_select_queue_admin')"
+    ).fetchone()
     return bool(row and row[0])
 
 
 def test_table_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
-    settings_before = admin_db.execute("select default_max_attempts from public.queue_settings"
-                                       ).fetchone()
+    settings_before = admin_db.execute(
+        "select default_max_attempts from public.queue_settings"
+    ).fetchone()
     assert settings_before == (5,), "the PATCH case below assumes the default"
     seen: dict[tuple[str, str, str], int] = {}
     rows_seen: dict[tuple[str, str, str], Any] = {}
@@ -174,10 +240,12 @@ def test_table_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
     assert rows_seen[("user_documents", "PATCH", "stranger")] == []
     assert rows_seen[("user_documents", "PATCH", "owner")][0]["name"] == "renamed"
     # The denied writes changed nothing.
-    assert admin_db.execute("select status, priority from public.processing_queue where id = %s",
-                            (ctx.job,)).fetchone() == ("pending", 0)
-    assert admin_db.execute("select status from public.vps_workers where worker_id = %s",
-                            (ctx.worker,)).fetchone() == ("active",)
+    assert admin_db.execute(
+        "select status, priority from public.processing_queue where id = %s", (ctx.job,)
+    ).fetchone() == ("pending", 0)
+    assert admin_db.execute(
+        "select status from public.vps_workers where worker_id = %s", (ctx.worker,)
+    ).fetchone() == ("active",)
     assert admin_db.execute("select count(*) from public.queue_settings").fetchone() == (1,)
 
 
@@ -201,7 +269,8 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
                has_function_privilege('authenticated', p.oid, 'execute')
           from pg_proc p
          where p.pronamespace = 'public'::regnamespace
-        """).fetchall()
+        """
+    ).fetchall()
     assert rows
     for name, anon, authenticated in rows:
         assert not anon, f"anon may execute {name}"
@@ -217,51 +286,80 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
                has_function_privilege('service_role', p.oid, 'execute')
           from pg_proc p
          where p.pronamespace = 'public'::regnamespace and p.proname = any(%s)
-        """, (queue_functions,)).fetchall()
+        """,
+        (queue_functions,),
+    ).fetchall()
     assert len(definers) == len(queue_functions)
     for name, secdef, config, owner, commented, service in definers:
         assert (secdef, config, owner, commented, service) == (
-            True, ['search_path=""'], "postgres", True, True), name
+            True,
+            ['search_path=""'],
+            "postgres",
+            True,
+            True,
+        ), name
 
     privileges = {
-        table: {role: sorted(r[0] for r in admin_db.execute(
-            "select privilege_type from information_schema.role_table_grants"
-            " where table_schema = 'public' and table_name = %s and grantee = %s",
-            (table, role)).fetchall()) for role in ("anon", "authenticated", "service_role")}
-        for table in ("processing_queue", "job_events", "vps_workers", "queue_settings",
-                      "user_documents")
+        table: {
+            role: sorted(
+                r[0]
+                for r in admin_db.execute(
+                    "select privilege_type from information_schema.role_table_grants"
+                    " where table_schema = 'public' and table_name = %s and grantee = %s",
+                    (table, role),
+                ).fetchall()
+            )
+            for role in ("anon", "authenticated", "service_role")
+        }
+        for table in (
+            "processing_queue",
+            "job_events",
+            "vps_workers",
+            "queue_settings",
+            "user_documents",
+        )
     }
     workers_for_users = ["SELECT"] if queue_admins_enabled(admin_db) else []
     assert privileges == {
-        "processing_queue": {"anon": [], "authenticated": ["SELECT"],
-                             "service_role": ["SELECT"]},
+        "processing_queue": {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
         "job_events": {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
-        "vps_workers": {"anon": [], "authenticated": workers_for_users,
-                        "service_role": ["SELECT"]},
-        "queue_settings": {"anon": [], "authenticated": [],
-                           "service_role": ["SELECT", "UPDATE"]},
-        "user_documents": {"anon": [],
-                           "authenticated": ["DELETE", "INSERT", "SELECT", "UPDATE"],
-                           "service_role": ["DELETE", "INSERT", "SELECT", "UPDATE"]},
+        "vps_workers": {"anon": [], "authenticated": workers_for_users, "service_role": ["SELECT"]},
+        "queue_settings": {"anon": [], "authenticated": [], "service_role": ["SELECT", "UPDATE"]},
+        "user_documents": {
+            "anon": [],
+            "authenticated": ["DELETE", "INSERT", "SELECT", "UPDATE"],
+            "service_role": ["DELETE", "INSERT", "SELECT", "UPDATE"],
+        },
     }
-    rls: dict[str, bool] = dict(admin_db.execute(
-        "select relname, relrowsecurity from pg_class where relnamespace = 'public'::regnamespace"
-        " and relkind = 'r'").fetchall())
+    rls: dict[str, bool] = dict(
+        admin_db.execute(
+            "select relname, relrowsecurity from pg_class"
+            " where relnamespace = 'public'::regnamespace"
+            " and relkind = 'r'"
+        ).fetchall()
+    )
     assert all(rls.values()), rls
     private = admin_db.execute(
         "select has_schema_privilege(r, 'supaworker_private', 'usage')"
-        " from unnest(array['anon', 'authenticated', 'service_role']) r").fetchall()
+        " from unnest(array['anon', 'authenticated', 'service_role']) r"
+    ).fetchall()
     assert private == [(False,), (False,), (False,)]
 
 
 def test_stranger_cannot_see_or_cancel_through_supabase_py(ctx: Ctx) -> None:
     """The same rules as seen by supabase-js/-py users."""
-    assert ctx.stranger.client.table("processing_queue").select("*").eq(
-        "id", ctx.job).execute().data == []
-    mine = ctx.owner.client.table("processing_queue").select("id, status").eq(
-        "id", ctx.job).execute().data
+    assert (
+        ctx.stranger.client.table("processing_queue").select("*").eq("id", ctx.job).execute().data
+        == []
+    )
+    mine = (
+        ctx.owner.client.table("processing_queue")
+        .select("id, status")
+        .eq("id", ctx.job)
+        .execute()
+        .data
+    )
     assert mine == [{"id": ctx.job, "status": "pending"}]
     with pytest.raises(Exception) as err:
         ctx.stranger.client.rpc("cancel_job", {"p_job_id": ctx.job}).execute()
     assert getattr(err.value, "code", None) == "PT403"
-

@@ -32,21 +32,27 @@ pytestmark = pytest.mark.stack
 def cron_reaper_paused(admin_db: Admin) -> Iterator[None]:
     """Keep pg_cron's every-minute reaper out of a test that asserts a rescue did NOT run."""
     has_cron = admin_db.execute(
-        "select exists (select from pg_namespace where nspname = 'cron')").fetchone()
+        "select exists (select from pg_namespace where nspname = 'cron')"
+    ).fetchone()
     if not has_cron or not has_cron[0]:
         yield
         return
-    admin_db.execute("update cron.job set active = false"
-                     " where jobname = 'supaworker-reap-stale-jobs'")
+    admin_db.execute(
+        "update cron.job set active = false where jobname = 'supaworker-reap-stale-jobs'"
+    )
     try:
         yield
     finally:
-        admin_db.execute("update cron.job set active = true"
-                         " where jobname = 'supaworker-reap-stale-jobs'")
+        admin_db.execute(
+            "update cron.job set active = true where jobname = 'supaworker-reap-stale-jobs'"
+        )
 
 
 def test_dead_workers_jobs_are_rescued(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("rescue")
     user = make_user()
@@ -73,12 +79,18 @@ def test_dead_workers_jobs_are_rescued(
     for job_id in retryable:
         row = job_row(admin_db, job_id)
         assert (row["status"], row["retry_count"], row["assigned_to"], row["started_at"]) == (
-            "pending", 1, None, None)
+            "pending",
+            1,
+            None,
+            None,
+        )
         assert row["error_message"] == f"worker {dead} stopped heartbeating"
         assert row["run_at"] > row["updated_at"]  # with backoff, like any failed attempt
     final = job_row(admin_db, last_try)
     assert (final["status"], final["error_message"]) == (
-        "failed", f"worker {dead} stopped heartbeating")
+        "failed",
+        f"worker {dead} stopped heartbeating",
+    )
     assert job_row(admin_db, to_cancel)["status"] == "cancelled"
     # The live worker's job is untouched.
     kept = job_row(admin_db, other)
@@ -94,7 +106,10 @@ def test_dead_workers_jobs_are_rescued(
 
 
 def test_jobs_of_unregistered_workers_and_timed_out_jobs_are_rescued(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue = unique("timeout")
     user = make_user()
@@ -107,8 +122,11 @@ def test_jobs_of_unregistered_workers_and_timed_out_jobs_are_rescued(
     for job in jobs.values():
         assert svc.start(job, worker)
     # Both jobs started an hour ago; only the one with a timeout is overdue.
-    admin_db.execute("update public.processing_queue set started_at = now() - interval '1 hour'"
-                     " where queue = %s", (queue,))
+    admin_db.execute(
+        "update public.processing_queue set started_at = now() - interval '1 hour'"
+        " where queue = %s",
+        (queue,),
+    )
     (orphan,) = sql_enqueue(admin_db, d[2:3], queue)
     svc.register(vanished, queues=[queue])
     (orphan_job,) = svc.claim(vanished)
@@ -117,19 +135,27 @@ def test_jobs_of_unregistered_workers_and_timed_out_jobs_are_rescued(
     svc.rpc("reap_stale_jobs")
     row = job_row(admin_db, slow)
     assert (row["status"], row["retry_count"], row["error_message"]) == (
-        "pending", 1, f"timed out after 5 s on worker {worker}")
+        "pending",
+        1,
+        f"timed out after 5 s on worker {worker}",
+    )
     assert job_row(admin_db, untimed)["status"] == "processing"
     assert worker_row(admin_db, worker)["status"] == "active"  # it is alive, just slow
     assert worker_row(admin_db, worker)["current_jobs"] == 1
     row = job_row(admin_db, orphan)
     assert (row["status"], row["error_message"]) == (
-        "pending", f"worker {vanished} is not registered")
+        "pending",
+        f"worker {vanished} is not registered",
+    )
     assert svc.heartbeat(worker, list(jobs))["lost"] == [str(slow)]
     assert orphan_job["id"] == str(orphan)
 
 
 def test_claim_runs_the_reaper_at_most_once_per_rescue_interval(
-    admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser], unique: Callable[[str], str],
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
 ) -> None:
     queue, other_queue = unique("opportunistic"), unique("elsewhere")
     user = make_user()
@@ -145,13 +171,16 @@ def test_claim_runs_the_reaper_at_most_once_per_rescue_interval(
         assert svc.claim(claimer) == []
         assert job_row(admin_db, job_id)["status"] == "assigned"  # interval not over yet
 
-        admin_db.execute("update public.queue_settings"
-                         " set last_rescue_at = now() - rescue_interval - interval '1 second'")
+        admin_db.execute(
+            "update public.queue_settings"
+            " set last_rescue_at = now() - rescue_interval - interval '1 second'"
+        )
         assert svc.claim(claimer) == []  # nothing to claim in its own queue ...
-    row = job_row(admin_db, job_id)        # ... but it rescued the dead worker's job
+    row = job_row(admin_db, job_id)  # ... but it rescued the dead worker's job
     assert (row["status"], row["retry_count"]) == ("pending", 1)
-    recent = admin_db.execute("select now() - last_rescue_at < interval '10 seconds'"
-                              " from public.queue_settings").fetchone()
+    recent = admin_db.execute(
+        "select now() - last_rescue_at < interval '10 seconds' from public.queue_settings"
+    ).fetchone()
     assert recent == (True,)
 
 
@@ -159,8 +188,9 @@ def test_claim_runs_the_reaper_at_most_once_per_rescue_interval(
 def _wait_until_blocked(admin_db: Admin, pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = admin_db.execute("select wait_event_type from pg_stat_activity where pid = %s",
-                               (pid,)).fetchone()
+        row = admin_db.execute(
+            "select wait_event_type from pg_stat_activity where pid = %s", (pid,)
+        ).fetchone()
         if row and row[0] == "Lock":
             return
         time.sleep(0.02)
@@ -183,8 +213,12 @@ def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
 
 @pytest.mark.parametrize("completion", ["complete_job", "direct_update"])
 def test_a_job_completed_during_the_rescue_is_not_reset(
-    stack: StackConfig, admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser],
-    unique: Callable[[str], str], completion: str,
+    stack: StackConfig,
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
+    completion: str,
 ) -> None:
     """Connection A completes the job inside an open transaction while the reaper
     (connection B) has already decided, from its snapshot, that the job belongs to a dead
@@ -203,18 +237,25 @@ def test_a_job_completed_during_the_rescue_is_not_reset(
     assert svc.start(job, worker)
     make_stale(admin_db, worker)
 
-    with psycopg.connect(stack.admin_db_url) as conn_a, \
-            psycopg.connect(stack.admin_db_url, autocommit=True) as conn_b:
+    with (
+        psycopg.connect(stack.admin_db_url) as conn_a,
+        psycopg.connect(stack.admin_db_url, autocommit=True) as conn_b,
+    ):
         if completion == "complete_job":
-            done = conn_a.execute("select public.complete_job(%s, %s, %s, '{\"by\": \"A\"}')",
-                                  (job["id"], worker, job["attempt"])).fetchone()
+            done = conn_a.execute(
+                'select public.complete_job(%s, %s, %s, \'{"by": "A"}\')',
+                (job["id"], worker, job["attempt"]),
+            ).fetchone()
             assert done == (True,)
         else:
-            conn_a.execute("update public.processing_queue set status = 'completed',"
-                           " result = '{\"by\": \"A\"}', completed_at = now() where id = %s",
-                           (job["id"],))
+            conn_a.execute(
+                "update public.processing_queue set status = 'completed',"
+                ' result = \'{"by": "A"}\', completed_at = now() where id = %s',
+                (job["id"],),
+            )
         reaper, result = _in_thread(
-            lambda: conn_b.execute("select public.reap_stale_jobs()").fetchone())
+            lambda: conn_b.execute("select public.reap_stale_jobs()").fetchone()
+        )
         _wait_until_blocked(admin_db, conn_b.info.backend_pid)
         assert job_row(admin_db, job_id)["status"] == "processing"  # A not committed yet
         conn_a.commit()
@@ -224,13 +265,20 @@ def test_a_job_completed_during_the_rescue_is_not_reset(
 
     row = job_row(admin_db, job_id)
     assert (row["status"], row["result"], row["retry_count"], row["error_message"]) == (
-        "completed", {"by": "A"}, 0, None)
+        "completed",
+        {"by": "A"},
+        0,
+        None,
+    )
     assert "retry_scheduled" not in [e[0] for e in events(admin_db, job_id)]
     assert worker_row(admin_db, worker)["status"] == "offline"  # the worker itself was dead
 
 
 def test_a_completion_after_the_rescue_is_fenced_out(
-    stack: StackConfig, admin_db: Admin, svc: Svc, make_user: Callable[..., StackUser],
+    stack: StackConfig,
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
 ) -> None:
     """The other order: the reaper's transaction holds the job; the worker's complete_job
@@ -261,7 +309,8 @@ def _postgrest_backend_waiting(admin_db: Admin, timeout: float = 10.0) -> int | 
     while time.monotonic() < deadline:
         row = admin_db.execute(
             "select pid from pg_stat_activity where wait_event_type = 'Lock'"
-            " and query like '%%complete_job%%' and usename = 'authenticator'").fetchone()
+            " and query like '%%complete_job%%' and usename = 'authenticator'"
+        ).fetchone()
         if row:
             return int(row[0])
         time.sleep(0.02)
