@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
 from supaworker.dev import processes
+from supaworker.dev import stack as dev_stack
 from supaworker.dev.config import StackConfig
 from tests.conftest import ROOT, StackUser
 
@@ -180,9 +181,17 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_stack_comes_up_from_nothing_and_down_leaves_no_process(tmp_path: Path) -> None:
-    """A second, throwaway stack on other ports: up from an empty folder, then down."""
+@pytest.fixture()
+def throwaway_state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder whose stack is torn down even when the test fails half-way."""
     state = tmp_path / "state"
+    yield state
+    dev_stack.down(state, reset=True)
+
+
+def test_stack_comes_up_from_nothing_and_down_leaves_no_process(throwaway_state: Path) -> None:
+    """A second, throwaway stack on other ports: up from an empty folder, then down."""
+    state = throwaway_state
     env = {**os.environ, "SUPAWORKER_PROJECT_DIR": str(ROOT)}
     db_port, api_port, rest_port = _free_ports(3)
     up = subprocess.run(
