@@ -19,6 +19,7 @@ test: setup lint
 	.venv/bin/pytest -q
 
 bench: setup
+	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python bench/run_all.py
 
 down:
