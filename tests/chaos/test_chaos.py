@@ -1,7 +1,8 @@
 """Issue 7: several `supaworker run` processes over many jobs while the suite breaks things.
 
 SIGKILLs workers at random moments (restarting some under the same id, some under a new
-one), stops and restarts PostgREST, pauses and resumes a worker, cancels jobs. Then checks:
+one), restarts PostgREST, PostgreSQL and the gateway (Realtime), pauses and resumes a
+worker, cancels jobs, re-enqueues finished documents. Then checks:
 every job terminal, none lost, none completed twice, re-executions only for jobs that were
 in flight on a killed worker, dead workers offline, `current_jobs` right, and recovery time
 (kill -> job claimed again) against the configured horizon. Sizes: SUPAWORKER_CHAOS_JOBS
@@ -106,22 +107,27 @@ class Chaos:
     requeued: list[uuid.UUID] = field(default_factory=list)
     postgrest_restarts: int = 0
     postgres_restarts: int = 0
+    gateway_restarts: int = 0
 
     def run(self, job_ids: list[uuid.UUID], seconds: float) -> None:
-        actions: dict[int, Callable[[], None]] = {
-            3: self.restart_postgrest,
-            4: self.pause_one,
-            5: lambda: self.cancel(job_ids),
-            6: self.requeue_finished,
-            7: self.restart_postgres,
-        }
+        actions: list[Callable[[], None]] = [
+            self.restart_postgrest,
+            self.pause_one,
+            lambda: self.cancel(job_ids),
+            self.requeue_finished,
+            self.restart_postgres,
+            self.restart_gateway,
+        ]
         began = time.monotonic()
         step = 0
         while time.monotonic() - began < seconds:
             time.sleep(self.rng.uniform(1.0, 2.5))
             step += 1
             self.kill_one()
-            actions.get(step, lambda: None)()
+            if step >= 2 and actions:
+                actions.pop(0)()
+        for action in actions:  # a short run still does every kind of damage once
+            action()
 
     def kill_one(self) -> None:
         victim = self.rng.choice([w for w in self.workers if w.proc.poll() is None])
@@ -142,6 +148,13 @@ class Chaos:
         time.sleep(1.5)
         dev_stack.start_postgrest(self.stack)
         self.postgrest_restarts += 1
+
+    def restart_gateway(self) -> None:
+        """Drops the Realtime endpoint (and the REST route with it): workers poll meanwhile."""
+        dev_stack.stop_gateway(self.stack)
+        time.sleep(1.5)
+        dev_stack.start_gateway(self.stack)
+        self.gateway_restarts += 1
 
     def pause_one(self) -> None:
         paused = self.workers[0].worker_id
@@ -272,7 +285,7 @@ def test_workers_killed_and_services_restarted_lose_nothing(
         180,
         "every job to reach a terminal state",
     )
-    assert chaos.postgres_restarts == 1, "the run must be long enough to restart PostgreSQL"
+    assert chaos.postgres_restarts == chaos.gateway_restarts == 1, "the run was too short"
     for worker in chaos.workers:
         # A worker spawned moments ago may still be importing (no signal handlers yet).
         worker.wait_for_log('"action": "worker_registered"', timeout=30)
@@ -324,6 +337,7 @@ def test_workers_killed_and_services_restarted_lose_nothing(
         "restarted_under_same_id": len(chaos.restarted_same_id),
         "postgrest_restarts": chaos.postgrest_restarts,
         "postgres_restarts": chaos.postgres_restarts,
+        "gateway_realtime_restarts": chaos.gateway_restarts,
         "requeued_documents": len(chaos.requeued),
         "cancel_requests": len(chaos.cancelled),
         "final_statuses": dict(statuses),
@@ -342,5 +356,6 @@ def test_workers_killed_and_services_restarted_lose_nothing(
     assert chaos.kills, "the run must actually kill workers"
     if recovery:
         # Dead after the horizon, rescued by the next opportunistic reap (at most once a
-        # second, inside a claim) or the restarted worker's registration.
-        assert max(recovery) < HORIZON * 2 + 3, recovery
+        # second, inside a claim) or the restarted worker's registration. Rescues run inside
+        # claims, so while PostgREST, PostgreSQL or the gateway is restarting they wait too.
+        assert max(recovery) < HORIZON * 3 + 5, recovery
