@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        body.update(_extras(record))
+        body.update({k: redact(v) if isinstance(v, str) else v for k, v in _extras(record).items()})
         if record.exc_info:
             body["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(body, default=str)

@@ -85,10 +85,18 @@ def execute_sync(transport: SyncTransport, call: RpcCall[T]) -> T:
     return call.parse(transport.call(call.function, call.params))
 
 
+# The API gateway (Kong on Supabase, supaworker/dev/gateway.py locally) answers a key it does
+# not accept with 401 {"message": "Invalid API key"} or "No API key found in request", and no
+# code: that is a refused key, not an outage to wait out.
+_GATEWAY_KEY_REFUSALS = ("invalid api key", "no api key found")
+
+
 def translate_api_error(function: str, exc: APIError) -> Exception:
     """Map a PostgREST error body to the most specific supaworker error."""
     code = exc.code or ""
     message = exc.message or "request failed"
+    if not code and message.lower().startswith(_GATEWAY_KEY_REFUSALS):
+        return PermissionDenied(f"{function}: {message}", code="401", hint=exc.hint)
     http_5xx = code.isdigit() and code.startswith("5")
     if not code or http_5xx or code in _UNAVAILABLE or code.startswith(("08", "53", "57")):
         return ServerError(f"{function}: {message} ({code or 'no code'})")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from supaworker.exceptions import PermanentError
+from supaworker.logs import redact
 from supaworker.models import Job
 from supaworker.worker.handler import Handler, JobContext, is_async, wants_context
 
@@ -38,7 +39,9 @@ class Outcome:
 
     @classmethod
     def failed(cls, error: str, *, retryable: bool) -> Outcome:
-        return cls("failed", error=error[:MAX_ERROR_CHARS], retryable=retryable)
+        # The error is stored on the job, which its owner reads (RLS, Realtime): an exception
+        # quoting a key or a signed URL's token must not carry it there.
+        return cls("failed", error=redact(error)[:MAX_ERROR_CHARS], retryable=retryable)
 
 
 def describe(exc: BaseException) -> str:

@@ -8,7 +8,8 @@
   rows, after `interval` (+50..100 ms jitter) when the slot had changes nobody wanted, and
   after `interval * idle_multiplier` (5, i.e. 500 ms by default) when the slot was empty.
 * The slot is opened when the first subscription arrives and dropped after a minute with
-  none. A lost connection (database restart, terminated backend) is retried with backoff;
+  none; during that minute it is advanced without decoding (no one could receive a change).
+  A lost connection (database restart, terminated backend) is retried with backoff;
   the new slot only sees changes committed after it exists, so changes in the gap are lost,
   as on Realtime. Subscribers are then told "Subscribed to PostgreSQL" again, their cue to
   catch up by reading the table.
@@ -134,7 +135,7 @@ class ReplicationPoller:
                 if self._conn is None:
                     await self._open_slot()
                     backoff = BACKOFF_MIN_S
-                delay = await self._poll_once()
+                delay = await self._poll_once(wanted)
             except Exception as exc:
                 # Database errors are expected (restarts, terminated sessions); anything else is
                 # a bug, logged with its traceback. Either way the poller lives on.
@@ -200,7 +201,7 @@ class ReplicationPoller:
             with contextlib.suppress(psycopg.Error, OSError):
                 await conn.close()
 
-    async def _poll_once(self) -> float:
+    async def _poll_once(self, wanted: bool) -> float:
         """Read and deliver one batch; returns how long to wait before the next poll."""
         conn = self._conn
         assert conn is not None
@@ -209,8 +210,10 @@ class ReplicationPoller:
         publication = self._publication
         if self._flush_before_poll:
             await self._flush_wal(conn)
-        if not publication.tables or not publication.actions:
-            # Nothing to decode: just move the slot on so it does not hold WAL back.
+        if not wanted or not publication.tables or not publication.actions:
+            # Nothing to decode, or nobody to tell (the slot is only kept for a subscriber
+            # who comes back soon): move the slot on, so that a bulk write in the meantime
+            # is not a backlog that delays the next subscriber's first change by seconds.
             await conn.execute(
                 "select pg_catalog.pg_replication_slot_advance("
                 "%s, pg_catalog.pg_current_wal_lsn())",
