@@ -53,6 +53,13 @@ def ensure_stack() -> StackConfig:
             config = None
     if config is None:  # `supaworker dev up` (applies the migrations); else keep it as it is
         config = dev_stack.up(STATE_DIR, **PORTS)
+    if config.extra.get("realtime_idle_multiplier") != "1":
+        # Issue 8 measures latency with the Realtime endpoint polling at Realtime's own ~100 ms
+        # throughout (the dev default backs off to 500 ms while the slot is empty).
+        config.extra["realtime_idle_multiplier"] = "1"
+        config.save()
+        dev_stack.stop_gateway(config)
+        dev_stack.start_gateway(config)
     with admin(config) as conn:
         row = conn.execute(
             "select coalesce(array_to_string(setconfig, ','), '') from pg_db_role_setting "

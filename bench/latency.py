@@ -7,13 +7,15 @@ enqueued one at a time through the `enqueue_job` RPC (as an API server does), ea
 random pause so the enqueue falls at a random point of the worker's poll cycle, and only
 once the previous job has started (the worker is idle every time).
 
-  latency         started_at - created_at of the job row (both the database's clock)
-  worker share    started_at - the time in the worker's JSON log of (a) `job_claimed` (the
-                  claim's answer: what is left is the start_job round trip) and, with
-                  Realtime, (b) the moment the event reached the worker. `supaworker run`
-                  does not log (b), so the Realtime mode runs the same Worker and
-                  RealtimeWakeup through bench/_latency_worker.py, which adds that log line.
-                  (b) includes the wake-up's deliberate 0-50 ms jitter (WAKE_JITTER).
+  latency         started_at - created_at of the job row (both the database's clock; the
+                  worker claims with start, so started_at is the claim statement's time)
+  worker share    with Realtime: from the moment the event reached the worker to the
+                  worker's `job_claimed` log line (the job in hand, its handler about to
+                  run): the claim's whole round trip. `supaworker run` does not log the
+                  event, so the Realtime mode runs the same Worker and RealtimeWakeup
+                  through bench/_latency_worker.py, which adds that log line.
+  return path     `job_claimed` - started_at: from the claim statement to the job in hand
+                  (PostgREST, the gateway and the worker's HTTP client on the way back).
 
 Modes: polling every 5 s and every 0.5 s (`--no-realtime`), and `--realtime` (the worker
 reports `realtime_status connected` first; if it does not within 20 s the rows are left
@@ -184,8 +186,12 @@ def measure(config: StackConfig, mode: str, samples: int) -> dict[str, Any]:
         if e.get("action") == "bench_wake_event"
     }
     latencies = [float(r[1]) for r in rows]
-    shares = [float(r[2]) - claimed[str(r[0])] for r in rows if str(r[0]) in claimed]
-    event_shares = [float(r[2]) - woken[str(r[0])] for r in rows if str(r[0]) in woken]
+    shares = [claimed[str(r[0])] - float(r[2]) for r in rows if str(r[0]) in claimed]
+    event_shares = [
+        claimed[str(r[0])] - woken[str(r[0])]
+        for r in rows
+        if str(r[0]) in woken and str(r[0]) in claimed
+    ]
     row.update(
         samples=len(latencies),
         p50=median(latencies),
@@ -226,8 +232,8 @@ def main() -> None:
             "samples",
             "enqueue -> start p50",
             "p99 (~max for few samples)",
-            "worker: event received -> started, p50 / p99",
-            "worker: claim answer -> started, p50 / p99",
+            "worker: event received -> job in hand, p50 / p99",
+            "return path: claim statement -> job in hand, p50 / p99",
             "status",
         ],
         [

@@ -19,7 +19,7 @@ COLORS = {
     "supaworker@": "#b0b0b0",
     "supaworker": "#3ecf8e",
     "supaworker+realtime": "#8fe3bd",
-    "supaworker+batch": "#1f7a53",
+    "supaworker-nobatch": "#1f7a53",
     "procrastinate": "#6b7bd6",
     "arq": "#d65f5f",
 }

@@ -1,6 +1,6 @@
 """Where a worker's CPU goes: one `supaworker run --burst` under py-spy, summarised.
 
-    .venv/bin/python bench/profile_worker.py [--jobs 1500] [--concurrency 32] [--batch]
+    .venv/bin/python bench/profile_worker.py [--jobs 1500] [--concurrency 32] [--no-batch]
 
 Seeds the jobs, runs one worker process under `py-spy record` (sampling, 100 Hz), and prints
 the share of samples under the frames that matter (inclusive), plus the hottest leaf frames.
@@ -82,7 +82,9 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--batch", action="store_true", help="completion batching on")
+    parser.add_argument(
+        "--no-batch", action="store_true", help="completion batching off (on by default)"
+    )
     parser.add_argument(
         "--realtime",
         action="store_true",
@@ -94,7 +96,7 @@ def main() -> None:
     with admin(config) as conn:
         reset_queue(conn)
         seed_jobs(conn, args.jobs, queue)
-    extra = {"SUPAWORKER_COMPLETE_BATCH_SIZE": "50"} if args.batch else {}
+    extra = {"SUPAWORKER_COMPLETE_BATCH_SIZE": "0"} if args.no_batch else {}
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "worker.raw"
         subprocess.run(
@@ -135,7 +137,7 @@ def main() -> None:
         print(
             f"{done} jobs in {t1 - t0:.2f}s ({done / max(t1 - t0, 1e-9):.0f} jobs/s, under "
             f"the profiler), concurrency {args.concurrency}, batching "
-            f"{'on' if args.batch else 'off'}\n"
+            f"{'off' if args.no_batch else 'on'}\n"
         )
         print(summarise(raw))
 

@@ -6,14 +6,15 @@ Rows (every round runs all of them, in a shuffled order, and the tables quote me
   pgbench bare    pgbench, 4 clients, on a bare jobs table: a SKIP LOCKED claim then a
                   completing UPDATE, 1 or 50 jobs per statement (shared/docs/local-stack.md)
   sql ceiling     the queue's own SQL functions called directly with psycopg on the same
-                  database, 4 client connections: one job per statement (claim_next_job(1) +
-                  complete_job), the same plus start_job (what a worker does), and batched
+                  database, 4 client connections, claiming with p_start as the worker does:
+                  one job per statement (claim_next_job(1) + complete_job) and batched
                   (claim_next_job(50) + one complete_jobs for the 50)
   supaworker      real `supaworker run --burst` processes with a no-op async handler, through
                   the local gateway and PostgREST, at several concurrencies and worker counts
-                  (`--no-realtime`: a burst worker with a backlog has nothing to wake up for)
-  supaworker+batch  the same with completion batching on (SUPAWORKER_COMPLETE_BATCH_SIZE=50,
-                  _DELAY=0; supaworker/worker/batching.py)
+                  (`--no-realtime`: a burst worker with a backlog has nothing to wake up for),
+                  as configured by default (completion batching on, claims that start)
+  supaworker-nobatch  the same with completion batching off (SUPAWORKER_COMPLETE_BATCH_SIZE=0;
+                  supaworker/worker/batching.py)
   supaworker+realtime  the same as supaworker with Realtime on (the default since 56020c3):
                   the worker also receives the Realtime events of its own jobs' updates
                   (with --full, or --only ...,realtime)
@@ -70,7 +71,7 @@ from supaworker.dev.config import StackConfig
 PROCRASTINATE_DB = "bench_procrastinate"
 SQL_CLIENTS = 4
 SQL_BATCH = 50
-BATCH_ENV = {"SUPAWORKER_COMPLETE_BATCH_SIZE": "50", "SUPAWORKER_COMPLETE_BATCH_DELAY": "0"}
+NO_BATCH_ENV = {"SUPAWORKER_COMPLETE_BATCH_SIZE": "0"}
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Result:
 
 # -- the SQL ceiling ------------------------------------------------------------------------
 def sql_ceiling(config: StackConfig, n: int, mode: str) -> Result:
-    """`mode`: "single" (claim 1 + complete), "single+start", "batched" (50 + complete_jobs)."""
+    """`mode`: "single" (claim 1 + complete) or "batched" (claim 50 + complete_jobs)."""
     queue = f"sql-{uuid.uuid4().hex[:6]}"
     with admin(config) as conn:
         reset_queue(conn)
@@ -109,7 +110,7 @@ def sql_ceiling(config: StackConfig, n: int, mode: str) -> Result:
             while True:
                 if mode == "batched":
                     rows = conn.execute(
-                        "select id, attempt from public.claim_next_job(%s, %s, %s)",
+                        "select id, attempt from public.claim_next_job(%s, %s, %s, true)",
                         (wid, SQL_BATCH, [queue]),
                     ).fetchall()
                     if not rows:
@@ -121,12 +122,11 @@ def sql_ceiling(config: StackConfig, n: int, mode: str) -> Result:
                     done[i] += len(rows)
                     continue
                 row = conn.execute(
-                    "select id, attempt from public.claim_next_job(%s, 1, %s)", (wid, [queue])
+                    "select id, attempt from public.claim_next_job(%s, 1, %s, true)",
+                    (wid, [queue]),
                 ).fetchone()
                 if row is None:
                     return
-                if mode == "single+start":
-                    conn.execute("select public.start_job(%s, %s, %s)", (row[0], wid, row[1]))
                 conn.execute("select public.complete_job(%s, %s, %s, null)", (row[0], wid, row[1]))
                 done[i] += 1
 
@@ -253,7 +253,7 @@ def supaworker(
     with admin(config) as conn:
         reset_queue(conn)
         seed_jobs(conn, n, queue)
-    env = worker_env(config, **(BATCH_ENV if batch else {}))
+    env = worker_env(config, **({} if batch else NO_BATCH_ENV))
     if baseline:  # the package from that ref shadows the working tree's (PYTHONPATH first)
         env["PYTHONPATH"] = f"{baseline_tree(baseline)}:{ROOT}"
     with CpuTimeline(config) as cpu:
@@ -277,8 +277,8 @@ def supaworker(
     system = (
         f"supaworker@{baseline}"
         if baseline
-        else "supaworker+batch"
-        if batch
+        else "supaworker-nobatch"
+        if not batch
         else "supaworker+realtime"
         if realtime
         else "supaworker"
@@ -420,7 +420,7 @@ def plan(
     if "sql" in only:
         runs.append(("pgbench bare single", lambda: pgbench_bare(config, sql_jobs, False)))
         runs.append(("pgbench bare batched", lambda: pgbench_bare(config, sql_jobs * 5, True)))
-        for mode in ("single", "single+start", "batched"):
+        for mode in ("single", "batched"):
             runs.append(
                 (
                     f"sql {mode}",
@@ -436,7 +436,7 @@ def plan(
                 (
                     f"supaworker@{baseline} {w}x{c}",
                     lambda w=w, c=c, n=n: supaworker(
-                        config, n, w, c, batch=False, baseline=baseline
+                        config, n, w, c, batch=True, baseline=baseline
                     ),
                 )
             )
@@ -444,21 +444,21 @@ def plan(
             runs.append(
                 (
                     f"supaworker+realtime {w}x{c}",
-                    lambda w=w, c=c, n=n: supaworker(config, n, w, c, batch=False, realtime=True),
+                    lambda w=w, c=c, n=n: supaworker(config, n, w, c, batch=True, realtime=True),
                 )
             )
         if "supaworker" in only:
             runs.append(
                 (
                     f"supaworker {w}x{c}",
-                    lambda w=w, c=c, n=n: supaworker(config, n, w, c, batch=False),
+                    lambda w=w, c=c, n=n: supaworker(config, n, w, c, batch=True),
                 )
             )
         if "batch" in only:
             runs.append(
                 (
-                    f"supaworker+batch {w}x{c}",
-                    lambda w=w, c=c, n=n: supaworker(config, n, w, c, batch=True),
+                    f"supaworker-nobatch {w}x{c}",
+                    lambda w=w, c=c, n=n: supaworker(config, n, w, c, batch=False),
                 )
             )
         if "procrastinate" in only:
@@ -488,6 +488,7 @@ def main() -> None:
         help="also run the worker as of this git ref (e.g. the commit before "
         "a change to the loop), rows 'supaworker@REF'",
     )
+    parser.add_argument("--shapes", default="", help="workers x concurrency to run, e.g. 1x32,4x64")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
         "--from-results",
@@ -514,6 +515,8 @@ def main() -> None:
     shapes = [(1, 1), (1, 8), (1, 32), (4, 8)]
     if args.full:
         shapes += [(2, 8), (4, 32)]
+    if args.shapes:
+        shapes = [(int(w), int(c)) for w, c in (s.split("x") for s in args.shapes.split(","))]
     only = set(filter(None, args.only.split(","))) or {
         "sql",
         "supaworker",

@@ -135,8 +135,13 @@ class AsyncQueueClient:
     async def deregister_worker(self, worker_id: str) -> None:
         await execute(self.transport, rpc.deregister_worker(worker_id))
 
-    async def claim(self, worker_id: str, limit: int, queues: Sequence[str] | None) -> list[Job]:
-        return await execute(self.transport, rpc.claim_next_job(worker_id, limit, queues))
+    async def claim(
+        self, worker_id: str, limit: int, queues: Sequence[str] | None, *, start: bool = False
+    ) -> list[Job]:
+        """Claim up to `limit` jobs; with `start` they are already processing when returned."""
+        return await execute(
+            self.transport, rpc.claim_next_job(worker_id, limit, queues, start=start)
+        )
 
     async def start(self, job: Job, worker_id: str) -> bool:
         return await execute(self.transport, rpc.start_job(job.id, worker_id, job.attempt))

@@ -213,12 +213,18 @@ def deregister_worker(worker_id: str) -> RpcCall[None]:
     return RpcCall("deregister_worker", {"p_worker_id": worker_id}, _none)
 
 
-def claim_next_job(worker_id: str, limit: int, queues: Sequence[str] | None) -> RpcCall[list[Job]]:
-    return RpcCall(
-        "claim_next_job",
-        {"p_worker_id": worker_id, "p_limit": limit, "p_queues": list(queues) if queues else None},
-        _jobs,
-    )
+def claim_next_job(
+    worker_id: str, limit: int, queues: Sequence[str] | None, *, start: bool = False
+) -> RpcCall[list[Job]]:
+    """With `start` the jobs come back already `processing` (no `start_job` round trip)."""
+    params: dict[str, Any] = {
+        "p_worker_id": worker_id,
+        "p_limit": limit,
+        "p_queues": list(queues) if queues else None,
+    }
+    if start:
+        params["p_start"] = True
+    return RpcCall("claim_next_job", params, _jobs)
 
 
 def start_job(job_id: uuid.UUID, worker_id: str, attempt: int) -> RpcCall[bool]:

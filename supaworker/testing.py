@@ -355,7 +355,11 @@ class InMemoryTransport:
         return released
 
     def fn_claim_next_job(
-        self, p_worker_id: str, p_limit: int = 1, p_queues: list[str] | None = None
+        self,
+        p_worker_id: str,
+        p_limit: int = 1,
+        p_queues: list[str] | None = None,
+        p_start: bool = False,
     ) -> list[dict[str, Any]]:
         worker = self.workers.get(p_worker_id)
         if worker is None or worker["status"] != "active":
@@ -375,14 +379,21 @@ class InMemoryTransport:
         claimed = ready[: max(0, min(p_limit, free))]
         for job in claimed:
             job.update(assigned_to=p_worker_id, assigned_at=now, attempt=job["attempt"] + 1)
-            self._set_status(job, "assigned", "assigned")
+            if p_start:
+                job["started_at"] = now
+                self._set_status(job, "processing", "started")
+            else:
+                job["started_at"] = None
+                self._set_status(job, "assigned", "assigned")
         self._sync_current_jobs(p_worker_id)
         return [self._row(j) for j in claimed]
 
     def fn_start_job(self, p_job_id: str, p_worker_id: str, p_attempt: int) -> bool:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
-        if job is None or job["status"] != "assigned":
+        if job is None or job["status"] not in ("assigned", "processing"):
             return False
+        if job["status"] == "processing":
+            return True  # a repeated start (or one after a claim with start) is harmless
         job["started_at"] = self.clock()
         self._set_status(job, "processing", "started")
         return True

@@ -7,6 +7,7 @@ JSON-serialisable and becomes the job's `result`. `PermanentError` fails without
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -50,6 +51,32 @@ def load_handler(path: str) -> Handler:
 
 def wants_context(handler: Handler) -> bool:
     """True when the handler takes a second positional parameter (`ctx`)."""
+    return _shape(handler)[0]
+
+
+def is_async(handler: Handler) -> bool:
+    return _shape(handler)[1]
+
+
+def _shape(handler: Handler) -> tuple[bool, bool]:
+    # Asked once per job of the same handler; inspect.signature alone was 4 % of a busy
+    # worker's CPU (bench/profile_worker.py). Unhashable callable objects are inspected anew.
+    try:
+        return _cached_shape(handler)
+    except TypeError:
+        return _inspect_shape(handler)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_shape(handler: Handler) -> tuple[bool, bool]:
+    return _inspect_shape(handler)
+
+
+def _inspect_shape(handler: Handler) -> tuple[bool, bool]:
+    return _takes_context(handler), _is_coroutine_function(handler)
+
+
+def _takes_context(handler: Handler) -> bool:
     try:
         parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
@@ -62,7 +89,7 @@ def wants_context(handler: Handler) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 
-def is_async(handler: Handler) -> bool:
+def _is_coroutine_function(handler: Handler) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
     )

@@ -396,7 +396,10 @@ class Worker:
             return 0
         self._claim_in_flight = True
         try:
-            jobs = await self.queue.claim(self.worker_id, free, self.settings.queues or None)
+            # start=True: the jobs come back processing, so no start_job round trip per job.
+            jobs = await self.queue.claim(
+                self.worker_id, free, self.settings.queues or None, start=True
+            )
         except TransportError as exc:
             # Never retried blindly: if the claim did land, the jobs stay assigned to us and
             # the next heartbeat reports them as orphaned, and we release them.
@@ -455,7 +458,9 @@ class Worker:
 
     # -- processing one job ---------------------------------------------------------------
     async def _process(self, job: Job, ctx: JobContext) -> None:
-        if not await self._start(job):
+        # Claimed with start=True the job is processing already; a job claimed by an older
+        # path (assigned) still needs its start_job.
+        if job.status != JobStatus.PROCESSING and not await self._start(job):
             return
         forwarder = ProgressForwarder(
             asyncio.get_running_loop(),
@@ -546,6 +551,7 @@ class Worker:
                 job, self.worker_id, outcome.error or "failed", retryable=outcome.retryable
             ),
         )
+        self._wake.set()  # as after complete_job: the slot is free in SQL only now
         self.state.failed += 1
         status = row.status if row is not None else None
         action = (

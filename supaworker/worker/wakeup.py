@@ -13,9 +13,10 @@ the socket; on loss report disconnected (the loop polls at its normal pace meanw
 reconnect with capped exponential backoff. After every (re)connect the loop is woken once to
 catch up on whatever arrived while the subscription was down.
 
-No stampede: a new job wakes only workers that serve its queue and have its capabilities, and
-each worker delays its claim by a jitter derived from (job, worker), so idle workers do not all
-claim in the same instant; jobs arriving within the jitter are taken by one batch claim.
+A new job wakes only workers that serve its queue and have its capabilities. They claim at
+once by default (bench/latency.py: the former fixed 0-50 ms jitter was most of the worker's
+share of the latency); `SUPAWORKER_WAKE_JITTER` delays each worker's claim by up to that many
+seconds, derived from (job, worker), for large fleets of idle workers on one queue.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ from supaworker.realtime_subscription import (
 log = logging.getLogger("supaworker.worker.wakeup")
 
 MAX_BACKOFF = 30.0
-WAKE_JITTER = 0.05  # seconds; spreads the claims of idle workers woken by the same insert
 DUE_MARGIN = 0.05  # claim a little after run_at, so the database agrees the job is due
 
 
-def jitter_for(job_id: str, worker_id: str) -> float:
+def jitter_for(job_id: str, worker_id: str, spread: float) -> float:
+    """A delay in [0, spread] seconds, stable per (job, worker) and different across workers."""
+    if spread <= 0:
+        return 0.0
     digest = hashlib.blake2b(f"{job_id}/{worker_id}".encode(), digest_size=2).digest()
-    return int.from_bytes(digest, "big") / 65535 * WAKE_JITTER
+    return int.from_bytes(digest, "big") / 65535 * spread
 
 
 def seconds_until(moment: object) -> float:
@@ -141,7 +144,7 @@ class RealtimeWakeup:
         # A retry with backoff or a scheduled job is due later: no event will say when, so
         # wake at its run_at (the slow safety poll would otherwise be the only trigger).
         delay = seconds_until(record.get("run_at")) + jitter_for(
-            str(record.get("id")), self._worker_id
+            str(record.get("id")), self._worker_id, self._settings.wake_jitter
         )
         if delay <= self._settings.realtime_poll_interval:
             assert self._loop is not None

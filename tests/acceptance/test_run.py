@@ -61,7 +61,7 @@ def test_exception_retries_with_backoff_then_succeeds(
     assert [e.event for e in history].count("retry_scheduled") == 2
     # Backoff: each retry waited before being claimed again (base 2 s, jittered to >= 1 s).
     retried = [e.created_at for e in history if e.event == "retry_scheduled"]
-    claimed = [e.created_at for e in history if e.event == "assigned"]
+    claimed = [e.created_at for e in history if e.event == "started"]  # claimed with start
     waits = [(c - r).total_seconds() for r, c in zip(retried, claimed[1:], strict=True)]
     assert all(w >= 0.9 for w in waits), waits
 

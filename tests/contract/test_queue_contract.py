@@ -222,6 +222,22 @@ async def test_history_records_each_transition(backend: Backend) -> None:
     assert events == ["enqueued", "assigned", "started", "completed"]
 
 
+async def test_claim_with_start_skips_assigned_and_counts_the_slot(backend: Backend) -> None:
+    """What `supaworker run` does: claim and start in one call (no start_job round trip)."""
+    first, second = await backend.enqueue(), await backend.enqueue()
+    wid = await backend.worker(slots=1)
+    (job,) = await backend.queue.claim(wid, 5, [backend.queue_name], start=True)
+    assert (job.id, job.status, job.attempt) == (first, JobStatus.PROCESSING, 1)
+    assert job.started_at is not None and job.assigned_to == wid
+    assert await backend.queue.start(job, wid) is True  # a repeated start is harmless
+    assert await backend.queue.claim(wid, 5, [backend.queue_name], start=True) == []  # full
+    assert await backend.queue.complete(job, wid, None) is True
+    (nxt,) = await backend.queue.claim(wid, 5, [backend.queue_name], start=True)
+    assert nxt.id == second
+    events = [e.event for e in await backend.queue.history(first)]
+    assert events == ["enqueued", "started", "completed"]
+
+
 async def test_requires_is_matched_by_json_containment(backend: Backend) -> None:
     job_id = await backend.enqueue(requires={"langs": ["de"]})
     english = await backend.worker(capabilities={"langs": ["en"]})

@@ -70,6 +70,7 @@ def test_user_sees_own_job_progress_live(
     for line in seen["log"].splitlines():
         if "-> " in line and (not arrived or arrived[-1] != line.split("-> ")[1]):
             arrived.append(line.split("-> ")[1])  # progress updates repeat "processing"
-    assert arrived == ["pending", "assigned", "processing", "completed"], seen["log"]
+    # The worker claims with start: pending -> processing in one statement, no `assigned`.
+    assert arrived == ["pending", "processing", "completed"], seen["log"]
     assert seen["rows"] == 1 and seen["foreignRows"] == 0, seen
     assert screenshot.stat().st_size > 0
