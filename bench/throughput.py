@@ -430,7 +430,7 @@ def plan(
                 )
             )
     for w, c in shapes:
-        n = jobs if c > 1 else jobs // 2  # one job at a time is slow for everyone
+        n = jobs if c > 1 else jobs // 10  # one job at a time is slow for everyone
         if baseline:
             runs.append(
                 (
@@ -510,11 +510,12 @@ def main() -> None:
         )
         return
     rounds = args.rounds or (5 if args.full else 3)
-    jobs = args.jobs or (2000 if args.full else 200)
+    # Enough jobs that the fastest rows run for seconds, not a fraction of one.
+    jobs = args.jobs or (10000 if args.full else 3000)
     sql_jobs = args.sql_jobs or (20000 if args.full else 4000)
-    shapes = [(1, 1), (1, 8), (1, 32), (4, 8)]
+    shapes = [(1, 1), (1, 8), (1, 32), (1, 128), (4, 32)]
     if args.full:
-        shapes += [(2, 8), (4, 32)]
+        shapes += [(4, 8), (2, 64)]
     if args.shapes:
         shapes = [(int(w), int(c)) for w, c in (s.split("x") for s in args.shapes.split(","))]
     only = set(filter(None, args.only.split(","))) or {
@@ -654,7 +655,7 @@ def render(
     )
     body = (
         f"Machine: {where}.\n\n{rounds} rounds, medians; {jobs} no-op jobs seeded per worker "
-        f"run (half that at concurrency 1), {sql_jobs} per SQL run ({sql_jobs * 3} batched; "
+        f"run (a tenth of that at concurrency 1), {sql_jobs} per SQL run ({sql_jobs * 3} batched; "
         f'pgbench: {sql_jobs} single, {sql_jobs * 5} batched). "range" is the min-max '
         f'over the rounds; "jobs done" the fewest jobs a round completed (a burst worker '
         f"that stops early completes fewer than were seeded).\n\n{text}\n\n{ratios}\n"

@@ -50,6 +50,10 @@ class WorkerSettings(BaseSettings):
     wake_jitter: float = Field(default=0.0, ge=0, le=1.0)
     heartbeat_interval: float = Field(default=5.0, gt=0)
     job_timeout: float | None = Field(default=None, gt=0)
+    # A larger result fails its job (not retried): the row is read by frontends and sent by
+    # Realtime, whose record limit is 1 MB. The same default as queue_settings'
+    # max_payload_bytes.
+    max_result_bytes: int = Field(default=262_144, ge=1, le=900_000)
     shutdown_timeout: float = Field(default=30.0, ge=0)
     executor: Literal["thread", "process"] = "thread"
     burst: bool = False

@@ -9,6 +9,7 @@ payload.mode:
   cpu         spin the CPU in pure Python for payload.seconds (holds the GIL)
   progress    report progress 0..100 in payload.steps steps
   not_json    return an object that is not JSON-serialisable
+  big_result  return payload.bytes characters of text
   exit        kill its own process (os._exit)
 Every execution is appended to $SUPAWORKER_TEST_RECORD (one line: job id, attempt, worker)
 when that variable is set, so tests can count executions across killed workers.
@@ -62,6 +63,8 @@ async def handle(job: Job, ctx: JobContext) -> Any:
         return {"steps": steps}
     if mode == "not_json":
         return {"when": object()}
+    if mode == "big_result":
+        return {"text": "x" * int(job.payload.get("bytes", 300_000))}
     if mode == "exit":
         os._exit(17)
     raise PermanentError(f"unknown test mode {mode!r}")

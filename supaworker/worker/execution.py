@@ -52,12 +52,22 @@ def describe(exc: BaseException) -> str:
     return f"{text} [{where}]" if where else text
 
 
-def _checked_result(result: Any) -> Outcome:
+def _checked_result(result: Any, max_bytes: int | None) -> Outcome:
     try:
-        json.dumps(result)
+        encoded = json.dumps(result)
     except (TypeError, ValueError) as exc:
         return Outcome.failed(
             f"The handler's return value is not JSON-serialisable: {exc}", retryable=False
+        )
+    # The result lives in the job row, which the document's owner reads and Realtime sends
+    # (a record over Realtime's 1 MB limit reaches subscribers as an error, not the row).
+    # Deterministic, so not retried. (ASCII-escaped JSON: characters are bytes.)
+    if max_bytes is not None and len(encoded) > max_bytes:
+        return Outcome.failed(
+            f"The handler's result is {len(encoded):,} bytes of JSON, more than the "
+            f"{max_bytes:,} a job keeps (SUPAWORKER_MAX_RESULT_BYTES): store large output "
+            "in Storage or a table and return its path",
+            retryable=False,
         )
     return Outcome("completed", result=result)
 
@@ -80,6 +90,7 @@ async def run_handler(
     timeout: float | None,
     executor: Literal["thread", "process"],
     handler_path: str,
+    max_result_bytes: int | None = None,
 ) -> Outcome:
     """Run the handler once. Raises CancelledError only if the calling task is cancelled."""
     try:
@@ -97,7 +108,7 @@ async def run_handler(
         raise
     except Exception as exc:
         return _outcome_of(exc)
-    return _checked_result(result)
+    return _checked_result(result, max_result_bytes)
 
 
 def _in_thread(handler: Handler, job: Job, ctx: JobContext) -> asyncio.Future[Any]:

@@ -476,6 +476,7 @@ class Worker:
                 timeout=job.timeout_seconds or self.settings.job_timeout,
                 executor=self.settings.executor,
                 handler_path=self.settings.handler,
+                max_result_bytes=self.settings.max_result_bytes,
             )
         except asyncio.CancelledError:
             await forwarder.close()

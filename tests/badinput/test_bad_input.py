@@ -238,6 +238,32 @@ def test_handler_returning_non_json_fails_without_retry(
     assert worker.stop() == 0
 
 
+def test_handler_returning_an_oversize_result_fails_without_retry(
+    queue: QueueClient,
+    start_worker: Callable[..., WorkerProcess],
+    submit: Callable[..., list[Job]],
+    unique: Callable[[str], str],
+) -> None:
+    """A result over SUPAWORKER_MAX_RESULT_BYTES (default 256 kB) is not stored: it would be
+    sent to the document's owner by Realtime, whose record limit is 1 MB. The attempt fails
+    with what to do instead; a result just under the limit completes."""
+    name = unique("q")
+    (big,) = submit(
+        queue_name=name, payload={"mode": "big_result", "bytes": 300_000}, max_attempts=5
+    )
+    (fits,) = submit(queue_name=name, payload={"mode": "big_result", "bytes": 250_000})
+    worker = start_worker("--queue", name)
+    wait_for(lambda: queue.get(fits.id).status == JobStatus.COMPLETED, 60, "the job that fits")
+    wait_for(lambda: queue.get(big.id).status == JobStatus.FAILED, 60, "the oversize job")
+    row = queue.get(big.id)
+    assert (row.retry_count, row.result) == (1, None)
+    assert "300,012 bytes of JSON, more than the 262,144" in (row.error_message or "")
+    assert "Storage" in (row.error_message or "")
+    assert len(queue.get(fits.id).result["text"]) == 250_000
+    assert worker.proc.poll() is None
+    assert worker.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("executor", "handler"),
     [("process", "tests.handlers:handle_process"), ("thread", "tests.handlers:handle_sync")],
