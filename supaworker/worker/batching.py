@@ -4,9 +4,10 @@ A worker running many short jobs spends most of its time on HTTP round trips, on
 `complete_job` per job. The batcher writes the outcomes of successful jobs with one
 `complete_jobs` call for up to `size` jobs (each element still fenced by job, worker and
 attempt in SQL). It works as a group commit: when no call is in flight, a finished job is
-sent at once (or after `delay` seconds, default 0, to wait for company), so a lone job is not
-held back; while a call is in flight, jobs finishing meanwhile wait for it and go together in
-the next call. A batch of one is sent with `complete_job`.
+sent at the end of the current turn of the event loop (or after `delay` seconds, default 0,
+to wait for company), so a lone job is not held back; while a call is in flight, jobs
+finishing meanwhile wait for it and go together in the next call. A batch of one is sent
+with `complete_job`.
 
 Every caller still learns its own job's result:
 - the batch completed every job                  -> True for each;
@@ -82,7 +83,7 @@ class CompletionBatcher:
         self.delay = delay
         self._retry = retry
         self._pending: list[_Pending] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._disabled = False
         self.batches = 0
@@ -104,13 +105,19 @@ class CompletionBatcher:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool | None] = loop.create_future()
         self._pending.append(_Pending(job, result, answer))
-        if len(self._pending) >= self.size or (not self._flushes and not self.delay):
-            # Full, or nothing in flight: send now. (Now, not at the next turn of the loop:
-            # the write must leave before the claim that the job's end triggers, or that
-            # claim still finds the job's slot taken.)
+        if len(self._pending) >= self.size:
             self._flush()
         elif self._timer is None and not self._flushes:
-            self._timer = loop.call_later(self.delay, self._flush_if_idle)
+            # Nothing in flight: send at the end of this turn of the event loop (or after
+            # `delay`), so that the jobs finishing in the same turn (a claim's worth of short
+            # jobs) go in one call instead of one alone and the rest after it. The worker
+            # does not claim for a slot whose completion is still pending, so nothing waits
+            # on this but the write itself.
+            self._timer = (
+                loop.call_later(self.delay, self._flush_if_idle)
+                if self.delay
+                else loop.call_soon(self._flush_if_idle)
+            )
         # Otherwise a call is in flight: this job goes in the next one, sent when it returns.
         return await answer
 
