@@ -20,10 +20,11 @@ Anything unexpected returns None for the jobs of that batch: the caller then wri
 itself, exactly as it does without batching. The caller awaits its job's answer inside its
 final-write task, so shutdown still waits for every completion.
 
-On by default with batches of up to 100 (bench/throughput.py: 1.3-1.9x on short jobs; a lone
-job still goes out at once). `SUPAWORKER_COMPLETE_BATCH_SIZE` (0 or 1 turns it off, at most
-1000) and `SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to wait for company, default 0)
-configure it.
+On by default with batches of up to 100 (bench/throughput.py: 2x at concurrency 8, 7-15x at
+32-128 on short jobs; a lone job still goes out within the same turn of the event loop).
+`SUPAWORKER_COMPLETE_BATCH_SIZE` (0 or 1 turns it off, at most 1000) and
+`SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to wait for company, default 0) configure
+it.
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ class CompletionBatcher:
         elif self._timer is None and not self._flushes:
             # Nothing in flight: send at the end of this turn of the event loop (or after
             # `delay`), so that the jobs finishing in the same turn (a claim's worth of short
-            # jobs) go in one call instead of one alone and the rest after it. The worker
-            # does not claim for a slot whose completion is still pending, so nothing waits
-            # on this but the write itself.
+            # jobs) go in one call instead of one alone and the rest after it. A claim that
+            # runs before this write lands may find the job's slot still taken; the write's
+            # landing wakes the claim loop again (Worker._write_outcome).
             self._timer = (
                 loop.call_later(self.delay, self._flush_if_idle)
                 if self.delay
