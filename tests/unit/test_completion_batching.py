@@ -1,7 +1,6 @@
-"""Proposed unit tests for supaworker/worker/batching.py (move to tests/unit/ if accepted).
-
-Run here with: .venv/bin/pytest bench/proposed_tests -q -p no:cacheprovider
-"""
+"""supaworker/worker/batching.py: completions written together, each job told its outcome,
+against the in-memory model of the SQL (the same answers as the real functions: the
+contract suite)."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
 from supaworker.exceptions import InvalidArgument, RequestTimeout
 from supaworker.testing import InMemoryTransport
+from supaworker.worker.batching import BatchSettings
 from supaworker.worker.loop import EXIT_OK, Worker
 
 
@@ -50,10 +50,23 @@ async def noop(job: Job) -> dict[str, str]:
     return {"doc": str(job.user_document_id)}
 
 
-def test_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_by_default_and_off_with_size_0(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUPAWORKER_COMPLETE_BATCH_SIZE", raising=False)
+    assert BatchSettings().size == 100
     worker, _ = make(noop, monkeypatch, size=0)
     assert worker._completions is None
+
+
+async def test_jobs_finishing_in_the_same_turn_share_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claim's worth of no-op jobs ends in one turn of the event loop: one complete_jobs
+    for all eight, not complete_job for the first and complete_jobs for the other seven."""
+    worker, fake = make(noop, monkeypatch, size=100, concurrency=8)
+    ids = enqueue(fake, 8)
+    assert await worker.run() == EXIT_OK
+    assert all(fake.jobs[i]["status"] == "completed" for i in ids)
+    assert (fake.calls.count("complete_jobs"), fake.calls.count("complete_job")) == (1, 0)
 
 
 async def test_completions_are_batched_and_results_kept(monkeypatch: pytest.MonkeyPatch) -> None:
