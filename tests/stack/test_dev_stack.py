@@ -247,3 +247,40 @@ def test_stack_comes_up_from_nothing_and_down_leaves_no_process(throwaway_state:
     leftovers = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
     assert not state.exists() and not config.pg_path.exists()  # --reset wiped the data
+
+
+def test_demo_processes_every_sample_document_on_two_workers(throwaway_state: Path) -> None:
+    """The README's main command, `make demo` = set-up + `supaworker demo`, on a throwaway
+    stack: 36 sample documents, workers vps1 and vps2, one transient failure retried."""
+    state = throwaway_state
+    env = {**os.environ, "SUPAWORKER_PROJECT_DIR": str(ROOT), "COLUMNS": "200"}
+    db_port, api_port, rest_port = _free_ports(3)
+    ports = ["--db-port", str(db_port), "--api-port", str(api_port)]
+    ports += ["--postgrest-port", str(rest_port)]
+    up = subprocess.run(
+        [*CLI, "dev", "up", "--state-dir", str(state), *ports],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    demo = subprocess.run(
+        [*CLI, "demo", "--state-dir", str(state), "--timeout", "120"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "36/36 completed; 1 job(s) failed once and were retried" in demo.stdout
+    config = StackConfig.load(state)
+    with psycopg.connect(config.admin_db_url) as conn:
+        rows = conn.execute(
+            "select q.status, q.assigned_to, q.retry_count from public.processing_queue q"
+            " join auth.users u on u.id = q.user_id where u.email = 'demo@example.test'"
+        ).fetchall()
+    assert len(rows) == 36 and {r[0] for r in rows} == {"completed"}
+    # Which worker took how many depends on start-up timing; none other took any.
+    assert {r[1] for r in rows} <= {"vps1", "vps2"}
+    assert sorted(r[2] for r in rows)[-2:] == [0, 1]  # exactly one retry
