@@ -45,7 +45,7 @@ class WorkerSettings(BaseSettings):
     realtime_poll_interval: float = Field(default=30.0, gt=0)
     realtime: bool = True
     # Most seconds an idle worker waits after a Realtime insert event before it claims. 0: at
-    # once (a SKIP LOCKED claim that finds nothing is cheap: ~1 ms in SQL). Fleets of many idle
+    # once (a SKIP LOCKED claim that finds nothing is cheap: ~0.5 ms in SQL). Fleets of many idle
     # workers on one queue may spread their claims with e.g. 0.05.
     wake_jitter: float = Field(default=0.0, ge=0, le=1.0)
     heartbeat_interval: float = Field(default=5.0, gt=0)

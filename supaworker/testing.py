@@ -389,13 +389,12 @@ class InMemoryTransport:
         return [self._row(j) for j in claimed]
 
     def fn_start_job(self, p_job_id: str, p_worker_id: str, p_attempt: int) -> bool:
-        job = self._fenced(p_job_id, p_worker_id, p_attempt)
-        if job is None or job["status"] not in ("assigned", "processing"):
+        job = self._fenced(p_job_id, p_worker_id, p_attempt)  # assigned or processing
+        if job is None:
             return False
-        if job["status"] == "processing":
-            return True  # a repeated start (or one after a claim with start) is harmless
-        job["started_at"] = self.clock()
-        self._set_status(job, "processing", "started")
+        if job["status"] == "assigned":  # processing already: a repeated start is harmless
+            job["started_at"] = self.clock()
+            self._set_status(job, "processing", "started")
         return True
 
     def fn_complete_job(
