@@ -51,7 +51,9 @@ def ensure_stack() -> StackConfig:
         config = StackConfig.load(STATE_DIR)
         if not all(s.healthy for s in dev_stack.status(config)):
             config = None
-    if config is None:  # `supaworker dev up` (applies the migrations); else keep it as it is
+        else:  # a stack left running by an earlier run: bring its schema up to date
+            dev_stack.apply_migrations(config)
+    if config is None:  # `supaworker dev up` (applies the migrations)
         config = dev_stack.up(STATE_DIR, **PORTS)
     if config.extra.get("realtime_idle_multiplier") != "1":
         # Issue 8 measures latency with the Realtime endpoint polling at Realtime's own ~100 ms

@@ -10,11 +10,11 @@ once the previous job has started (the worker is idle every time).
   latency         started_at - created_at of the job row (both the database's clock; the
                   worker claims with start, so started_at is the claim statement's time)
   worker share    with Realtime: from the moment the event reached the worker to the
-                  worker's `job_claimed` log line (the job in hand, its handler about to
+                  worker's `jobs_claimed` log line (the job in hand, its handler about to
                   run): the claim's whole round trip. `supaworker run` does not log the
                   event, so the Realtime mode runs the same Worker and RealtimeWakeup
                   through bench/_latency_worker.py, which adds that log line.
-  return path     `job_claimed` - started_at: from the claim statement to the job in hand
+  return path     `jobs_claimed` - started_at: from the claim statement to the job in hand
                   (PostgREST, the gateway and the worker's HTTP client on the way back).
 
 Modes: polling every 5 s and every 0.5 s (`--no-realtime`), and `--realtime` (the worker
@@ -176,9 +176,10 @@ def measure(config: StackConfig, mode: str, samples: int) -> dict[str, Any]:
         stop_all(procs)
     events = _log_lines(log)
     claimed = {
-        e["job_id"]: datetime.fromisoformat(e["ts"]).timestamp()
+        job_id: datetime.fromisoformat(e["ts"]).timestamp()
         for e in events
-        if e.get("action") == "job_claimed"
+        if e.get("action") == "jobs_claimed"
+        for job_id in e["job_ids"]
     }
     woken = {
         e["job_id"]: datetime.fromisoformat(e["ts"]).timestamp()

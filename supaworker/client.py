@@ -156,6 +156,21 @@ class AsyncQueueClient:
     ) -> int:
         return await execute(self.transport, rpc.complete_jobs(worker_id, results))
 
+    async def complete_and_claim(
+        self,
+        worker_id: str,
+        results: Sequence[tuple[uuid.UUID, int, Any]],
+        limit: int,
+        queues: Sequence[str] | None,
+        *,
+        prefetch: int = 0,
+    ) -> rpc.Exchange:
+        """Complete `results`, then claim (already processing) up to `limit` jobs: one call."""
+        return await execute(
+            self.transport,
+            rpc.complete_and_claim(worker_id, results, limit, queues, prefetch=prefetch),
+        )
+
     async def fail(self, job: Job, worker_id: str, error: str, *, retryable: bool) -> Job | None:
         return await execute(
             self.transport, rpc.fail_job(job.id, worker_id, job.attempt, error, retryable=retryable)

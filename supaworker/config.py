@@ -49,6 +49,9 @@ class WorkerSettings(BaseSettings):
     # workers on one queue may spread their claims with e.g. 0.05.
     wake_jitter: float = Field(default=0.0, ge=0, le=1.0)
     heartbeat_interval: float = Field(default=5.0, gt=0)
+    # Most jobs held beyond `concurrency`, used only while jobs run shorter than a round trip
+    # to the API (worker/prefetch.py). 0: never claim more than the free slots.
+    prefetch: int = Field(default=32, ge=0, le=1000)
     job_timeout: float | None = Field(default=None, gt=0)
     # A larger result fails its job (not retried): the row is read by frontends and sent by
     # Realtime, whose record limit is 1 MB. The same default as queue_settings'

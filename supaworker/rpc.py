@@ -33,6 +33,7 @@ RpcName = Literal[
     "start_job",
     "complete_job",
     "complete_jobs",
+    "complete_and_claim",
     "fail_job",
     "report_progress",
     "register_worker",
@@ -248,12 +249,53 @@ def complete_job(job_id: uuid.UUID, worker_id: str, attempt: int, result: Any) -
     )
 
 
-def complete_jobs(worker_id: str, results: Sequence[tuple[uuid.UUID, int, Any]]) -> RpcCall[int]:
-    jobs = [
+def _results(results: Sequence[tuple[uuid.UUID, int, Any]]) -> list[dict[str, Any]]:
+    return [
         {"id": str(job_id), "attempt": attempt, "result": result}
         for job_id, attempt, result in results
     ]
-    return RpcCall("complete_jobs", {"p_worker_id": worker_id, "p_jobs": jobs}, _int)
+
+
+def complete_jobs(worker_id: str, results: Sequence[tuple[uuid.UUID, int, Any]]) -> RpcCall[int]:
+    return RpcCall("complete_jobs", {"p_worker_id": worker_id, "p_jobs": _results(results)}, _int)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The answer of `complete_and_claim`: which jobs were completed, which were claimed."""
+
+    completed: frozenset[uuid.UUID]
+    claimed: list[Job]
+
+
+def _exchange(data: Any) -> Exchange:
+    if not isinstance(data, dict) or not isinstance(data.get("completed"), list):
+        raise MalformedResponse(f"Expected {{completed, claimed}}, got {data!r:.80}")
+    try:
+        completed = frozenset(uuid.UUID(str(i)) for i in data["completed"])
+    except ValueError as exc:
+        raise MalformedResponse(f"Unexpected completed id: {exc}") from exc
+    return Exchange(completed, _jobs(data.get("claimed")))
+
+
+def complete_and_claim(
+    worker_id: str,
+    results: Sequence[tuple[uuid.UUID, int, Any]],
+    limit: int,
+    queues: Sequence[str] | None,
+    *,
+    prefetch: int = 0,
+) -> RpcCall[Exchange]:
+    """`complete_jobs` then a starting claim of up to `limit` jobs, in one transaction."""
+    params: dict[str, Any] = {
+        "p_worker_id": worker_id,
+        "p_jobs": _results(results),
+        "p_limit": limit,
+        "p_queues": list(queues) if queues else None,
+    }
+    if prefetch:
+        params["p_prefetch"] = prefetch
+    return RpcCall("complete_and_claim", params, _exchange)
 
 
 def fail_job(

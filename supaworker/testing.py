@@ -360,11 +360,14 @@ class InMemoryTransport:
         p_limit: int = 1,
         p_queues: list[str] | None = None,
         p_start: bool = False,
+        p_prefetch: int = 0,
     ) -> list[dict[str, Any]]:
+        self._check_range("p_limit", p_limit)
+        self._check_range("p_prefetch", p_prefetch)
         worker = self.workers.get(p_worker_id)
         if worker is None or worker["status"] != "active":
             return []
-        free = worker["max_concurrent_jobs"] - len(self._running_of(p_worker_id))
+        free = worker["max_concurrent_jobs"] + p_prefetch - len(self._running_of(p_worker_id))
         queues = p_queues or worker["queues"]
         now = self.clock()
         ready = [
@@ -413,6 +416,29 @@ class InMemoryTransport:
             self.fn_complete_job(j["id"], p_worker_id, j["attempt"], j.get("result"))
             for j in p_jobs
         )
+
+    def fn_complete_and_claim(
+        self,
+        p_worker_id: str,
+        p_jobs: list[dict[str, Any]] | None = None,
+        p_limit: int = 0,
+        p_queues: list[str] | None = None,
+        p_prefetch: int = 0,
+    ) -> dict[str, Any]:
+        completed = [
+            j["id"]
+            for j in p_jobs or []
+            if self.fn_complete_job(j["id"], p_worker_id, j["attempt"], j.get("result"))
+        ]
+        claimed = self.fn_claim_next_job(
+            p_worker_id, p_limit, p_queues, p_start=True, p_prefetch=p_prefetch
+        )
+        return {"completed": completed, "claimed": claimed}
+
+    @staticmethod
+    def _check_range(name: str, value: int) -> None:
+        if not 0 <= value <= 1000:
+            raise InvalidArgument(f"{name} must be between 0 and 1000, got {value}", code="22023")
 
     def fn_fail_job(
         self,

@@ -1,30 +1,33 @@
-"""Batching successful completions: one `complete_jobs` call for many finished jobs.
+"""Batching successful completions, and claiming the next jobs in the same call.
 
 A worker running many short jobs spends most of its time on HTTP round trips, one
-`complete_job` per job. The batcher writes the outcomes of successful jobs with one
-`complete_jobs` call for up to `size` jobs (each element still fenced by job, worker and
-attempt in SQL). It works as a group commit: when no call is in flight, a finished job is
-sent at the end of the current turn of the event loop (or after `delay` seconds, default 0,
-to wait for company), so a lone job is not held back; while a call is in flight, jobs
-finishing meanwhile wait for it and go together in the next call. A batch of one is sent
-with `complete_job`.
+`complete_job` per job and a claim for the slots they free. The batcher writes the outcomes
+of successful jobs together (each element still fenced by job, worker and attempt in SQL)
+and, when the worker has free slots to fill, claims the next jobs in the same call
+(`complete_and_claim`: completions first, then a claim that sees the slots they freed; one
+round trip per batch instead of two). It works as a group commit: when no call is in flight,
+a finished job is sent at the end of the current turn of the event loop (or after `delay`
+seconds, default 0, to wait for company), so a lone job is not held back; while a call is in
+flight, jobs finishing meanwhile wait for it and go together in the next call.
 
 Every caller still learns its own job's result:
-- the batch completed every job                  -> True for each;
-- it completed fewer (some were fenced out)      -> each job is looked up (`get_job`): True
-  when the row is completed by this worker at this attempt, False otherwise;
-- the batch call failed (network, refusal)       -> each job is written on its own with
+- `complete_and_claim` answers with the ids it completed -> True for those, False for the
+  others (fenced out: cancelled, rescued, reassigned);
+- a lone job with nothing to claim goes with `complete_job`;
+- the call failed (network, refusal)             -> each job is written on its own with
   `complete_job` through the worker's retry policy, as without batching; a job that call
-  reports as not completed is looked up too, in case the failed batch did land.
+  reports as not completed is looked up (`get_job`), in case the failed batch did land.
+  The claim part is never retried: if it landed, the jobs are assigned to this worker
+  without its knowing, and the worker's heartbeat finds and releases them (orphans).
+- a database without `complete_and_claim` (refused) -> `complete_jobs` plus look-ups of the
+  fenced-out jobs, and the worker's own claims, as before that function existed.
 Anything unexpected returns None for the jobs of that batch: the caller then writes them
 itself, exactly as it does without batching. The caller awaits its job's answer inside its
 final-write task, so shutdown still waits for every completion.
 
-On by default with batches of up to 100 (bench/throughput.py: 2x at concurrency 8, 7-15x at
-32-128 on short jobs; a lone job still goes out within the same turn of the event loop).
-`SUPAWORKER_COMPLETE_BATCH_SIZE` (0 or 1 turns it off, at most 1000) and
-`SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to wait for company, default 0) configure
-it.
+On by default with batches of up to 100 (bench/throughput.py). `SUPAWORKER_COMPLETE_BATCH_SIZE`
+(0 or 1 turns it off, at most 1000) and `SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to
+wait for company, default 0) configure it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,20 @@ class RetryPolicy(Protocol):
     def __call__(self, name: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T | None]: ...
 
 
+class ClaimAlong(Protocol):
+    """The worker's side of claiming with a completion call."""
+
+    def reserve(self, completing: int) -> tuple[int, int]:
+        """How many jobs to claim with the call that completes `completing` jobs (0: none),
+        and how many of them may be beyond the free slots (the prefetch allowance)."""
+        ...
+
+    def settled(self, jobs: list[Job] | None, limit: int) -> None:
+        """A batch is written. `jobs`: what the claim of `limit` returned; None: the call
+        failed, so the claim may or may not have landed."""
+        ...
+
+
 class BatchSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SUPAWORKER_COMPLETE_BATCH_", env_file=".env", extra="ignore"
@@ -77,8 +94,12 @@ class CompletionBatcher:
         *,
         size: int,
         delay: float,
+        claims: ClaimAlong,
+        queues: list[str] | None = None,
     ) -> None:
         self.queue = queue
+        self.claims = claims
+        self.queues = queues
         self.worker_id = worker_id
         self.size = size
         self.delay = delay
@@ -87,17 +108,37 @@ class CompletionBatcher:
         self._timer: asyncio.Handle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._disabled = False
+        self._exchange = True  # until the database refuses complete_and_claim
         self.batches = 0
+
+    @property
+    def claims_along(self) -> bool:
+        """Whether completions go with claims (until the database refuses the call)."""
+        return self._exchange
 
     @classmethod
     def from_env(
-        cls, queue: AsyncQueueClient, worker_id: str, retry: RetryPolicy
+        cls,
+        queue: AsyncQueueClient,
+        worker_id: str,
+        retry: RetryPolicy,
+        *,
+        claims: ClaimAlong,
+        queues: list[str] | None = None,
     ) -> CompletionBatcher | None:
         """A batcher configured by `SUPAWORKER_COMPLETE_BATCH_*`, or None when it is off."""
         settings = BatchSettings()
         if settings.size < 2:
             return None
-        return cls(queue, worker_id, retry, size=settings.size, delay=settings.delay)
+        return cls(
+            queue,
+            worker_id,
+            retry,
+            size=settings.size,
+            delay=settings.delay,
+            claims=claims,
+            queues=queues,
+        )
 
     async def complete(self, job: Job, result: Any) -> bool | None:
         """Whether the job is now completed by this attempt; None: write it yourself."""
@@ -159,6 +200,52 @@ class CompletionBatcher:
                 item.answer.set_result(done)
 
     async def _write(self, batch: list[_Pending]) -> list[bool | None]:
+        limit, prefetch = self.claims.reserve(len(batch)) if self._exchange else (0, 0)
+        claimed: list[Job] | None = []
+        try:
+            if limit or (self._exchange and len(batch) > 1):
+                answers, claimed = await self._exchange_write(batch, limit, prefetch)
+            elif len(batch) == 1:
+                answers = [await self._one(batch[0])]
+            else:
+                answers = await self._complete_many(batch)
+        except BaseException:
+            claimed = None
+            raise
+        finally:
+            # After the completions landed, so a claim the worker makes next sees their slots.
+            self.claims.settled(claimed, limit)
+        return answers
+
+    async def _exchange_write(
+        self, batch: list[_Pending], limit: int, prefetch: int
+    ) -> tuple[list[bool | None], list[Job] | None]:
+        """One `complete_and_claim`: the batch's completions, then a claim of `limit` jobs."""
+        self.batches += 1
+        try:
+            answer = await self.queue.complete_and_claim(
+                self.worker_id,
+                [(p.job.id, p.job.attempt, p.result) for p in batch],
+                limit,
+                self.queues,
+                prefetch=prefetch,
+            )
+        except QueueError as exc:
+            log.warning(
+                "complete_and_claim for %d jobs failed (%s); writing them one by one",
+                len(batch),
+                exc,
+                extra={"action": "complete_batch_failed", "worker_id": self.worker_id},
+            )
+            if isinstance(exc, RpcError):
+                # Refused (a database older than the function): complete_jobs from now on,
+                # and the worker claims on its own as it did before.
+                self._exchange = False
+                return await self._complete_many(batch), None
+            return list(await asyncio.gather(*(self._one(p) for p in batch))), None
+        return [p.job.id in answer.completed for p in batch], answer.claimed
+
+    async def _complete_many(self, batch: list[_Pending]) -> list[bool | None]:
         if len(batch) == 1:
             return [await self._one(batch[0])]
         self.batches += 1

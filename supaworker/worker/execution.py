@@ -95,7 +95,9 @@ async def run_handler(
     """Run the handler once. Raises CancelledError only if the calling task is cancelled."""
     try:
         if is_async(handler):
-            result = await asyncio.wait_for(handler(*_arguments(handler, job, ctx)), timeout)
+            # In the job's own task (wait_for would wrap the coroutine in a second task).
+            async with asyncio.timeout(timeout):
+                result = await handler(*_arguments(handler, job, ctx))
         elif executor == "process":
             result = await _in_process(handler_path, job, timeout)
         else:

@@ -40,6 +40,7 @@ from supaworker.worker import signals
 from supaworker.worker.batching import CompletionBatcher
 from supaworker.worker.execution import Outcome, run_handler
 from supaworker.worker.handler import Handler, JobContext
+from supaworker.worker.prefetch import Prefetch
 from supaworker.worker.progress import ProgressForwarder
 
 log = logging.getLogger("supaworker.worker")
@@ -75,6 +76,44 @@ class RunningJob:
     ctx: JobContext
     task: asyncio.Task[None]
     stop_reason: StopReason | None = None
+
+
+class _ClaimAlong:
+    """Lets the completion batcher claim for the worker (batching.ClaimAlong): the free
+    slots, plus the prefetch allowance minus the jobs already waiting for a slot."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._sent_at = 0.0
+
+    def reserve(self, completing: int) -> tuple[int, int]:
+        w = self._worker
+        if w._stop.is_set() or w.state.paused:
+            return 0, 0
+        allowance = w._prefetch.allowance(w.settings.concurrency)
+        # What SQL will count as this worker's once the call's completions land: running,
+        # waiting, and finished jobs whose outcome is still being written by another call.
+        held = len(w._running) + len(w._prefetch) + len(w._finishing) - completing
+        limit = max(w.settings.concurrency + allowance - held, 0)
+        if limit:
+            w._claims_in_flight += 1
+            self._sent_at = time.monotonic()
+        return limit, allowance
+
+    def settled(self, jobs: list[Job] | None, limit: int) -> None:
+        w = self._worker
+        if limit:
+            w._claims_in_flight -= 1
+            w._prefetch.observe_round_trip(time.monotonic() - self._sent_at)
+        if jobs is None:
+            w._beat_now.set()  # if the claim landed, the heartbeat finds its jobs: release
+        else:
+            w._run_claimed(jobs)
+        if jobs is None or len(jobs) < limit:
+            # The queue may have had no more (the claim loop looks again, and burst mode
+            # learns it is done), or the claim failed. A call that claimed nothing because
+            # the worker is full needs no claim either: its next completion claims.
+            w._wake.set()
 
 
 @dataclass
@@ -126,15 +165,25 @@ class Worker:
         # Jobs whose handler is done but whose outcome write is still in flight: still ours,
         # so heartbeats must keep reporting them (or they would look orphaned).
         self._finishing: set[uuid.UUID] = set()
-        # Off unless SUPAWORKER_COMPLETE_BATCH_SIZE >= 2 (see worker/batching.py).
-        self._completions = CompletionBatcher.from_env(queue, self.worker_id, self._with_retries)
+        # Claimed beyond the free slots, waiting for one (worker/prefetch.py).
+        self._prefetch = Prefetch(settings.prefetch)
+        # On unless SUPAWORKER_COMPLETE_BATCH_SIZE < 2 (see worker/batching.py); it also
+        # claims the next jobs with each completion call (complete_and_claim).
+        self._completions = CompletionBatcher.from_env(
+            queue,
+            self.worker_id,
+            self._with_retries,
+            claims=_ClaimAlong(self),
+            queues=settings.queues or None,
+        )
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._wake = asyncio.Event()
         self._beat_now = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
-        self._claim_in_flight = False
-        self._backlog_likely = False
+        # Claims whose answer has not arrived (the claim loop's and those sent along with
+        # completions): while any is out, unknown jobs in a heartbeat may be its answer.
+        self._claims_in_flight = 0
         self._exit_code = EXIT_OK
         # Set at shutdown: final writes keep retrying through faults until then, not forever.
         self._writes_deadline: float | None = None
@@ -168,7 +217,7 @@ class Worker:
         return list(self._running)
 
     def _owned_job_ids(self) -> list[uuid.UUID]:
-        return [*self._running, *self._finishing]
+        return [*self._running, *self._finishing, *self._prefetch.ids()]
 
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -280,6 +329,10 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)
             self._beat_now.clear()
+            # Prefetched jobs stuck behind a job far longer than the average go back.
+            self._release_waiting(
+                self._prefetch.take_older_than(self.settings.heartbeat_interval), "waited too long"
+            )
             try:
                 reply = await self.queue.heartbeat(self.worker_id, self._owned_job_ids())
             except NotFound:
@@ -320,7 +373,7 @@ class Worker:
             self._stop_job(job_id, "lost")
         owned = set(self._owned_job_ids())
         unknown = [o.id for o in reply.orphaned if o.id not in owned]
-        if unknown and not self._claim_in_flight:
+        if unknown and not self._claims_in_flight:
             # Claimed by a call whose answer never arrived: give them back, no attempt spent.
             log.warning(
                 "releasing %d job(s) from an unanswered claim",
@@ -331,6 +384,12 @@ class Worker:
                 await self.queue.release(self.worker_id, unknown)
 
     def _stop_job(self, job_id: uuid.UUID, reason: StopReason) -> None:
+        waiting = self._prefetch.take(job_id)
+        if waiting is not None:  # prefetched, not started: nothing to interrupt
+            if reason == "cancel_requested":
+                outcome = Outcome.failed("Cancelled on request", retryable=False)
+                self._final_write(waiting, self._write_outcome(waiting, outcome, None))
+            return
         running = self._running.get(job_id)
         if running is None or running.stop_reason is not None:
             return
@@ -357,6 +416,7 @@ class Worker:
                     and claimed == 0
                     and not self._running
                     and not self._finishing
+                    and not self._prefetch
                     # A completion that landed while the claim was answered frees a slot
                     # the claim could not see (it sets _wake): claim once more first.
                     and not self._wake.is_set()
@@ -394,7 +454,7 @@ class Worker:
         free = self._free_slots()
         if free <= 0:
             return 0
-        self._claim_in_flight = True
+        self._claims_in_flight += 1
         try:
             # start=True: the jobs come back processing, so no start_job round trip per job.
             jobs = await self.queue.claim(
@@ -420,19 +480,42 @@ class Worker:
             await self._sleep_unless_stopped(self.settings.poll_interval)
             return None
         finally:
-            self._claim_in_flight = False
-        for job in jobs:
-            self._spawn(job)
-        self._backlog_likely = len(jobs) == free
-        self.state.claimed += len(jobs)
+            self._claims_in_flight -= 1
+        self._run_claimed(jobs)
         return len(jobs)
+
+    def _run_claimed(self, jobs: list[Job]) -> None:
+        # One line per claim and queue, not per job: at hundreds of jobs a second the
+        # per-job lines were a tenth of the worker's CPU (docs/benchmarks.md). Each job's own
+        # line comes when it ends.
+        by_queue: dict[str, list[str]] = {}
+        for job in jobs:
+            by_queue.setdefault(job.queue, []).append(str(job.id))
+        for queue, ids in by_queue.items():
+            log.info(
+                "claimed %d job(s) from %s",
+                len(ids),
+                queue,
+                extra={
+                    "action": "jobs_claimed",
+                    "worker_id": self.worker_id,
+                    "queue": queue,
+                    "count": len(ids),
+                    "job_ids": ids,
+                },
+            )
+        for job in jobs:
+            if self._free_slots() > 0:
+                self._spawn(job)
+            else:
+                self._prefetch.hold(job)
+        self.state.claimed += len(jobs)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _spawn(self, job: Job) -> None:
-        log.info("claimed job %s", job.id, extra=_job_extra("job_claimed", job, self.worker_id))
         ctx = JobContext(
             job=job,
             worker_id=self.worker_id,
@@ -453,8 +536,11 @@ class Worker:
         for job_id, running in list(self._running.items()):
             if running.task is task:
                 del self._running[job_id]
-        if self._backlog_likely:
-            self._wake.set()
+        while not self._stop.is_set() and self._free_slots() > 0:
+            job = self._prefetch.next()
+            if job is None:
+                break
+            self._spawn(job)
 
     # -- processing one job ---------------------------------------------------------------
     async def _process(self, job: Job, ctx: JobContext) -> None:
@@ -483,7 +569,9 @@ class Worker:
             self._finish_interrupted(job)
             raise
         await forwarder.close()
-        self._finish(job, outcome, time.monotonic() - began)
+        duration = time.monotonic() - began
+        self._prefetch.observe_run(duration)
+        self._finish(job, outcome, duration)
 
     async def _start(self, job: Job) -> bool:
         started = await self._with_retries(
@@ -508,7 +596,38 @@ class Worker:
             self._final_write(job, self._write_outcome(job, outcome, None))
         elif reason == "shutdown":
             self._final_write(job, self._release(job))
-        # "lost": the job belongs to another worker now; writing anything would be fenced out.
+        else:
+            # "lost": the job belongs to another worker now; writing anything would be fenced
+            # out. Its slot is free in SQL already: claim again.
+            self._wake.set()
+
+    def _release_waiting(self, jobs: list[Job], why: str) -> None:
+        """Give prefetched jobs back to the queue, unstarted: no attempt spent."""
+        if not jobs:
+            return
+        ids = [job.id for job in jobs]
+        log.info(
+            "releasing %d prefetched job(s): %s",
+            len(ids),
+            why,
+            extra={"action": "prefetch_released", "worker_id": self.worker_id, "jobs": len(ids)},
+        )
+
+        async def release() -> None:
+            await self._with_retries(
+                "release_jobs", lambda: self.queue.release(self.worker_id, ids)
+            )
+            self._wake.set()
+
+        task = asyncio.ensure_future(release())
+        self._final_writes.add(task)
+        self._finishing.update(ids)
+
+        def done(_: asyncio.Future[None]) -> None:
+            self._final_writes.discard(task)
+            self._finishing.difference_update(ids)
+
+        task.add_done_callback(done)
 
     def _final_write(self, job: Job, write: Awaitable[None]) -> None:
         """Run a status write in its own task: cancelling the job's task cannot abort it."""
@@ -527,16 +646,16 @@ class Worker:
             "", job, self.worker_id, duration=round(duration, 3) if duration is not None else None
         )
         if outcome.kind == "completed":
-            done = (
-                await self._completions.complete(job, outcome.result)
-                if self._completions is not None
-                else None
-            )
+            batcher = self._completions
+            done = await batcher.complete(job, outcome.result) if batcher is not None else None
+            claimed_along = done is not None and batcher is not None and batcher.claims_along
             if done is None:
                 done = await self._with_retries(
                     "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result)
                 )
-            self._wake.set()  # the job's slot is free in SQL only now: claim again
+            if not claimed_along:
+                self._wake.set()  # the job's slot is free in SQL only now: claim again
+            # (Otherwise the completion call claimed for the free slots, or woke the loop.)
             self.state.completed += 1
             extra["action"] = "job_completed" if done else "job_lost"
             log.info(
@@ -626,6 +745,7 @@ class Worker:
     # -- shutdown -------------------------------------------------------------------------
     async def _shutdown(self) -> None:
         self._stop.set()
+        self._release_waiting(self._prefetch.take_all(), "shutting down")
         await self._drain()
         self._writes_deadline = time.monotonic() + max(self.settings.shutdown_timeout, 10.0)
         for running in list(self._running.values()):

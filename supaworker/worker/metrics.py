@@ -1,7 +1,7 @@
 """Prometheus metrics for a worker, fed without touching the loop's code.
 
 - Job counters and the duration histogram come from the loop's structured log records
-  (`action` = job_claimed, job_completed, job_failed, job_retry_scheduled, ...): a logging
+  (`action` = jobs_claimed, job_completed, job_failed, job_retry_scheduled, ...): a logging
   handler counts them, so the loop stays free of metrics calls.
 - RPC latency and errors by function come from `InstrumentedTransport`, a wrapper around
   the transport.
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from supaworker.worker.loop import Worker
 
 JOB_ACTIONS = {
-    "job_claimed": "claimed",
+    "jobs_claimed": "claimed",  # one record per claim and queue, with `count`
     "job_completed": "completed",
     "job_failed": "failed",
     "job_retry_scheduled": "retried",
@@ -116,7 +116,10 @@ class JobLogCounter(logging.Handler):
         if outcome is None:
             return
         queue = str(getattr(record, "queue", "default"))
-        self.metrics.jobs.labels(queue=queue, outcome=outcome).inc()
+        count = getattr(record, "count", 1)
+        self.metrics.jobs.labels(queue=queue, outcome=outcome).inc(
+            count if isinstance(count, int) else 1
+        )
         duration = getattr(record, "duration", None)
         if isinstance(duration, int | float):
             self.metrics.duration.labels(queue=queue).observe(duration)

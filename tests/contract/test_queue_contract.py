@@ -286,3 +286,22 @@ async def test_pause_survives_deregistration(backend: Backend) -> None:
     await backend.queue.deregister_worker(wid)
     (info,) = [w for w in await backend.queue.workers() if w.worker_id == wid]
     assert info.status == WorkerStatus.PAUSED
+
+
+async def test_complete_and_claim_completes_then_claims_with_prefetch(backend: Backend) -> None:
+    jobs = [await backend.enqueue() for _ in range(5)]
+    wid = await backend.worker(slots=1)
+    first = await backend.queue.complete_and_claim(wid, [], 3, None)
+    assert first.completed == frozenset() and len(first.claimed) == 1  # one slot
+    (held,) = first.claimed
+    assert held.status == JobStatus.PROCESSING and held.started_at is not None
+    stranger = (uuid.uuid4(), 1, None)  # not this worker's job: fenced out
+    second = await backend.queue.complete_and_claim(
+        wid, [(held.id, held.attempt, {"n": 1}), stranger], 3, None, prefetch=2
+    )
+    assert second.completed == frozenset({held.id})  # the stranger skipped
+    assert len(second.claimed) == 3  # the freed slot + 2 prefetched
+    assert {j.id for j in second.claimed} <= set(jobs) - {held.id}
+    assert (await backend.queue.get(held.id)).result == {"n": 1}
+    third = await backend.queue.complete_and_claim(wid, [], 3, None, prefetch=2)
+    assert third.claimed == []  # holding 3 = 1 slot + 2 prefetch

@@ -168,6 +168,9 @@ def test_internal_process_answers_202_on_timeout(
     wait_for(_started(port), 30, "http port")
     (job,) = submit(queue_name=name, payload={"mode": "sleep", "seconds": 5})
     queue.cancel(job.id)
+    # If the worker had claimed it, the cancel lands at its next heartbeat; until then the
+    # document's job is still running, and the request below would wait for that one.
+    wait_for(lambda: queue.get(job.id).status == JobStatus.CANCELLED, 30, "cancelled")
     response = httpx.post(
         f"http://127.0.0.1:{port}/internal/process?timeout=0.5",
         json={

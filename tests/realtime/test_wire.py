@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -564,21 +565,39 @@ async def test_a_client_that_stops_reading_is_cut_off(
 ) -> None:
     """Bounded memory: the server queues at most ~16 MB for a client, then drops it."""
     url = websocket_url(realtime_stack, realtime_stack.anon_key)
-    stalled = WireClient(await websockets.connect(url, max_size=None, max_queue=1), "1.0.0")
+    # A small fixed receive buffer (SO_RCVBUF turns off TCP autotuning, which can grow it to
+    # tcp_rmem's maximum, 32 MB on some kernels, enough to absorb the whole flood).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(
+        sock, (realtime_stack.host, realtime_stack.api_port)
+    )
+    stalled = WireClient(
+        await websockets.connect(url, max_size=None, max_queue=1, sock=sock), "1.0.0"
+    )
     wire.append(stalled)
     sender = await connect(wire, realtime_stack, realtime_stack.anon_key)
     topic = f"realtime:flood-{uuid.uuid4().hex[:6]}"
     await stalled.join(topic)
+    # Stop reading at the socket: with websockets 15 a client that merely does not call recv()
+    # still drains the socket into its own buffer, so the server's outbox would never fill.
+    stalled.ws.transport.pause_reading()
     sender_ref, _ = await sender.join(topic)
     blob = "x" * (1024 * 1024)
-    for _ in range(64):  # far more than socket buffers plus the 16 MB outbox
+    for _ in range(128):  # far more than socket buffers plus the 16 MB outbox
         await sender.send(
             topic,
             "broadcast",
             {"type": "broadcast", "event": "blob", "payload": {"blob": blob}},
             join_ref=sender_ref,
         )
-    await asyncio.sleep(1)
+    # The server handles the sender's frames in order: once this heartbeat is answered, every
+    # broadcast was handed to the stalled client's outbox (a fixed sleep was too short on a
+    # slow machine, and the client then drained the backlog before it overflowed).
+    ref = await sender.send("phoenix", "heartbeat", {})
+    assert (await sender.expect(lambda m: m.ref == ref, timeout=60)).status == "ok"
+    stalled.ws.transport.resume_reading()
     with pytest.raises(websockets.ConnectionClosed) as closed:
         while True:  # drain what was delivered before the cut
             await stalled.ws.recv()

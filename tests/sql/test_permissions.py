@@ -90,6 +90,7 @@ FUNCTIONS: list[tuple[str, Params, dict[str, int]]] = [
         SERVICE_ONLY,
     ),
     ("complete_jobs", lambda c: {"p_worker_id": c.worker, "p_jobs": []}, SERVICE_ONLY),
+    ("complete_and_claim", lambda c: {"p_worker_id": c.worker, "p_jobs": []}, SERVICE_ONLY),
     (
         "fail_job",
         lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1, "p_error": "x"},

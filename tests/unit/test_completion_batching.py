@@ -14,7 +14,7 @@ import pytest
 from supaworker import Job
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
-from supaworker.exceptions import InvalidArgument, RequestTimeout
+from supaworker.exceptions import InvalidArgument, NotFound, RequestTimeout
 from supaworker.testing import InMemoryTransport
 from supaworker.worker.batching import BatchSettings
 from supaworker.worker.loop import EXIT_OK, Worker
@@ -60,13 +60,14 @@ def test_on_by_default_and_off_with_size_0(monkeypatch: pytest.MonkeyPatch) -> N
 async def test_jobs_finishing_in_the_same_turn_share_one_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A claim's worth of no-op jobs ends in one turn of the event loop: one complete_jobs
-    for all eight, not complete_job for the first and complete_jobs for the other seven."""
+    """A claim's worth of no-op jobs ends in one turn of the event loop: one call for all
+    eight, not complete_job for the first and a batch for the other seven."""
     worker, fake = make(noop, monkeypatch, size=100, concurrency=8)
     ids = enqueue(fake, 8)
     assert await worker.run() == EXIT_OK
     assert all(fake.jobs[i]["status"] == "completed" for i in ids)
-    assert (fake.calls.count("complete_jobs"), fake.calls.count("complete_job")) == (1, 0)
+    writes = [c for c in fake.calls if c.startswith("complete")]
+    assert writes == ["complete_and_claim"]
 
 
 async def test_completions_are_batched_and_results_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,21 +79,84 @@ async def test_completions_are_batched_and_results_kept(monkeypatch: pytest.Monk
         fake.jobs[i]["result"] == {"doc": str(fake.jobs[i]["user_document_id"])} for i in ids
     )
     assert worker.state.completed == 24
-    assert fake.calls.count("complete_jobs") >= 1
+    # 24 jobs through 8 slots: completions went out with the next claims, not one by one.
+    assert fake.calls.count("complete_and_claim") >= 1
     assert fake.calls.count("complete_job") < 24
 
 
-async def test_failed_batch_falls_back_to_single_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+class LosesAnswers(InMemoryTransport):
+    """Runs the call, then loses its answer (a timeout after the database committed)."""
+
+    lose: dict[str, int]
+
+    async def call(self, function: str, params: Any) -> Any:
+        out = await super().call(function, params)
+        if self.lose.get(function, 0) > 0:
+            self.lose[function] -= 1
+            raise RequestTimeout(f"{function}: answer lost")
+        return out
+
+
+async def test_lost_answer_of_complete_and_claim_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """complete_and_claim landed but its answer was lost: the completions are confirmed job by
+    job (complete_job answers False, the look-up finds them completed by us), and the jobs it
+    claimed, which the worker never saw, come back as orphans in a heartbeat and are
+    released, then claimed again. Every job ends completed, none runs twice."""
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "10")
+    fake = LosesAnswers()
+    fake.lose = {"complete_and_claim": 2}
+    settings = WorkerSettings(
+        supabase_url="http://unused",
+        service_key="unused",
+        handler="tests:unused",
+        worker_id="w1",
+        concurrency=4,
+        poll_interval=0.02,
+        heartbeat_interval=0.05,
+        shutdown_timeout=2.0,
+        realtime=False,
+    )
+    runs: list[uuid.UUID] = []
+
+    async def handler(job: Job) -> None:
+        runs.append(job.id)
+
+    worker = Worker(AsyncQueueClient(fake), handler, settings, install_signal_handlers=False)
+    ids = enqueue(fake, 20)
+    task = asyncio.create_task(worker.run())
+    for _ in range(500):
+        if all(fake.jobs[i]["status"] == "completed" for i in ids):
+            break
+        await asyncio.sleep(0.01)
+    worker.request_stop()
+    assert await task == EXIT_OK
+    assert [fake.jobs[i]["status"] for i in ids] == ["completed"] * 20
+    assert sorted(runs) == sorted(ids)  # each ran exactly once
+    assert fake.calls.count("release_jobs") >= 1  # the orphans of the lost claims
+    assert fake.calls.count("get_job") >= 1  # completions confirmed after a lost answer
+    assert worker.state.completed == 20
+
+
+async def test_refused_complete_and_claim_falls_back_to_complete_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database without complete_and_claim: completions go with complete_jobs, claims with
+    claim_next_job, as before the function existed."""
     worker, fake = make(noop, monkeypatch)
-    fake.fail_next["complete_jobs"] = RequestTimeout("lost answer")
-    ids = enqueue(fake, 8)
+    fake.fail_next["complete_and_claim"] = NotFound("no such function", code="PGRST202")
+    ids = enqueue(fake, 16)
     assert await worker.run() == EXIT_OK
     assert all(fake.jobs[i]["status"] == "completed" for i in ids)
-    assert worker.state.completed == 8
+    assert fake.calls.count("complete_and_claim") == 1
+    assert fake.calls.count("complete_jobs") >= 1
+    assert worker._completions is not None and not worker._completions._exchange
 
 
 async def test_refused_batch_disables_batching(monkeypatch: pytest.MonkeyPatch) -> None:
     worker, fake = make(noop, monkeypatch)
+    fake.fail_next["complete_and_claim"] = NotFound("no such function", code="PGRST202")
     fake.fail_next["complete_jobs"] = InvalidArgument("old database", code="22023")
     ids = enqueue(fake, 16)
     assert await worker.run() == EXIT_OK

@@ -243,6 +243,9 @@ async def test_pause_stops_claiming_and_resume_restarts_it() -> None:
 
 async def test_outcome_write_survives_transient_faults() -> None:
     async def handler(job: Job) -> str:
+        # The completion goes out with a claim (complete_and_claim); that call fails, so the
+        # job is written alone (complete_job), which fails once more, and is retried.
+        fake.fail_next["complete_and_claim"] = ServerError("502 from the gateway", status=502)
         fake.fail_next["complete_job"] = ServerError("502 from the gateway", status=502)
         return "ok"
 
@@ -250,6 +253,7 @@ async def test_outcome_write_survives_transient_faults() -> None:
     (job_id,) = enqueue(fake)
     await worker.run()
     assert fake.jobs[job_id]["status"] == "completed"
+    assert fake.calls.count("complete_and_claim") == 1
     assert fake.calls.count("complete_job") == 2
 
 
