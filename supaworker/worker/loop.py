@@ -1,6 +1,8 @@
 """The worker loop: register, claim, run, report, heartbeat, shut down.
 
-    run -> _register -> _claim_loop -> _claim_once -> _spawn -> _process -> _finish
+    run -> _register -> _claim_loop -> _claim_once -> _run_claimed -> _spawn -> _process
+        -> _finish -> the completion batcher, whose call also claims the next jobs
+           (complete_and_claim: _ClaimAlong -> _run_claimed; extras wait in _prefetch)
                   side tasks: _heartbeat_loop, wake-up listener (supervised)
         -> _shutdown: stop claiming, drain within the shutdown timeout, cancel and release
            the rest, wait for every final write, deregister.

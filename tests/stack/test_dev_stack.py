@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -168,16 +169,26 @@ def test_dev_user_prints_a_token_on_its_last_line(stack: StackConfig) -> None:
     assert json.loads(again)["id"] in out  # same user found, not a second one
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_ports(n: int) -> list[int]:
-    """Ports nobody listens on (PostgREST's admin port is the REST port + 1)."""
+    """Ports free to listen on, with the next one free too (PostgREST's admin port is the
+    REST port + 1). Taken below the ephemeral range (32768+), where the tests' own outgoing
+    connections would otherwise take a port between this check and the server's bind."""
     ports: list[int] = []
+    rng = random.Random()
     while len(ports) < n:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0 and port + 1 not in ports:
-                ports.append(port)
+        port = rng.randrange(20000, 32000)
+        taken = {q for p in ports for q in (p, p + 1)}
+        if not {port, port + 1} & taken and _bindable(port) and _bindable(port + 1):
+            ports.append(port)
     return ports
 
 
