@@ -14,7 +14,8 @@ Rows (every round runs all of them, in a shuffled order, and the tables quote me
                   (`--no-realtime`: a burst worker with a backlog has nothing to wake up for),
                   as configured by default (completion batching on, claims that start)
   supaworker-nobatch  the same with completion batching off (SUPAWORKER_COMPLETE_BATCH_SIZE=0;
-                  supaworker/worker/batching.py)
+                  supaworker/worker/batching.py), which also turns off complete_and_claim
+                  and prefetch: one complete_job per job, claims by the claim loop only
   supaworker+realtime  the same as supaworker with Realtime on (the default since 56020c3):
                   the worker also receives the Realtime events of its own jobs' updates
                   (with --full, or --only ...,realtime)

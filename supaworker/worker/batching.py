@@ -231,12 +231,7 @@ class CompletionBatcher:
                 prefetch=prefetch,
             )
         except QueueError as exc:
-            log.warning(
-                "complete_and_claim for %d jobs failed (%s); writing them one by one",
-                len(batch),
-                exc,
-                extra={"action": "complete_batch_failed", "worker_id": self.worker_id},
-            )
+            self._log_batch_failed("complete_and_claim", batch, exc)
             if isinstance(exc, RpcError):
                 # Refused (a database older than the function): complete_jobs from now on,
                 # and the worker claims on its own as it did before.
@@ -254,12 +249,7 @@ class CompletionBatcher:
                 self.worker_id, [(p.job.id, p.job.attempt, p.result) for p in batch]
             )
         except QueueError as exc:
-            log.warning(
-                "complete_jobs for %d jobs failed (%s); writing them one by one",
-                len(batch),
-                exc,
-                extra={"action": "complete_batch_failed", "worker_id": self.worker_id},
-            )
+            self._log_batch_failed("complete_jobs", batch, exc)
             if isinstance(exc, RpcError):
                 self._disabled = True  # refused (e.g. an older database): stop batching
             return list(await asyncio.gather(*(self._one(p) for p in batch)))
@@ -267,6 +257,15 @@ class CompletionBatcher:
             return [True] * len(batch)
         # Some were fenced out (cancelled, rescued, reassigned): find out which.
         return list(await asyncio.gather(*(self._completed_by_us(p.job) for p in batch)))
+
+    def _log_batch_failed(self, function: str, batch: list[_Pending], exc: QueueError) -> None:
+        log.warning(
+            "%s for %d jobs failed (%s); writing them one by one",
+            function,
+            len(batch),
+            exc,
+            extra={"action": "complete_batch_failed", "worker_id": self.worker_id},
+        )
 
     async def _one(self, item: _Pending) -> bool | None:
         done = await self._retry(

@@ -147,7 +147,7 @@ async def test_a_held_job_that_is_cancelled_never_runs(monkeypatch: pytest.Monke
 async def test_shutdown_gives_held_jobs_back_without_spending_an_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    worker, fake, gate, ids, task = await start_gated(monkeypatch, 6, heartbeat_interval=5)
+    worker, fake, gate, _ids, task = await start_gated(monkeypatch, 6, heartbeat_interval=5)
     waiting = held(worker)
     assert waiting
     worker.request_stop()
