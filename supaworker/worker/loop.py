@@ -506,12 +506,16 @@ class Worker:
                     "job_ids": ids,
                 },
             )
+        self.state.claimed += len(jobs)
+        if self._stop.is_set():
+            # Answered after shutdown began (a completion call claims too): give them back.
+            self._release_waiting(jobs, "shutting down")
+            return
         for job in jobs:
             if self._free_slots() > 0:
                 self._spawn(job)
             else:
                 self._prefetch.hold(job)
-        self.state.claimed += len(jobs)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

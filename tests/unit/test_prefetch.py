@@ -183,3 +183,35 @@ async def test_held_jobs_stuck_behind_a_long_job_go_back_to_the_queue(
     assert sorted(gate.ran) == sorted(ids)
     assert all(fake.jobs[j]["status"] == "completed" for j in ids)
     assert "release_jobs" in fake.calls
+
+
+async def test_jobs_claimed_after_shutdown_began_are_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A completion call in flight when the stop comes still claims: what it brings back is
+    released at once, not run and not left assigned."""
+    ran: list[uuid.UUID] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    worker, fake = make(handler, monkeypatch, burst=False)
+    ids = enqueue(fake, 30)
+    original = fake.fn_complete_and_claim
+    late: list[uuid.UUID] = []
+
+    def stop_then_claim(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        worker.request_stop()  # the stop arrives while this call is being answered
+        answer = original(*args, **kwargs)
+        late.extend(uuid.UUID(str(row["id"])) for row in answer["claimed"])
+        return answer
+
+    fake.fn_complete_and_claim = stop_then_claim  # type: ignore[method-assign]
+    assert await asyncio.wait_for(worker.run(), 10) == EXIT_OK
+    assert late and not set(late) & set(ran)  # claimed after the stop: never run
+    statuses = {fake.jobs[j]["status"] for j in ids}
+    assert statuses <= {"completed", "pending"}
+    assert all(fake.jobs[j]["status"] == "completed" for j in ran)
+    assert all(fake.jobs[j]["status"] == "pending" for j in ids if j not in ran)
+    assert all(fake.jobs[j]["assigned_to"] is None for j in ids if j not in ran)
+    assert "release_jobs" in fake.calls
