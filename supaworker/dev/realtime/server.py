@@ -76,7 +76,7 @@ class RealtimeServer:
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "Expected a websocket upgrade"}, status=400)
         await ws.prepare(request)
-        connection = Connection(self, ws, serializer, token, request.transport)
+        connection = Connection(self, ws, serializer, token)
         self._connections.add(connection)
         log.info(
             "Realtime client connected",

@@ -30,16 +30,10 @@ OUTBOX_LIMIT_BYTES = 16 * 1024 * 1024
 
 class Connection:
     def __init__(
-        self,
-        server: RealtimeServer,
-        ws: web.WebSocketResponse,
-        serializer: Serializer,
-        token: str,
-        transport: asyncio.Transport | None = None,
+        self, server: RealtimeServer, ws: web.WebSocketResponse, serializer: Serializer, token: str
     ) -> None:
         self.server = server
         self.ws = ws
-        self.transport = transport
         self.serializer = serializer
         # The connect token (after `sb_` translation): a join without `access_token` uses it.
         self.token = token
@@ -60,11 +54,6 @@ class Connection:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-            if self._closing is not None:
-                # Let an abort's close frame (its code says why) go out before the handler
-                # returns: aiohttp would otherwise close the socket itself with 1000.
-                with contextlib.suppress(Exception):
-                    await self._closing
 
     def send(self, frame: Frame) -> None:
         if self.closed:
@@ -80,26 +69,16 @@ class Connection:
             return
         if data is None:
             return
-        # What waits in the outbox plus what aiohttp has buffered in the transport (recent
-        # aiohttp versions do not wait for the socket to drain on every send, so a stalled
-        # client's backlog can sit there instead).
-        queued = self._queued_bytes + self._transport_buffered()
-        if queued + len(data) > OUTBOX_LIMIT_BYTES:
+        if self._queued_bytes + len(data) > OUTBOX_LIMIT_BYTES:
             log.warning(
                 "Realtime client too slow (%d bytes queued): disconnecting it",
-                queued,
+                self._queued_bytes,
                 extra={"action": "realtime.outbox_overflow"},
             )
             self.abort(1011, "message queue overflow")
             return
         self._queued_bytes += len(data)
         self._outbox.put_nowait(data)
-
-    def _transport_buffered(self) -> int:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return 0
-        return transport.get_write_buffer_size()
 
     def abort(self, code: int, reason: str) -> None:
         self.closed = True
