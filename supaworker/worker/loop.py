@@ -389,8 +389,7 @@ class Worker:
         waiting = self._prefetch.take(job_id)
         if waiting is not None:  # prefetched, not started: nothing to interrupt
             if reason == "cancel_requested":
-                outcome = Outcome.failed("Cancelled on request", retryable=False)
-                self._final_write(waiting, self._write_outcome(waiting, outcome, None))
+                self._write_cancelled(waiting)
             return
         running = self._running.get(job_id)
         if running is None or running.stop_reason is not None:
@@ -592,16 +591,15 @@ class Worker:
         return bool(started)
 
     def _finish(self, job: Job, outcome: Outcome, duration: float) -> None:
-        self._final_write(job, self._write_outcome(job, outcome, duration))
+        self._final_write([job], self._write_outcome(job, outcome, duration))
 
     def _finish_interrupted(self, job: Job) -> None:
         running = self._running.get(job.id)
         reason = running.stop_reason if running else "shutdown"
         if reason == "cancel_requested":
-            outcome = Outcome.failed("Cancelled on request", retryable=False)
-            self._final_write(job, self._write_outcome(job, outcome, None))
+            self._write_cancelled(job)
         elif reason == "shutdown":
-            self._final_write(job, self._release(job))
+            self._final_write([job], self._release(job))
         else:
             # "lost": the job belongs to another worker now; writing anything would be fenced
             # out. Its slot is free in SQL already: claim again.
@@ -625,25 +623,23 @@ class Worker:
             )
             self._wake.set()
 
-        task = asyncio.ensure_future(release())
+        self._final_write(jobs, release())
+
+    def _write_cancelled(self, job: Job) -> None:
+        outcome = Outcome.failed("Cancelled on request", retryable=False)
+        self._final_write([job], self._write_outcome(job, outcome, None))
+
+    def _final_write(self, jobs: list[Job], write: Awaitable[None]) -> None:
+        """Run a status write in its own task: cancelling the job's task cannot abort it.
+        Until it lands, the jobs are still this worker's (heartbeats report them)."""
+        task = asyncio.ensure_future(write)
+        ids = [job.id for job in jobs]
         self._final_writes.add(task)
         self._finishing.update(ids)
 
         def done(_: asyncio.Future[None]) -> None:
             self._final_writes.discard(task)
             self._finishing.difference_update(ids)
-
-        task.add_done_callback(done)
-
-    def _final_write(self, job: Job, write: Awaitable[None]) -> None:
-        """Run a status write in its own task: cancelling the job's task cannot abort it."""
-        task = asyncio.ensure_future(write)
-        self._final_writes.add(task)
-        self._finishing.add(job.id)
-
-        def done(_: asyncio.Future[None]) -> None:
-            self._final_writes.discard(task)
-            self._finishing.discard(job.id)
 
         task.add_done_callback(done)
 
