@@ -611,7 +611,7 @@ def render(
         spread = f"{fmt(min(s['rates']))}-{fmt(max(s['rates']))}"
         cpu = s["cpu_ms_per_job"]
         cpu_text = (
-            " / ".join(fmt(cpu[g], 1) for g in ("worker", "gateway", "postgrest", "postgres"))
+            " / ".join(fmt(cpu[g], 2) for g in ("worker", "gateway", "postgrest", "postgres"))
             if cpu
             else ""
         )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from supaworker.exceptions import MalformedResponse
 from supaworker.models import (
@@ -74,11 +74,14 @@ def _model(cls: type[Any]) -> Callable[[Any], Any]:
     return parse
 
 
+_JOB_LIST = TypeAdapter(list[Job])  # one validation call per answer, not one per row
+
+
 def _jobs(data: Any) -> list[Job]:
     if not isinstance(data, list):
         raise MalformedResponse(f"Expected a list of jobs, got {type(data).__name__}")
     try:
-        return [Job.model_validate(row) for row in data]
+        return _JOB_LIST.validate_python(data)
     except ValidationError as exc:
         raise MalformedResponse(f"Unexpected job row: {exc}") from exc
 

@@ -8,7 +8,10 @@ and, when the worker has free slots to fill, claims the next jobs in the same ca
 round trip per batch instead of two). It works as a group commit: when no call is in flight,
 a finished job is sent at the end of the current turn of the event loop (or after `delay`
 seconds, default 0, to wait for company), so a lone job is not held back; while a call is in
-flight, jobs finishing meanwhile wait for it and go together in the next call.
+flight, jobs finishing meanwhile wait for it and go together in the next call. (Two calls in
+flight, one's jobs running while the other is in the database, measured slower at every
+concurrency on the local stack: one worker's calls run one after the other in SQL anyway,
+each locking its worker row, and smaller batches cost more per job. docs/benchmarks.md.)
 
 Every caller still learns its own job's result:
 - `complete_and_claim` answers with the ids it completed -> True for those, False for the
@@ -22,8 +25,8 @@ Every caller still learns its own job's result:
 - a database without `complete_and_claim` (refused) -> `complete_jobs` plus look-ups of the
   fenced-out jobs, and the worker's own claims, as before that function existed.
 Anything unexpected returns None for the jobs of that batch: the caller then writes them
-itself, exactly as it does without batching. The caller awaits its job's answer inside its
-final-write task, so shutdown still waits for every completion.
+itself, exactly as it does without batching. The caller counts each answer among its final
+writes, so shutdown still waits for every completion.
 
 On by default with batches of up to 100 (bench/throughput.py). `SUPAWORKER_COMPLETE_BATCH_SIZE`
 (0 or 1 turns it off, at most 1000) and `SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to
@@ -34,8 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pydantic import Field
@@ -55,17 +59,27 @@ class RetryPolicy(Protocol):
     def __call__(self, name: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T | None]: ...
 
 
+@dataclass
+class Reservation:
+    """What one call claims: `limit` jobs (0: none), of which up to `prefetch` beyond the
+    free slots, for a call that completes `completing` jobs."""
+
+    completing: int
+    limit: int
+    prefetch: int
+    sent_at: float = field(default_factory=time.monotonic)
+
+
 class ClaimAlong(Protocol):
     """The worker's side of claiming with a completion call."""
 
-    def reserve(self, completing: int) -> tuple[int, int]:
-        """How many jobs to claim with the call that completes `completing` jobs (0: none),
-        and how many of them may be beyond the free slots (the prefetch allowance)."""
+    def reserve(self, completing: int) -> Reservation:
+        """How many jobs to claim with the call that completes `completing` jobs."""
         ...
 
-    def settled(self, jobs: list[Job] | None, limit: int) -> None:
-        """A batch is written. `jobs`: what the claim of `limit` returned; None: the call
-        failed, so the claim may or may not have landed."""
+    def settled(self, reservation: Reservation, jobs: list[Job] | None) -> None:
+        """A call is answered. `jobs`: what its claim returned; None: the call failed, so
+        the claim may or may not have landed."""
         ...
 
 
@@ -140,12 +154,15 @@ class CompletionBatcher:
             queues=queues,
         )
 
-    async def complete(self, job: Job, result: Any) -> bool | None:
-        """Whether the job is now completed by this attempt; None: write it yourself."""
-        if self._disabled:
-            return None
+    def submit(self, job: Job, result: Any) -> asyncio.Future[bool | None]:
+        """The job's answer to come: True once it is completed by this attempt, False when it
+        was fenced out, None: write it yourself. (A future, not a task per job: at thousands
+        of jobs a second the tasks were a tenth of the worker's CPU.)"""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool | None] = loop.create_future()
+        if self._disabled:
+            answer.set_result(None)
+            return answer
         self._pending.append(_Pending(job, result, answer))
         if len(self._pending) >= self.size:
             self._flush()
@@ -161,7 +178,7 @@ class CompletionBatcher:
                 else loop.call_soon(self._flush_if_idle)
             )
         # Otherwise a call is in flight: this job goes in the next one, sent when it returns.
-        return await answer
+        return answer
 
     def _flush_if_idle(self) -> None:
         self._timer = None
@@ -200,11 +217,11 @@ class CompletionBatcher:
                 item.answer.set_result(done)
 
     async def _write(self, batch: list[_Pending]) -> list[bool | None]:
-        limit, prefetch = self.claims.reserve(len(batch)) if self._exchange else (0, 0)
+        claim = self.claims.reserve(len(batch)) if self._exchange else Reservation(0, 0, 0)
         claimed: list[Job] | None = []
         try:
-            if limit or (self._exchange and len(batch) > 1):
-                answers, claimed = await self._exchange_write(batch, limit, prefetch)
+            if claim.limit or (self._exchange and len(batch) > 1):
+                answers, claimed = await self._exchange_write(batch, claim)
             elif len(batch) == 1:
                 answers = [await self._one(batch[0])]
             else:
@@ -214,21 +231,21 @@ class CompletionBatcher:
             raise
         finally:
             # After the completions landed, so a claim the worker makes next sees their slots.
-            self.claims.settled(claimed, limit)
+            self.claims.settled(claim, claimed)
         return answers
 
     async def _exchange_write(
-        self, batch: list[_Pending], limit: int, prefetch: int
+        self, batch: list[_Pending], claim: Reservation
     ) -> tuple[list[bool | None], list[Job] | None]:
-        """One `complete_and_claim`: the batch's completions, then a claim of `limit` jobs."""
+        """One `complete_and_claim`: the batch's completions, then the reserved claim."""
         self.batches += 1
         try:
             answer = await self.queue.complete_and_claim(
                 self.worker_id,
                 [(p.job.id, p.job.attempt, p.result) for p in batch],
-                limit,
+                claim.limit,
                 self.queues,
-                prefetch=prefetch,
+                prefetch=claim.prefetch,
             )
         except QueueError as exc:
             self._log_batch_failed("complete_and_claim", batch, exc)

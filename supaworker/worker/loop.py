@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -39,7 +40,7 @@ from supaworker.exceptions import (
 )
 from supaworker.models import HeartbeatReply, Job, JobStatus, WorkerStatus
 from supaworker.worker import signals
-from supaworker.worker.batching import CompletionBatcher
+from supaworker.worker.batching import CompletionBatcher, Reservation
 from supaworker.worker.execution import Outcome, run_handler
 from supaworker.worker.handler import Handler, JobContext
 from supaworker.worker.prefetch import Prefetch
@@ -82,36 +83,52 @@ class RunningJob:
 
 class _ClaimAlong:
     """Lets the completion batcher claim for the worker (batching.ClaimAlong): the free
-    slots, plus the prefetch allowance minus the jobs already waiting for a slot."""
+    slots, plus the prefetch allowance minus the jobs already waiting for a slot, minus what
+    the calls still in flight may bring back."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
-        self._sent_at = 0.0
+        # Over the calls in flight: the jobs they complete (their slots are theirs to refill)
+        # and the jobs their claims may bring.
+        self._completing = 0
+        self._reserved = 0
 
-    def reserve(self, completing: int) -> tuple[int, int]:
+    def reserve(self, completing: int) -> Reservation:
         w = self._worker
         if w._stop.is_set() or w.state.paused:
-            return 0, 0
+            return Reservation(completing, 0, 0)
         allowance = w._prefetch.allowance(w.settings.concurrency)
-        # What SQL will count as this worker's once the call's completions land: running,
-        # waiting, and finished jobs whose outcome is still being written by another call.
-        held = len(w._running) + len(w._prefetch) + len(w._finishing) - completing
-        limit = max(w.settings.concurrency + allowance - held, 0)
-        if limit:
+        # What SQL will count as this worker's once the calls' completions land: running,
+        # waiting, and finished jobs whose outcome no call carries yet.
+        held = (
+            len(w._running)
+            + len(w._prefetch)
+            + len(w._finishing)
+            - self._completing
+            - completing
+            + self._reserved
+        )
+        claim = Reservation(
+            completing, max(w.settings.concurrency + allowance - held, 0), allowance
+        )
+        self._completing += completing
+        self._reserved += claim.limit
+        if claim.limit:
             w._claims_in_flight += 1
-            self._sent_at = time.monotonic()
-        return limit, allowance
+        return claim
 
-    def settled(self, jobs: list[Job] | None, limit: int) -> None:
+    def settled(self, claim: Reservation, jobs: list[Job] | None) -> None:
         w = self._worker
-        if limit:
+        self._completing -= claim.completing
+        self._reserved -= claim.limit
+        if claim.limit:
             w._claims_in_flight -= 1
-            w._prefetch.observe_round_trip(time.monotonic() - self._sent_at)
+            w._prefetch.observe_round_trip(time.monotonic() - claim.sent_at)
         if jobs is None:
             w._beat_now.set()  # if the claim landed, the heartbeat finds its jobs: release
         else:
             w._run_claimed(jobs)
-        if jobs is None or len(jobs) < limit:
+        if jobs is None or len(jobs) < claim.limit:
             # The queue may have had no more (the claim loop looks again, and burst mode
             # learns it is done), or the claim failed. A call that claimed nothing because
             # the worker is full needs no claim either: its next completion claims.
@@ -130,6 +147,16 @@ class WorkerState:
     claimed: int = 0
     completed: int = 0
     failed: int = 0
+
+
+@functools.lru_cache(maxsize=256)
+def _job_logger(queue: str) -> logging.Logger:
+    # getLogger takes the logging module's lock: once per queue, not once per job.
+    return logging.getLogger(f"supaworker.job.{queue}")
+
+
+def _rounded(duration: float | None) -> float | None:
+    return round(duration, 4) if duration is not None else None
 
 
 def _job_extra(action: str, job: Job, worker_id: str, **more: Any) -> dict[str, Any]:
@@ -187,6 +214,8 @@ class Worker:
         # completions): while any is out, unknown jobs in a heartbeat may be its answer.
         self._claims_in_flight = 0
         self._exit_code = EXIT_OK
+        # Completed jobs whose log line is still to be written (_log_completed).
+        self._completed_unlogged: list[tuple[Job, float | None]] = []
         # Set at shutdown: final writes keep retrying through faults until then, not forever.
         self._writes_deadline: float | None = None
 
@@ -486,25 +515,7 @@ class Worker:
         return len(jobs)
 
     def _run_claimed(self, jobs: list[Job]) -> None:
-        # One line per claim and queue, not per job: at hundreds of jobs a second the
-        # per-job lines were a tenth of the worker's CPU (docs/benchmarks.md). Each job's own
-        # line comes when it ends.
-        by_queue: dict[str, list[str]] = {}
-        for job in jobs:
-            by_queue.setdefault(job.queue, []).append(str(job.id))
-        for queue, ids in by_queue.items():
-            log.info(
-                "claimed %d job(s) from %s",
-                len(ids),
-                queue,
-                extra={
-                    "action": "jobs_claimed",
-                    "worker_id": self.worker_id,
-                    "queue": queue,
-                    "count": len(ids),
-                    "job_ids": ids,
-                },
-            )
+        self._log_jobs("jobs_claimed", "claimed", jobs)
         self.state.claimed += len(jobs)
         if self._stop.is_set():
             # Answered after shutdown began (a completion call claims too): give them back.
@@ -524,12 +535,12 @@ class Worker:
         ctx = JobContext(
             job=job,
             worker_id=self.worker_id,
-            logger=logging.getLogger(f"supaworker.job.{job.queue}"),
+            logger=_job_logger(job.queue),
             supabase=self._supabase,
         )
         task = asyncio.create_task(self._process(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = RunningJob(job, ctx, task)
-        task.add_done_callback(self._job_done)
+        task.add_done_callback(functools.partial(self._job_done, job.id))
 
     def _wake_at(self, moment: datetime) -> None:
         """Claim again when a job scheduled for later (a retry's backoff) becomes due."""
@@ -537,10 +548,10 @@ class Worker:
         if 0 < delay < self.settings.realtime_poll_interval:
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
-    def _job_done(self, task: asyncio.Task[None]) -> None:
-        for job_id, running in list(self._running.items()):
-            if running.task is task:
-                del self._running[job_id]
+    def _job_done(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        running = self._running.get(job_id)
+        if running is not None and running.task is task:  # (not a newer attempt's task)
+            del self._running[job_id]
         while not self._stop.is_set() and self._free_slots() > 0:
             job = self._prefetch.next()
             if job is None:
@@ -591,7 +602,26 @@ class Worker:
         return bool(started)
 
     def _finish(self, job: Job, outcome: Outcome, duration: float) -> None:
+        batcher = self._completions
+        if outcome.kind == "completed" and batcher is not None:
+            answer = batcher.submit(job, outcome.result)
+            self._final_write(
+                [job], answer, lambda: self._batched_completion(job, outcome, duration, answer)
+            )
+            return
         self._final_write([job], self._write_outcome(job, outcome, duration))
+
+    def _batched_completion(
+        self, job: Job, outcome: Outcome, duration: float, answer: asyncio.Future[bool | None]
+    ) -> None:
+        done = None if answer.cancelled() or answer.exception() else answer.result()
+        if done is None:  # the batcher could not write it: write it on its own
+            self._final_write([job], self._write_outcome(job, outcome, duration))
+            return
+        if self._completions is None or not self._completions.claims_along:
+            self._wake.set()  # the job's slot is free in SQL only now: claim again
+        # (Otherwise the completion call claimed for the free slots, or woke the loop.)
+        self._completed(job, duration, done)
 
     def _finish_interrupted(self, job: Job) -> None:
         running = self._running.get(job.id)
@@ -629,43 +659,35 @@ class Worker:
         outcome = Outcome.failed("Cancelled on request", retryable=False)
         self._final_write([job], self._write_outcome(job, outcome, None))
 
-    def _final_write(self, jobs: list[Job], write: Awaitable[None]) -> None:
-        """Run a status write in its own task: cancelling the job's task cannot abort it.
-        Until it lands, the jobs are still this worker's (heartbeats report them)."""
+    def _final_write(
+        self,
+        jobs: list[Job],
+        write: Awaitable[Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Run a status write in its own task (or wait for the batcher's answer), which the
+        job's cancellation cannot reach. Until it lands, the jobs are still this worker's
+        (heartbeats report them), and shutdown waits for it. `then` runs once it landed."""
         task = asyncio.ensure_future(write)
         ids = [job.id for job in jobs]
         self._final_writes.add(task)
         self._finishing.update(ids)
 
-        def done(_: asyncio.Future[None]) -> None:
+        def done(_: asyncio.Future[Any]) -> None:
+            if then is not None:
+                then()  # first: a write it starts keeps the jobs in _finishing meanwhile
             self._final_writes.discard(task)
             self._finishing.difference_update(ids)
 
         task.add_done_callback(done)
 
     async def _write_outcome(self, job: Job, outcome: Outcome, duration: float | None) -> None:
-        extra = _job_extra(
-            "", job, self.worker_id, duration=round(duration, 3) if duration is not None else None
-        )
         if outcome.kind == "completed":
-            batcher = self._completions
-            done = await batcher.complete(job, outcome.result) if batcher is not None else None
-            claimed_along = done is not None and batcher is not None and batcher.claims_along
-            if done is None:
-                done = await self._with_retries(
-                    "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result)
-                )
-            if not claimed_along:
-                self._wake.set()  # the job's slot is free in SQL only now: claim again
-            # (Otherwise the completion call claimed for the free slots, or woke the loop.)
-            self.state.completed += 1
-            extra["action"] = "job_completed" if done else "job_lost"
-            log.info(
-                "job %s %s",
-                job.id,
-                "completed" if done else "finished after losing it",
-                extra={**extra, "outcome": "completed" if done else "fenced"},
+            done = await self._with_retries(
+                "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result)
             )
+            self._wake.set()  # the job's slot is free in SQL only now: claim again
+            self._completed(job, duration, bool(done))
             return
         row = await self._with_retries(
             "fail_job",
@@ -685,12 +707,66 @@ class Worker:
             if status
             else "job_lost"
         )
-        extra.update(
-            action=action, outcome=status.value if status else "fenced", error=outcome.error
+        extra = _job_extra(
+            action,
+            job,
+            self.worker_id,
+            duration=_rounded(duration),
+            outcome=status.value if status else "fenced",
+            error=outcome.error,
         )
         if row is not None and status == JobStatus.PENDING and row.run_at is not None:
             self._wake_at(row.run_at)
         log.warning("job %s attempt failed (%s): %s", job.id, action, outcome.error, extra=extra)
+
+    def _completed(self, job: Job, duration: float | None, done: bool) -> None:
+        self.state.completed += 1
+        if not done:
+            log.info(
+                "job %s finished after losing it",
+                job.id,
+                extra=_job_extra(
+                    "job_lost", job, self.worker_id, duration=_rounded(duration), outcome="fenced"
+                ),
+            )
+            return
+        # One line per turn of the loop (a completion call's jobs are answered in the same
+        # turn), not per job: see _log_jobs.
+        if not self._completed_unlogged:
+            asyncio.get_running_loop().call_soon(self._log_completed)
+        self._completed_unlogged.append((job, duration))
+
+    def _log_completed(self) -> None:
+        done, self._completed_unlogged = self._completed_unlogged, []
+        if done:
+            self._log_jobs(
+                "jobs_completed", "completed", [j for j, _ in done], [_rounded(d) for _, d in done]
+            )
+
+    def _log_jobs(
+        self,
+        action: str,
+        verb: str,
+        jobs: list[Job],
+        durations: list[float | None] | None = None,
+    ) -> None:
+        """One line per queue for a group of jobs (a claim, a completion call's answers), not
+        one per job: at thousands of jobs a second the per-job lines were a tenth of the
+        worker's CPU (docs/benchmarks.md). Failures and other outcomes keep a line each."""
+        by_queue: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(i)
+        for queue, indexes in by_queue.items():
+            extra: dict[str, Any] = {
+                "action": action,
+                "worker_id": self.worker_id,
+                "queue": queue,
+                "count": len(indexes),
+                "job_ids": [str(jobs[i].id) for i in indexes],
+            }
+            if durations is not None:
+                extra["durations"] = [durations[i] for i in indexes]
+            log.info("%s %d job(s) from %s", verb, len(indexes), queue, extra=extra)
 
     async def _release(self, job: Job) -> None:
         def release() -> Awaitable[int]:
@@ -765,6 +841,7 @@ class Worker:
         for task in self._side_tasks:
             task.cancel()
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        self._log_completed()
         with contextlib.suppress(QueueError, TimeoutError):
             await asyncio.wait_for(self.queue.deregister_worker(self.worker_id), 10)
         log.info(

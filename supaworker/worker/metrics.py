@@ -1,7 +1,7 @@
 """Prometheus metrics for a worker, fed without touching the loop's code.
 
 - Job counters and the duration histogram come from the loop's structured log records
-  (`action` = jobs_claimed, job_completed, job_failed, job_retry_scheduled, ...): a logging
+  (`action` = jobs_claimed, jobs_completed, job_failed, job_retry_scheduled, ...): a logging
   handler counts them, so the loop stays free of metrics calls.
 - RPC latency and errors by function come from `InstrumentedTransport`, a wrapper around
   the transport.
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 JOB_ACTIONS = {
     "jobs_claimed": "claimed",  # one record per claim and queue, with `count`
-    "job_completed": "completed",
+    "jobs_completed": "completed",  # one per completion call and queue: `count`, `durations`
     "job_failed": "failed",
     "job_retry_scheduled": "retried",
     "job_cancelled": "cancelled",
@@ -120,9 +120,12 @@ class JobLogCounter(logging.Handler):
         self.metrics.jobs.labels(queue=queue, outcome=outcome).inc(
             count if isinstance(count, int) else 1
         )
-        duration = getattr(record, "duration", None)
-        if isinstance(duration, int | float):
-            self.metrics.duration.labels(queue=queue).observe(duration)
+        durations = getattr(record, "durations", None)
+        if not isinstance(durations, list):
+            durations = [getattr(record, "duration", None)]
+        for duration in durations:
+            if isinstance(duration, int | float):
+                self.metrics.duration.labels(queue=queue).observe(duration)
 
 
 class InstrumentedTransport:

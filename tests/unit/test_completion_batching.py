@@ -181,9 +181,10 @@ async def test_fenced_job_in_a_batch_is_reported_lost(
     caplog.set_level("INFO", "supaworker.worker")
     assert await worker.run() == EXIT_OK
     lost = [r for r in caplog.records if getattr(r, "action", "") == "job_lost"]
-    done = [r for r in caplog.records if getattr(r, "action", "") == "job_completed"]
+    done = [r for r in caplog.records if getattr(r, "action", "") == "jobs_completed"]
     assert [r.job_id for r in lost] == [str(ids[0])]
-    assert len(done) == 3
+    assert sorted(i for r in done for i in r.job_ids) == sorted(str(i) for i in ids[1:])
+    assert sum(r.count for r in done) == 3
 
 
 class SlowTransport(InMemoryTransport):
