@@ -512,8 +512,8 @@ def main() -> None:
         return
     rounds = args.rounds or (5 if args.full else 3)
     # Enough jobs that the fastest rows run for seconds, not a fraction of one.
-    jobs = args.jobs or (10000 if args.full else 3000)
-    sql_jobs = args.sql_jobs or (20000 if args.full else 4000)
+    jobs = args.jobs or (20000 if args.full else 5000)
+    sql_jobs = args.sql_jobs or (20000 if args.full else 8000)
     shapes = [(1, 1), (1, 8), (1, 32), (1, 128), (4, 32)]
     if args.full:
         shapes += [(4, 8), (2, 64)]

@@ -8,7 +8,7 @@ prefetch the call that completes finished jobs also claims a few more than the f
 frees, while the next call is in flight (graphile-worker's local queue, Celery's prefetch).
 
 How many: `concurrency x round trip / job run time` (the jobs the slots finish during one
-call), capped by `SUPAWORKER_PREFETCH` (default 32; 0 turns it off). Both times are moving
+call), capped by `SUPAWORKER_PREFETCH` (default 128; 0 turns it off). Both times are moving
 averages measured here, so a worker whose jobs take seconds prefetches nothing: its jobs
 stay in the queue for any idle worker to take, which is what spreading work across VPS
 needs. Until the first jobs have run the worker does not prefetch.
