@@ -674,10 +674,10 @@ class Worker:
         self._finishing.update(ids)
 
         def done(_: asyncio.Future[Any]) -> None:
-            if then is not None:
-                then()  # first: a write it starts keeps the jobs in _finishing meanwhile
             self._final_writes.discard(task)
             self._finishing.difference_update(ids)
+            if then is not None:
+                then()  # last: a write it starts puts the jobs back into _finishing
 
         task.add_done_callback(done)
 

@@ -164,6 +164,30 @@ async def test_refused_batch_disables_batching(monkeypatch: pytest.MonkeyPatch) 
     assert worker._completions is not None and worker._completions._disabled
 
 
+async def test_a_job_the_batcher_hands_back_stays_owned_while_written_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When batching is off (here: refused), each job's own complete_job goes out after the
+    batcher's answer; until it lands the job must still be in the worker's heartbeats, or the
+    heartbeat would report it orphaned and the worker release a job it is completing."""
+    worker, fake = make(noop, monkeypatch)
+    fake.fail_next["complete_and_claim"] = NotFound("no such function", code="PGRST202")
+    fake.fail_next["complete_jobs"] = InvalidArgument("old database", code="22023")
+    owned_while_writing: list[bool] = []
+    original = fake.call
+
+    async def call(function: str, params: Any) -> Any:
+        if function == "complete_job":
+            owned_while_writing.append(uuid.UUID(params["p_job_id"]) in worker._owned_job_ids())
+        return await original(function, params)
+
+    monkeypatch.setattr(fake, "call", call)
+    ids = enqueue(fake, 16)
+    assert await worker.run() == EXIT_OK
+    assert all(fake.jobs[i]["status"] == "completed" for i in ids)
+    assert owned_while_writing and all(owned_while_writing)
+
+
 async def test_fenced_job_in_a_batch_is_reported_lost(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
