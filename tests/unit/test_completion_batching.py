@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 
 from supaworker import Job
-from supaworker.client import AsyncQueueClient
-from supaworker.config import WorkerSettings
 from supaworker.exceptions import InvalidArgument, NotFound, RequestTimeout
 from supaworker.testing import InMemoryTransport
 from supaworker.worker.batching import BatchSettings
 from supaworker.worker.loop import EXIT_OK, Worker
+from tests.unit.worker_doubles import enqueue, worker_on
 
 
 def make(
@@ -26,24 +25,7 @@ def make(
     monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", str(size))
     monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_DELAY", "0")
     fake = InMemoryTransport()
-    settings = WorkerSettings(
-        supabase_url="http://unused",
-        service_key="unused",
-        handler="tests:unused",
-        worker_id="w1",
-        concurrency=concurrency,
-        poll_interval=0.02,
-        heartbeat_interval=0.05,
-        shutdown_timeout=2.0,
-        burst=True,
-        realtime=False,
-    )
-    worker = Worker(AsyncQueueClient(fake), handler, settings, install_signal_handlers=False)
-    return worker, fake
-
-
-def enqueue(fake: InMemoryTransport, n: int) -> list[uuid.UUID]:
-    return [uuid.UUID(fake.fn_enqueue_job(str(fake.add_document()))["id"]) for _ in range(n)]
+    return worker_on(fake, handler, concurrency=concurrency), fake
 
 
 async def noop(job: Job) -> dict[str, str]:
@@ -107,23 +89,12 @@ async def test_lost_answer_of_complete_and_claim_loses_nothing(
     monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "10")
     fake = LosesAnswers()
     fake.lose = {"complete_and_claim": 2}
-    settings = WorkerSettings(
-        supabase_url="http://unused",
-        service_key="unused",
-        handler="tests:unused",
-        worker_id="w1",
-        concurrency=4,
-        poll_interval=0.02,
-        heartbeat_interval=0.05,
-        shutdown_timeout=2.0,
-        realtime=False,
-    )
     runs: list[uuid.UUID] = []
 
     async def handler(job: Job) -> None:
         runs.append(job.id)
 
-    worker = Worker(AsyncQueueClient(fake), handler, settings, install_signal_handlers=False)
+    worker = worker_on(fake, handler, concurrency=4, burst=False)
     ids = enqueue(fake, 20)
     task = asyncio.create_task(worker.run())
     for _ in range(500):
@@ -230,19 +201,7 @@ async def test_burst_does_not_stop_while_a_completion_is_in_flight(
     was evaluated before the previous job's completion committed (no free slot yet)."""
     monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", str(size))
     fake = SlowTransport()
-    settings = WorkerSettings(
-        supabase_url="http://unused",
-        service_key="unused",
-        handler="tests:unused",
-        worker_id="w1",
-        concurrency=1,
-        poll_interval=5,
-        heartbeat_interval=5,
-        shutdown_timeout=2.0,
-        burst=True,
-        realtime=False,
-    )
-    worker = Worker(AsyncQueueClient(fake), noop, settings, install_signal_handlers=False)
+    worker = worker_on(fake, noop, concurrency=1, poll_interval=5, heartbeat_interval=5)
     ids = enqueue(fake, 60)
     assert await worker.run() == EXIT_OK
     assert [fake.jobs[i]["status"] for i in ids] == ["completed"] * 60

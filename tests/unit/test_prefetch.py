@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from supaworker import Job
-from supaworker.client import AsyncQueueClient
-from supaworker.config import WorkerSettings
 from supaworker.testing import InMemoryTransport
 from supaworker.worker.loop import EXIT_OK, Worker
 from supaworker.worker.prefetch import Prefetch
+from tests.unit.worker_doubles import enqueue, worker_on
 
 
 def test_no_prefetch_until_jobs_and_round_trips_are_measured() -> None:
@@ -53,31 +52,11 @@ def make(
 ) -> tuple[Worker, InMemoryTransport]:
     monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "100")
     fake = OverHttp()
-    base: dict[str, Any] = dict(
-        supabase_url="http://unused",
-        service_key="unused",
-        handler="tests:unused",
-        worker_id="w1",
-        concurrency=1,
-        prefetch=3,
-        poll_interval=0.02,
-        heartbeat_interval=0.05,
-        shutdown_timeout=2.0,
-        burst=True,
-        realtime=False,
-    )
-    base.update(overrides)
-    worker = Worker(
-        AsyncQueueClient(fake), handler, WorkerSettings(**base), install_signal_handlers=False
-    )
+    worker = worker_on(fake, handler, **{"concurrency": 1, "prefetch": 3, **overrides})
     # As if short jobs had run already: prefetch up to the setting from the first call on.
     worker._prefetch.observe_run(0.0001)
     worker._prefetch.observe_round_trip(0.01)
     return worker, fake
-
-
-def enqueue(fake: InMemoryTransport, n: int) -> list[uuid.UUID]:
-    return [uuid.UUID(fake.fn_enqueue_job(str(fake.add_document()))["id"]) for _ in range(n)]
 
 
 async def test_short_jobs_are_claimed_several_per_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,45 +11,16 @@ from typing import Any
 import pytest
 
 from supaworker import Job, JobContext, PermanentError
-from supaworker.client import AsyncQueueClient
-from supaworker.config import WorkerSettings
 from supaworker.exceptions import RequestTimeout, ServerError
 from supaworker.testing import InMemoryTransport
 from supaworker.worker.loop import EXIT_OK, Worker
-
-
-def settings(**overrides: Any) -> WorkerSettings:
-    base: dict[str, Any] = dict(
-        supabase_url="http://unused",
-        service_key="unused",
-        handler="tests:unused",
-        worker_id="w1",
-        concurrency=2,
-        poll_interval=0.02,
-        heartbeat_interval=0.05,
-        shutdown_timeout=2.0,
-        burst=True,
-        realtime=False,
-    )
-    base.update(overrides)
-    return WorkerSettings(**base)
+from tests.unit.worker_doubles import enqueue, worker_on
 
 
 def make(handler: Any, **overrides: Any) -> tuple[Worker, InMemoryTransport]:
     fake = InMemoryTransport()
     fake.settings.backoff_base_seconds = 0.01
-    worker = Worker(
-        AsyncQueueClient(fake), handler, settings(**overrides), install_signal_handlers=False
-    )
-    return worker, fake
-
-
-def enqueue(fake: InMemoryTransport, n: int = 1, **kw: Any) -> list[uuid.UUID]:
-    ids = []
-    for _ in range(n):
-        row = fake.fn_enqueue_job(str(fake.add_document()), **kw)
-        ids.append(uuid.UUID(row["id"]))
-    return ids
+    return worker_on(fake, handler, **overrides), fake
 
 
 def statuses(fake: InMemoryTransport) -> list[str]:
