@@ -606,19 +606,26 @@ class Worker:
         if outcome.kind == "completed" and batcher is not None:
             answer = batcher.submit(job, outcome.result)
             self._final_write(
-                [job], answer, lambda: self._batched_completion(job, outcome, duration, answer)
+                [job],
+                answer,
+                lambda: self._batched_completion(batcher, job, outcome, duration, answer),
             )
             return
         self._final_write([job], self._write_outcome(job, outcome, duration))
 
     def _batched_completion(
-        self, job: Job, outcome: Outcome, duration: float, answer: asyncio.Future[bool | None]
+        self,
+        batcher: CompletionBatcher,
+        job: Job,
+        outcome: Outcome,
+        duration: float,
+        answer: asyncio.Future[bool | None],
     ) -> None:
         done = None if answer.cancelled() or answer.exception() else answer.result()
         if done is None:  # the batcher could not write it: write it on its own
             self._final_write([job], self._write_outcome(job, outcome, duration))
             return
-        if self._completions is None or not self._completions.claims_along:
+        if not batcher.claims_along:
             self._wake.set()  # the job's slot is free in SQL only now: claim again
         # (Otherwise the completion call claimed for the free slots, or woke the loop.)
         self._completed(job, duration, done)
