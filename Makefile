@@ -17,6 +17,7 @@ test: setup lint
 	node_modules/.bin/deno lint supabase/functions
 	node_modules/.bin/deno test -A supabase/functions/
 	.venv/bin/pytest -q
+	./scripts/test-lowest
 
 bench: setup
 	.venv/bin/pip install -q -e '.[bench]'

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from supaworker.dev import postgres as dev_postgres  # noqa: E402
-from supaworker.dev import stack as dev_stack  # noqa: E402
-from supaworker.dev.config import StackConfig  # noqa: E402
+from supaworker_local import postgres as dev_postgres  # noqa: E402
+from supaworker_local import stack as dev_stack  # noqa: E402
+from supaworker_local.config import StackConfig  # noqa: E402
 
 STATE_DIR = Path(os.environ.get("SUPAWORKER_BENCH_STATE_DIR", ROOT / ".supaworker-bench"))
 PORTS = {

@@ -44,7 +44,7 @@ from bench._common import (
     wait_all,
 )
 from supaworker.client import AsyncQueueClient
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 PROBE = "growth-probe"
 

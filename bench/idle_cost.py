@@ -47,7 +47,7 @@ from bench._common import (
     table,
     worker_env,
 )
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 PER_PROCESS = 16
 SETTLE = 11.0

@@ -55,7 +55,7 @@ from bench._common import (
     worker_env,
 )
 from supaworker import QueueClient
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 LOG_DIR = STATE_DIR / "bench-logs"
 

@@ -67,7 +67,7 @@ from bench._common import (
     wait_all,
     worker_env,
 )
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 PROCRASTINATE_DB = "bench_procrastinate"
 SQL_CLIENTS = 4
@@ -162,7 +162,7 @@ UPDATE jobs SET status = 'done' WHERE id IN (:ids);
 
 def pgbench_bare(config: StackConfig, n: int, batched: bool) -> Result:
     """pgbench, 4 clients, on a bare jobs table: SKIP LOCKED claim then a completing UPDATE."""
-    from supaworker.dev import tools
+    from supaworker_local import tools
 
     per_stmt = SQL_BATCH if batched else 1
     per_client = max(1, n // (SQL_CLIENTS * per_stmt))

@@ -1,7 +1,7 @@
 """supaworker: a Supabase-native job queue for spreading document processing over servers.
 
 App side:    `QueueClient` / `AsyncQueueClient` (enqueue, get, stats, retry, cancel).
-Worker side: `supaworker run --handler myapp.processing:process_document`.
+Worker side: `supaworker run --handler myapp.processing:process_user_document`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from supaworker.cli.main import app
+from supaworker.cli.main import main
 
-app()
+main()

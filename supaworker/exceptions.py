@@ -3,8 +3,6 @@
     SupaworkerError
     ├── ConfigurationError        settings missing or invalid (exit code 2 in the CLI)
     │   └── HandlerImportError    `--handler MODULE:FUNCTION` cannot be imported
-    ├── StackError                the local stack (`supaworker dev`) cannot start or is down
-    │   └── ToolMissingError      a required program is not installed (names the install command)
     ├── QueueError                a call to the queue did not succeed
     │   ├── TransportError        no usable answer: the outcome may be unknown
     │   │   ├── ConnectionFailed  the request never reached the server (safe to retry)
@@ -19,7 +17,8 @@
     │       └── PayloadTooLarge   PT413 / HTTP 413
     └── PermanentError            raised by a handler: fail the job now, no retry
 
-Lower-level errors (httpx, postgrest, psycopg) are translated where they cross into
+The local stack's errors (`supaworker_local.errors`) are not part of this tree.
+Lower-level errors (httpx, postgrest) are translated where they cross into
 supaworker, with `raise ... from exc`, so callers only ever catch these.
 """
 
@@ -39,14 +38,6 @@ class ConfigurationError(SupaworkerError):
 
 class HandlerImportError(ConfigurationError):
     """The handler could not be imported."""
-
-
-class StackError(SupaworkerError):
-    """The local stack is not usable."""
-
-
-class ToolMissingError(StackError):
-    """A program the local stack needs is not installed."""
 
 
 class QueueError(SupaworkerError):

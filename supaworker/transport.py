@@ -85,7 +85,7 @@ def execute_sync(transport: SyncTransport, call: RpcCall[T]) -> T:
     return call.parse(transport.call(call.function, call.params))
 
 
-# The API gateway (Kong on Supabase, supaworker/dev/gateway.py locally) answers a key it does
+# The API gateway (Kong on Supabase, supaworker_local/gateway.py locally) answers a key it does
 # not accept with 401 {"message": "Invalid API key"} or "No API key found in request", and no
 # code: that is a refused key, not an outage to wait out.
 _GATEWAY_KEY_REFUSALS = ("invalid api key", "no api key found")
@@ -93,7 +93,8 @@ _GATEWAY_KEY_REFUSALS = ("invalid api key", "no api key found")
 
 def translate_api_error(function: str, exc: APIError) -> Exception:
     """Map a PostgREST error body to the most specific supaworker error."""
-    code = exc.code or ""
+    # Older postgrest-py versions give a gateway's bare HTTP status as an int.
+    code = str(exc.code or "")
     message = exc.message or "request failed"
     if not code and message.lower().startswith(_GATEWAY_KEY_REFUSALS):
         return PermissionDenied(f"{function}: {message}", code="401", hint=exc.hint)

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from supabase import Client, ClientOptions, create_client
 
-from supaworker.dev import stack as dev_stack
-from supaworker.dev.config import StackConfig
+from supaworker_local import stack as dev_stack
+from supaworker_local.config import StackConfig
 
 pytest_plugins = ["tests.worker_fixtures"]
 

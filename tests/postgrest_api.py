@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 
 @dataclass

@@ -27,7 +27,10 @@ handler, key refused); 3 the Supabase API could not be reached at start; 130 for
 
 
 def _opt(envvar: str, help_text: str, **kw: Any) -> Any:
-    return typer.Option(envvar=envvar, show_envvar=True, help=help_text, **kw)
+    # The option does not read the variable itself: WorkerSettings (pydantic-settings) reads
+    # the environment and the .env file once, with the same parsing for both (a variable such
+    # as SUPAWORKER_QUEUES=ocr,pdf is a comma-separated list there). The help names it.
+    return typer.Option(help=f"{help_text} [env: {envvar}]", **kw)
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
@@ -51,6 +54,7 @@ def run(
         _opt(
             "SUPAWORKER_QUEUES",
             "Queue to serve; repeat for several (default all)",
+            metavar="QUEUE",
         ),
     ] = None,
     capabilities: Annotated[
@@ -87,7 +91,9 @@ def run(
     http_host: Annotated[
         str | None, _opt("SUPAWORKER_HTTP_HOST", "Address for --http-port (0.0.0.0)")
     ] = None,
-    env_file: Annotated[Path | None, typer.Option(help="Read settings from this .env file")] = None,
+    env_file: Annotated[
+        Path | None, typer.Option(help="Read settings from this .env file (default ./.env)")
+    ] = None,
 ) -> None:
     """Register, claim jobs, run the handler, report outcomes, until stopped.
 
@@ -113,19 +119,28 @@ def run(
     }
     sys.path.insert(0, ".")  # handlers live in the project the worker is started from
     try:
-        values = {k: v for k, v in given.items() if v is not None}
-        settings = WorkerSettings(_env_file=env_file or ".env", **values)
+        settings = settings_from_cli(given, env_file)
         settings.require_connection()
         loaded = load_handler(settings.handler)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise fail(f"invalid {where}: {first['msg']}") from None
     except ConfigurationError as exc:
         raise fail(str(exc)) from None
     logs.configure(settings.log_format, settings.log_level)
     code = asyncio.run(_serve(settings, loaded))
     raise typer.Exit(code)
+
+
+def settings_from_cli(given: dict[str, Any], env_file: Path | None) -> WorkerSettings:
+    """The one settings object: flags given on the command line win over the environment,
+    which wins over the .env file (`--env-file`, default ./.env)."""
+    if env_file is not None and not env_file.is_file():
+        raise ConfigurationError(f"--env-file {env_file} does not exist")
+    values = {k: v for k, v in given.items() if v is not None}
+    try:
+        return WorkerSettings(_env_file=env_file or ".env", **values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigurationError(f"invalid {where}: {first['msg']}") from None
 
 
 async def _serve(settings: WorkerSettings, handler: Handler) -> int:

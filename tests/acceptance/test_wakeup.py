@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from supaworker import QueueClient
-from supaworker.dev import stack as dev_stack
-from supaworker.dev.config import StackConfig
 from supaworker.models import Job, JobStatus
+from supaworker_local import stack as dev_stack
+from supaworker_local.config import StackConfig
 from tests.worker_fixtures import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.stack

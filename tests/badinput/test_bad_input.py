@@ -19,8 +19,6 @@ import psycopg
 import pytest
 
 from supaworker import QueueClient
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
 from supaworker.exceptions import (
     InvalidArgument,
     NotFound,
@@ -29,6 +27,8 @@ from supaworker.exceptions import (
     QueueError,
 )
 from supaworker.models import Job, JobStatus
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.chaos.settings import fast_rescue
 from tests.conftest import ROOT, StackUser
 from tests.security.state import fingerprint

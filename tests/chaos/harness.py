@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from supaworker.dev import postgres
-from supaworker.dev import stack as dev_stack
-from supaworker.dev.config import StackConfig
+from supaworker_local import postgres
+from supaworker_local import stack as dev_stack
+from supaworker_local.config import StackConfig
 from tests.worker_fixtures import WorkerProcess
 
 Db = psycopg.Connection[tuple[object, ...]]

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 TUNABLES = ("dead_worker_horizon", "rescue_interval", "backoff_base_seconds")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.chaos.analysis import (
     account,
     attempt_endings,

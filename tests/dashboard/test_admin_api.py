@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from supaworker import QueueClient
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.dashboard.conftest import Api
 from tests.realtime.wire import Message, WireClient, websocket_url

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from supaworker import QueueClient
-from supaworker.dev.config import StackConfig
 from supaworker.models import Job
+from supaworker_local.config import StackConfig
 from tests.conftest import ROOT, StackUser
 from tests.dashboard.conftest import Api
 from tests.worker_fixtures import WorkerProcess, wait_for

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from supaworker import QueueClient
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.conftest import ROOT, StackUser
 from tests.worker_fixtures import WorkerProcess
 
@@ -40,7 +40,10 @@ def test_user_sees_own_job_progress_live(
     # The page's jobs go to the default queue; the worker is slowed by the example
     # handler's progress steps so "processing" is visible.
     worker = start_worker(
-        "--queue", "default", "--realtime", handler="supaworker.examples.documents:process_document"
+        "--queue",
+        "default",
+        "--realtime",
+        handler="supaworker_local.examples.handler:process_user_document",
     )
     screenshot = tmp_path / "frontend.png"
     try:

@@ -12,7 +12,7 @@ import pytest
 from supabase import ClientOptions, create_client
 from supabase_functions.errors import FunctionsHttpError
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 FUNCTIONS = ("enqueue-document", "job-status")
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from supaworker.dev import tools
-from supaworker.dev.config import StackConfig
+from supaworker_local import tools
+from supaworker_local.config import StackConfig
 from tests.conftest import ROOT, StackUser
 
 pytestmark = pytest.mark.stack

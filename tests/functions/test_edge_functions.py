@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.functions.conftest import FunctionsCaller
 

@@ -1,4 +1,4 @@
-"""The gateway's edge-function serving (`supaworker/dev/functions.py`) with tiny Deno functions
+"""The gateway's edge-function serving (`supaworker_local/functions.py`) with tiny Deno functions
 in a scratch project: routing, the env a project injects, verify_jwt, restarts. Needs Deno, not
 the database stack."""
 
@@ -17,9 +17,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from supaworker.dev import functions, keys, processes, tools
-from supaworker.dev.config import StackConfig
-from supaworker.exceptions import ToolMissingError
+from supaworker_local import functions, keys, processes, tools
+from supaworker_local.config import StackConfig
+from supaworker_local.errors import ToolMissingError
 
 try:
     tools.deno()

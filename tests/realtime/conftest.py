@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.realtime.wire import WireClient, websocket_url
 
 Admin = psycopg.Connection[tuple[object, ...]]

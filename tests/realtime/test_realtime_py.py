@@ -15,8 +15,8 @@ from realtime import RealtimeSubscribeStates
 from realtime.types import PostgresChangesPayload, RealtimePostgresChangesListenEvent
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.realtime.conftest import Admin, insert
 
 pytestmark = pytest.mark.stack

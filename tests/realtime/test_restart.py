@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from supaworker.dev import postgres
-from supaworker.dev.config import StackConfig
+from supaworker_local import postgres
+from supaworker_local.config import StackConfig
 from tests.realtime.conftest import Admin, connect, insert
 from tests.realtime.wire import WireClient
 

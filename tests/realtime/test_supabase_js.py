@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.realtime.conftest import Admin, insert
 
 pytestmark = pytest.mark.stack

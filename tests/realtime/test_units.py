@@ -9,11 +9,11 @@ import time
 import jwt
 import pytest
 
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
-from supaworker.dev.realtime import auth
-from supaworker.dev.realtime.bindings import BindingError, Filter, binding_id, parse_binding
-from supaworker.dev.realtime.protocol import (
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
+from supaworker_local.realtime import auth
+from supaworker_local.realtime.bindings import BindingError, Filter, binding_id, parse_binding
+from supaworker_local.realtime.protocol import (
     Frame,
     ProtocolError,
     RawJson,
@@ -21,7 +21,7 @@ from supaworker.dev.realtime.protocol import (
     V1Serializer,
     V2Serializer,
 )
-from supaworker.dev.realtime.wal import (
+from supaworker_local.realtime.wal import (
     ERROR_NO_PRIMARY_KEY,
     ERROR_UNAUTHORIZED,
     CastValues,

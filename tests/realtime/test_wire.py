@@ -19,8 +19,8 @@ import psycopg
 import pytest
 import websockets
 
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.realtime.conftest import Admin, connect, insert
 from tests.realtime.wire import Message, WireClient, websocket_url
 

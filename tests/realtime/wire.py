@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 
 def websocket_url(stack: StackConfig, key: str | None, vsn: str | None = "1.0.0") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from supaworker import Job, JobContext
-from supaworker.dev import keys
+from supaworker_local import keys
 
 # What a Supabase Storage signed URL carries: a JWT in its query string. httpx puts the URL
 # of a failed request into its exception message, so handlers raise such text in practice.

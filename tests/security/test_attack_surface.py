@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from supaworker.dev import keys
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.postgrest_api import Api
 from tests.security.state import Db, fingerprint

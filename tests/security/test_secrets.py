@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from supaworker import QueueClient
-from supaworker.dev.config import StackConfig
 from supaworker.models import Job, JobStatus
+from supaworker_local.config import StackConfig
 from tests.security.handlers import SIGNED_URL_TOKEN
 from tests.worker_fixtures import WorkerProcess, wait_for
 

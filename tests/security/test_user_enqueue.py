@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.postgrest_api import Api
 

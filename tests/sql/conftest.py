@@ -18,7 +18,7 @@ import pytest
 from psycopg.types.json import Jsonb
 from supabase import Client, ClientOptions, create_client
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.postgrest_api import Api, Reply, api  # noqa: F401 - fixture re-export
 

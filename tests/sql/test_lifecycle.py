@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.sql.conftest import (
     Admin,

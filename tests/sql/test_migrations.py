@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from supaworker.dev import tools
-from supaworker.dev.config import LOCAL_DB_PASSWORD, StackConfig
+from supaworker_local import tools
+from supaworker_local.config import LOCAL_DB_PASSWORD, StackConfig
 from tests.sql.conftest import Admin
 
 pytestmark = pytest.mark.stack
@@ -32,7 +32,7 @@ QUEUE_TABLES = ("processing_queue", "vps_workers", "job_events", "queue_settings
 
 
 def bootstrap_sql() -> str:
-    sql = resources.files("supaworker.dev").joinpath("sql/bootstrap.sql").read_text()
+    sql = resources.files("supaworker_local").joinpath("sql/bootstrap.sql").read_text()
     # pg_cron can only be created in cron.database_name (the `postgres` database); a scratch
     # database is a project without pg_cron, which the cron migration must tolerate.
     return sql.replace(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.sql.conftest import Admin, Api, Svc, make_documents, sql_enqueue
 

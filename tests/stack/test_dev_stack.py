@@ -19,9 +19,9 @@ import pytest
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
-from supaworker.dev import processes
-from supaworker.dev import stack as dev_stack
-from supaworker.dev.config import StackConfig
+from supaworker_local import processes
+from supaworker_local import stack as dev_stack
+from supaworker_local.config import StackConfig
 from tests.conftest import ROOT, StackUser
 
 pytestmark = pytest.mark.stack

@@ -74,8 +74,8 @@ def test_log_lines_never_carry_keys_or_tokens() -> None:
     import json
     import logging
 
-    from supaworker.dev.keys import service_role_key
     from supaworker.logs import JsonFormatter, TextFormatter
+    from supaworker_local.keys import service_role_key
 
     key = service_role_key("a-secret-that-is-at-least-32-characters-long")
     record = logging.makeLogRecord(

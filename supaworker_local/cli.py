@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from supaworker.dev import stack
-from supaworker.dev.config import StackConfig, default_state_dir
+from supaworker_local import stack
+from supaworker_local.config import StackConfig, default_state_dir
 
 app = typer.Typer(
     help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",

@@ -43,11 +43,11 @@ import jwt
 from aiohttp import web
 from yarl import URL
 
-from supaworker.dev import keys, processes, tools
-from supaworker.dev.config import StackConfig
-from supaworker.dev.gateway import HOP_BY_HOP
+from supaworker_local import keys, processes, tools
+from supaworker_local.config import StackConfig
+from supaworker_local.gateway import HOP_BY_HOP
 
-log = logging.getLogger("supaworker.dev.functions")
+log = logging.getLogger("supaworker_local.functions")
 
 PREFIX = "/functions/v1"
 # The Supabase CLI's function slug pattern: a letter first, so `_shared` is never a function.

@@ -8,18 +8,18 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
-from supaworker.dev.config import StackConfig
-from supaworker.dev.realtime import auth, checks, rest
-from supaworker.dev.realtime.bindings import Binding
-from supaworker.dev.realtime.channel import Channel
-from supaworker.dev.realtime.database import PUBLICATION, Pool, fetch_publication
-from supaworker.dev.realtime.dispatch import ChangeProcessor
-from supaworker.dev.realtime.poller import IDLE_MULTIPLIER, PollerUnavailable, ReplicationPoller
-from supaworker.dev.realtime.protocol import SERIALIZERS, V1, Frame, UserBroadcast
-from supaworker.dev.realtime.registry import Registry
-from supaworker.dev.realtime.socket import Connection
+from supaworker_local.config import StackConfig
+from supaworker_local.realtime import auth, checks, rest
+from supaworker_local.realtime.bindings import Binding
+from supaworker_local.realtime.channel import Channel
+from supaworker_local.realtime.database import PUBLICATION, Pool, fetch_publication
+from supaworker_local.realtime.dispatch import ChangeProcessor
+from supaworker_local.realtime.poller import IDLE_MULTIPLIER, PollerUnavailable, ReplicationPoller
+from supaworker_local.realtime.protocol import SERIALIZERS, V1, Frame, UserBroadcast
+from supaworker_local.realtime.registry import Registry
+from supaworker_local.realtime.socket import Connection
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 
 WEBSOCKET_PATH = "/realtime/v1/websocket"
 MAX_FRAME_BYTES = 4 * 1024 * 1024

@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg
 
-from supaworker.dev.realtime.wal import TableColumn, TableView
+from supaworker_local.realtime.wal import TableColumn, TableView
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 PUBLICATION = "supabase_realtime"

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from supaworker.dev.realtime.channel import Channel, join
-from supaworker.dev.realtime.protocol import Frame, ProtocolError, Serializer, reply
+from supaworker_local.realtime.channel import Channel, join
+from supaworker_local.realtime.protocol import Frame, ProtocolError, Serializer, reply
 
 if TYPE_CHECKING:
-    from supaworker.dev.realtime.server import RealtimeServer
+    from supaworker_local.realtime.server import RealtimeServer
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 
 # Phoenix closes a socket that sent nothing (not even a heartbeat) for 60 s.
 IDLE_TIMEOUT_S = 60.0

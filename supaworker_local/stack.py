@@ -19,9 +19,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from supaworker.dev import keys, postgres, processes, tools
-from supaworker.dev.config import StackConfig
-from supaworker.exceptions import StackError
+from supaworker_local import keys, postgres, processes, tools
+from supaworker_local.config import StackConfig
+from supaworker_local.errors import LocalStackError
 
 
 @dataclass
@@ -90,7 +90,7 @@ def apply_migrations(config: StackConfig) -> str:
     """`supabase db push` against the local database: the same command as for a hosted one."""
     root = tools.project_root()
     if not (root / "supabase" / "migrations").is_dir():
-        raise StackError(f"No supabase/migrations folder under {root}")
+        raise LocalStackError(f"No supabase/migrations folder under {root}")
     result = subprocess.run(
         [
             tools.supabase_cli(),
@@ -109,7 +109,7 @@ def apply_migrations(config: StackConfig) -> str:
         env={**os.environ, "SUPABASE_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"},
     )
     if result.returncode != 0:
-        raise StackError(f"supabase db push failed:\n{result.stdout}\n{result.stderr}")
+        raise LocalStackError(f"supabase db push failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout + result.stderr
 
 
@@ -158,7 +158,7 @@ def start_gateway(config: StackConfig) -> None:
         return
     processes.spawn(
         "gateway",
-        [sys.executable, "-m", "supaworker.dev.gateway", "--state-dir", str(config.path)],
+        [sys.executable, "-m", "supaworker_local.gateway", "--state-dir", str(config.path)],
         run_dir=_run_dir(config),
         log_dir=_log_dir(config),
         env={**os.environ, "SUPAWORKER_PROJECT_DIR": str(tools.project_root())},

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 
-from supaworker.dev.realtime import checks
-from supaworker.dev.realtime.checks import FilterCheck
-from supaworker.dev.realtime.database import Conn, Pool, Publication, TypeNames, fetch_table_views
-from supaworker.dev.realtime.protocol import RawJson
-from supaworker.dev.realtime.registry import Registry, Subscription
-from supaworker.dev.realtime.wal import (
+from supaworker_local.realtime import checks
+from supaworker_local.realtime.checks import FilterCheck
+from supaworker_local.realtime.database import Conn, Pool, Publication, TypeNames, fetch_table_views
+from supaworker_local.realtime.protocol import RawJson
+from supaworker_local.realtime.registry import Registry, Subscription
+from supaworker_local.realtime.wal import (
     ERROR_UNAUTHORIZED,
     TableView,
     WalChange,
@@ -30,9 +30,9 @@ from supaworker.dev.realtime.wal import (
 )
 
 if TYPE_CHECKING:
-    from supaworker.dev.realtime.channel import Channel
+    from supaworker_local.realtime.channel import Channel
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 K = TypeVar("K")
 
 

@@ -19,6 +19,6 @@ reads changes the way it does, closely enough that realtime-py and supabase-js w
 
 from __future__ import annotations
 
-from supaworker.dev.realtime.server import setup_realtime
+from supaworker_local.realtime.server import setup_realtime
 
 __all__ = ["setup_realtime"]

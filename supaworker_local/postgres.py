@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 
-from supaworker.dev import tools
-from supaworker.dev.config import LOCAL_AUTHENTICATOR_PASSWORD, LOCAL_DB_PASSWORD, StackConfig
-from supaworker.exceptions import StackError, ToolMissingError
+from supaworker_local import tools
+from supaworker_local.config import LOCAL_AUTHENTICATOR_PASSWORD, LOCAL_DB_PASSWORD, StackConfig
+from supaworker_local.errors import LocalStackError, ToolMissingError
 
 
 def _as_postgres_user(argv: list[str]) -> list[str]:
@@ -94,7 +94,7 @@ def initialise(config: StackConfig) -> None:
         text=True,
     )
     if result.returncode != 0:
-        raise StackError(f"initdb failed for {data_dir(config)}:\n{result.stderr.strip()}")
+        raise LocalStackError(f"initdb failed for {data_dir(config)}:\n{result.stderr.strip()}")
 
 
 def _supports_setting(name: str) -> bool:
@@ -152,7 +152,7 @@ def start(config: StackConfig) -> None:
     )
     if result.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-        raise StackError("PostgreSQL did not start:\n" + result.stderr + "\n".join(tail))
+        raise LocalStackError("PostgreSQL did not start:\n" + result.stderr + "\n".join(tail))
 
 
 def stop(config: StackConfig, *, mode: str = "fast") -> bool:
@@ -174,7 +174,7 @@ def admin_connect(config: StackConfig) -> psycopg.Connection[tuple[object, ...]]
 
 def bootstrap(config: StackConfig) -> None:
     """Roles, auth schema, extensions, publication, grants: see sql/bootstrap.sql."""
-    sql = resources.files("supaworker.dev").joinpath("sql/bootstrap.sql").read_text()
+    sql = resources.files("supaworker_local").joinpath("sql/bootstrap.sql").read_text()
     with admin_connect(config) as conn:
         conn.execute(sql)
         conn.execute(f"alter role postgres password '{LOCAL_DB_PASSWORD}'")

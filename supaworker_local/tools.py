@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from supaworker.exceptions import ToolMissingError
+from supaworker_local.errors import ToolMissingError
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 APT_HINT = (

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from supaworker.exceptions import StackError
+from supaworker_local.errors import LocalStackError
 
 
 def pid_alive(pid: int) -> bool:
@@ -96,4 +96,4 @@ def wait_until(check: object, what: str, *, timeout: float, log: Path | None = N
     tail = ""
     if log is not None and log.exists():
         tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-    raise StackError(f"{what} did not become ready within {timeout:.0f}s.{tail}")
+    raise LocalStackError(f"{what} did not become ready within {timeout:.0f}s.{tail}")

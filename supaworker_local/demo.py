@@ -29,17 +29,17 @@ from rich.table import Table
 from supabase import ClientOptions, create_client
 
 from supaworker.client import QueueClient
-from supaworker.dev import stack
-from supaworker.dev.config import StackConfig, default_state_dir
 from supaworker.models import Job, JobStatus
+from supaworker_local import stack
+from supaworker_local.config import StackConfig, default_state_dir
 
 console = Console()
-HANDLER = "supaworker.examples.documents:process_document"
+HANDLER = "supaworker_local.examples.handler:process_user_document"
 WORKERS = ("vps1", "vps2")
 
 
 def sample_documents() -> list[tuple[str, str]]:
-    folder = resources.files("supaworker.examples").joinpath("sample_documents")
+    folder = resources.files("supaworker_local.examples").joinpath("sample_documents")
     return sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name[0] != ".")
 
 

@@ -1,6 +1,9 @@
 """An example processing function: text extraction and statistics for a user document.
 
-Run it with `supaworker run --handler supaworker.examples.documents:process_document`.
+Run it from this repository with
+`supaworker run --handler examples.document_processing.handler:process_user_document`, or from
+an install with the `[local]` extra as `supaworker_local.examples.handler:process_user_document`
+(the wheel carries this folder for `supaworker demo`).
 It reads the `user_documents` row through the worker's Supabase client (service role),
 extracts plain text from .txt / .md / .html / .csv content, and returns statistics that
 are stored as the job's result. Copy it and replace `analyse` with your own work.
@@ -95,7 +98,7 @@ def analyse(text: str) -> dict[str, Any]:
     }
 
 
-async def process_document(job: Job, ctx: JobContext) -> dict[str, Any]:
+async def process_user_document(job: Job, ctx: JobContext) -> dict[str, Any]:
     """The handler: fetch the document, extract its text, compute statistics."""
     ctx.progress(5, "fetching document")
     response = await (

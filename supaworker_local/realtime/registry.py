@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from supaworker.dev.realtime.bindings import Binding
+from supaworker_local.realtime.bindings import Binding
 
 if TYPE_CHECKING:
-    from supaworker.dev.realtime.channel import Channel
+    from supaworker_local.realtime.channel import Channel
 
 # A public and a private channel with the same name are different topics on Realtime.
 TopicKey = tuple[str, bool]

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from supaworker.dev.realtime.protocol import RawJson, dumps
+from supaworker_local.realtime.protocol import RawJson, dumps
 
 ACTION_NAMES = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 # realtime.list_changes' `max_record_bytes` default and apply_rls' per-value cut-off.

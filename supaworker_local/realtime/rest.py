@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from supaworker.dev.realtime import auth
-from supaworker.dev.realtime.protocol import UserBroadcast
+from supaworker_local.realtime import auth
+from supaworker_local.realtime.protocol import UserBroadcast
 
 if TYPE_CHECKING:
-    from supaworker.dev.realtime.server import RealtimeServer
+    from supaworker_local.realtime.server import RealtimeServer
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 
 BATCH_PATH = "/realtime/v1/api/broadcast"
 SINGLE_PATH = "/realtime/v1/api/broadcast/{topic}/events/{event}"

@@ -6,7 +6,7 @@ Supabase's gateway does: the new opaque `sb_publishable_...` / `sb_secret_...` k
 replaced by the matching legacy JWT before the request reaches PostgREST, which only
 understands JWTs.
 
-Run as `python -m supaworker.dev.gateway --state-dir DIR` (started by `supaworker dev up`).
+Run as `python -m supaworker_local.gateway --state-dir DIR` (started by `supaworker dev up`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from supaworker.dev import keys, tools
-from supaworker.dev.config import StackConfig
+from supaworker_local import keys, tools
+from supaworker_local.config import StackConfig
 
-log = logging.getLogger("supaworker.dev.gateway")
+log = logging.getLogger("supaworker_local.gateway")
 
 HOP_BY_HOP = frozenset(
     {
@@ -197,8 +197,8 @@ def build_app(config: StackConfig) -> web.Application:
     add_static_examples(app)
     # Realtime and edge functions live in their own modules; each adds its routes.
     for module_name, setup_name in (
-        ("supaworker.dev.realtime", "setup_realtime"),
-        ("supaworker.dev.functions", "setup_functions"),
+        ("supaworker_local.realtime", "setup_realtime"),
+        ("supaworker_local.functions", "setup_functions"),
     ):
         try:
             module = importlib.import_module(module_name)

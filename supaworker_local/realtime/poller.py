@@ -28,10 +28,10 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 
-from supaworker.dev.realtime.database import Conn, Publication, connect, fetch_publication
-from supaworker.dev.realtime.wal import WalChange, parse_change
+from supaworker_local.realtime.database import Conn, Publication, connect, fetch_publication
+from supaworker_local.realtime.wal import WalChange, parse_change
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 
 MAX_CHANGES = 100
 IDLE_MULTIPLIER = 5

@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from supaworker.dev.realtime.bindings import IS_KEYWORDS, Binding, Filter
-from supaworker.dev.realtime.database import Conn
-from supaworker.dev.realtime.wal import CastValues, WalChange, WalColumn
+from supaworker_local.realtime.bindings import IS_KEYWORDS, Binding, Filter
+from supaworker_local.realtime.database import Conn
+from supaworker_local.realtime.wal import CastValues, WalChange, WalColumn
 
 _BINARY_OPS = {
     "eq": "=",

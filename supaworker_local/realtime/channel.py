@@ -15,17 +15,17 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from supaworker.dev.realtime import auth
-from supaworker.dev.realtime.bindings import Binding, BindingError, binding_id, parse_binding
-from supaworker.dev.realtime.checks import SubscriptionError
-from supaworker.dev.realtime.poller import PollerUnavailable
-from supaworker.dev.realtime.protocol import Frame, RawJson, reply
-from supaworker.dev.realtime.registry import TopicKey
+from supaworker_local.realtime import auth
+from supaworker_local.realtime.bindings import Binding, BindingError, binding_id, parse_binding
+from supaworker_local.realtime.checks import SubscriptionError
+from supaworker_local.realtime.poller import PollerUnavailable
+from supaworker_local.realtime.protocol import Frame, RawJson, reply
+from supaworker_local.realtime.registry import TopicKey
 
 if TYPE_CHECKING:
-    from supaworker.dev.realtime.socket import Connection
+    from supaworker_local.realtime.socket import Connection
 
-log = logging.getLogger("supaworker.dev.realtime")
+log = logging.getLogger("supaworker_local.realtime")
 
 TOPIC_PREFIX = "realtime:"
 # Realtime re-checks the token at least every 5 minutes and when it expires.

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from supaworker.dev.config import StackConfig
+from supaworker_local.config import StackConfig
 
 # Realtime verifies HS* tokens with the project secret (JwtVerification); no leeway on `exp`.
 _ALGORITHMS = ["HS256", "HS384", "HS512"]

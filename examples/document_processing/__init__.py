@@ -1,0 +1,4 @@
+"""An example handler to copy (`handler.process_user_document`) and the sample documents
+`supaworker demo` uploads. Installed as `supaworker_local.examples`."""
+
+from __future__ import annotations
