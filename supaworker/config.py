@@ -50,8 +50,8 @@ class WorkerSettings(BaseSettings):
     wake_jitter: float = Field(default=0.0, ge=0, le=1.0)
     heartbeat_interval: float = Field(default=5.0, gt=0)
     # Most jobs held beyond `concurrency`, used only while jobs run shorter than a round trip
-    # to the API (worker/prefetch.py). 0: never claim more than the free slots. 128, not 32:
-    # the cap bound no-op jobs at every concurrency (docs/benchmarks.md, fourth session).
+    # to the API (worker/prefetch.py). 0: never claim more than the free slots. How the default
+    # was chosen: docs/benchmarks.md.
     prefetch: int = Field(default=128, ge=0, le=1000)
     job_timeout: float | None = Field(default=None, gt=0)
     # A larger result fails its job (not retried): the row is read by frontends and sent by
