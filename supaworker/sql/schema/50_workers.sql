@@ -1,4 +1,4 @@
--- supaworker, current schema: the worker registry, heartbeats and the rescue of dead workers' jobs.
+-- supaworker, current schema: worker registry, heartbeats, the reaper, the purge.
 --
 -- supaworker/sql/schema/ is what a reader opens: the schema as it stands after every migration
 -- in supabase/migrations/ (what `supabase db push` applies; they stay as they are). Loaded in
@@ -97,7 +97,7 @@ comment on function public.register_worker(text, text, integer, jsonb, text[], t
 -- (last_heartbeat, current_jobs; offline -> active, paused stays paused), never job rows.
 -- Replies: status (act on paused), cancel (its jobs with a cancel request: stop them), lost
 -- (listed ids it no longer owns: stop them, their writes would be fenced out), orphaned (jobs
--- it owns but did not list: release or fail them).
+-- it owns but did not list, with their attempt, so the worker can end them).
 -- Who: service_role. Errors: PT404 unregistered worker (register again).
 create function public.heartbeat_worker(p_worker_id text, p_job_ids uuid[] default '{}')
 returns jsonb
