@@ -1,4 +1,5 @@
--- supaworker 1/4: the documents that jobs are about.
+-- supaworker: the documents that jobs are about.
+-- (The current schema, one file per concern: supaworker/sql/schema/.)
 --
 -- Jobs reference public.user_documents(id) and take their owner from user_documents.user_id.
 -- A fresh project gets the minimal table below; a project that already has its own

@@ -1,5 +1,6 @@
--- supaworker 2/4: the queue's tables, indexes, triggers, row-level security, grants and
--- the Realtime publication. The functions that implement the queue are in 3/4.
+-- supaworker: the queue's tables, indexes, triggers, row-level security, grants and
+-- the Realtime publication. The functions that implement the queue are in 20261128000300.
+-- (The current schema, one file per concern: supaworker/sql/schema/.)
 -- docs/architecture.md is the contract, docs/queue-semantics.md explains the rules.
 
 -- Helpers that must not be reachable through PostgREST (which exposes only `public` and

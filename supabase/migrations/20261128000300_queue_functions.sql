@@ -1,4 +1,5 @@
--- supaworker 3/4: the queue's functions (the RPC API, docs/architecture.md "SQL contract").
+-- supaworker: the queue's functions (the RPC API, docs/architecture.md "SQL contract").
+-- (The current schema, one file per concern: supaworker/sql/schema/.)
 --
 -- Conventions
 --  * Every function is `security definer` (owned by postgres) with `set search_path = ''`,

@@ -1,4 +1,5 @@
--- supaworker 4/4: periodic maintenance with pg_cron, where it is installed.
+-- supaworker: periodic maintenance with pg_cron, where it is installed.
+-- (The current schema, one file per concern: supaworker/sql/schema/.)
 --
 -- The reaper also runs opportunistically inside claim_next_job (every rescue_interval), so
 -- the queue works without pg_cron; the cron job covers the case where no worker is claiming.

@@ -9,8 +9,9 @@ Each test works in its own queue with its own workers and users.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import psycopg
@@ -35,6 +36,44 @@ def new_service_client(stack: StackConfig) -> Callable[[], Client]:
 
 
 Admin = psycopg.Connection[tuple[Any, ...]]
+# Makes a new database bootstrapped like a Supabase project; returns its name and a
+# superuser connection to it.
+ScratchDb = Callable[[], tuple[str, Admin]]
+
+
+def bootstrap_sql() -> str:
+    sql = resources.files("supaworker_local").joinpath("sql/bootstrap.sql").read_text()
+    # pg_cron can only be created in cron.database_name (the `postgres` database); a scratch
+    # database is a project without pg_cron, which the cron migration must tolerate.
+    return sql.replace(
+        "current_setting('shared_preload_libraries') like '%pg_cron%'",
+        "current_setting('shared_preload_libraries') like '%pg_cron%'"
+        " and current_database() = current_setting('cron.database_name', true)",
+    )
+
+
+@pytest.fixture()
+def scratch_db(stack: StackConfig, admin_db: Admin) -> Iterator[ScratchDb]:
+    """Factory: a new database bootstrapped like a Supabase project (no migrations yet)."""
+    created: list[tuple[str, psycopg.Connection[Any]]] = []
+
+    def make() -> tuple[str, Admin]:
+        name = f"sw_mig_{uuid.uuid4().hex[:10]}"
+        admin_db.execute(f'create database "{name}"')
+        conn = psycopg.connect(
+            stack.admin_db_url.replace("/postgres?", f"/{name}?"), autocommit=True
+        )
+        created.append((name, conn))
+        # As on a Supabase project, the migration owner may create schemas in its database
+        # (`supabase db push` creates supabase_migrations).
+        conn.execute(f'grant create on database "{name}" to postgres')
+        conn.execute(bootstrap_sql())
+        return name, conn
+
+    yield make
+    for name, conn in created:
+        conn.close()
+        admin_db.execute(f'drop database if exists "{name}" with (force)')
 
 
 def make_documents(admin_db: Admin, user: StackUser, count: int) -> list[uuid.UUID]:

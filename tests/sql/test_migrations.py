@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from supaworker_local import tools
 from supaworker_local.config import LOCAL_DB_PASSWORD, StackConfig
-from tests.sql.conftest import Admin
+from tests.sql.conftest import Admin, ScratchDb
 
 pytestmark = pytest.mark.stack
 
@@ -29,41 +26,6 @@ def local_migrations() -> list[str]:
 
 
 QUEUE_TABLES = ("processing_queue", "vps_workers", "job_events", "queue_settings")
-
-
-def bootstrap_sql() -> str:
-    sql = resources.files("supaworker_local").joinpath("sql/bootstrap.sql").read_text()
-    # pg_cron can only be created in cron.database_name (the `postgres` database); a scratch
-    # database is a project without pg_cron, which the cron migration must tolerate.
-    return sql.replace(
-        "current_setting('shared_preload_libraries') like '%pg_cron%'",
-        "current_setting('shared_preload_libraries') like '%pg_cron%'"
-        " and current_database() = current_setting('cron.database_name', true)",
-    )
-
-
-@pytest.fixture()
-def scratch_db(stack: StackConfig, admin_db: Admin) -> Iterator[Callable[[], tuple[str, Admin]]]:
-    """Factory: a new database bootstrapped like a Supabase project (no migrations yet)."""
-    created: list[tuple[str, psycopg.Connection[Any]]] = []
-
-    def make() -> tuple[str, Admin]:
-        name = f"sw_mig_{uuid.uuid4().hex[:10]}"
-        admin_db.execute(f'create database "{name}"')
-        conn = psycopg.connect(
-            stack.admin_db_url.replace("/postgres?", f"/{name}?"), autocommit=True
-        )
-        created.append((name, conn))
-        # As on a Supabase project, the migration owner may create schemas in its database
-        # (`supabase db push` creates supabase_migrations).
-        conn.execute(f'grant create on database "{name}" to postgres')
-        conn.execute(bootstrap_sql())
-        return name, conn
-
-    yield make
-    for name, conn in created:
-        conn.close()
-        admin_db.execute(f'drop database if exists "{name}" with (force)')
 
 
 def db_push(stack: StackConfig, database: str) -> subprocess.CompletedProcess[str]:
@@ -114,7 +76,7 @@ def smoke(conn: Admin, make_document: str) -> None:
 
 def test_migrations_apply_on_an_empty_supabase_database(
     stack: StackConfig,
-    scratch_db: Callable[[], tuple[str, Admin]],
+    scratch_db: ScratchDb,
 ) -> None:
     name, conn = scratch_db()
     result = db_push(stack, name)
@@ -169,7 +131,7 @@ def test_migrations_apply_on_an_empty_supabase_database(
 
 def test_an_existing_user_documents_table_is_left_untouched(
     stack: StackConfig,
-    scratch_db: Callable[[], tuple[str, Admin]],
+    scratch_db: ScratchDb,
 ) -> None:
     name, conn = scratch_db()
     conn.execute("""
@@ -224,7 +186,7 @@ def test_an_existing_user_documents_table_is_left_untouched(
 
 def test_a_user_documents_table_without_user_id_is_refused_clearly(
     stack: StackConfig,
-    scratch_db: Callable[[], tuple[str, Admin]],
+    scratch_db: ScratchDb,
 ) -> None:
     name, conn = scratch_db()
     conn.execute("create table public.user_documents (id uuid primary key, owner uuid)")

@@ -1,0 +1,195 @@
+-- supaworker, current schema: private helpers shared by several API functions.
+--
+-- supaworker/sql/schema/ is what a reader opens: the schema as it stands after every migration
+-- in supabase/migrations/ (what `supabase db push` applies; they stay as they are). Loaded in
+-- file-name order into a fresh database, these files give the same schema as the migrations
+-- (tests/sql/test_schema_definitions.py). To change the schema, edit the definition here AND
+-- write a new migration (docs/architecture.md, "Changing the schema").
+
+-- Conventions of every function below
+--  * `security definer` (owned by postgres) with `set search_path = ''` for the public API;
+--    every user object is schema-qualified; no dynamic SQL. supaworker_private helpers are
+--    not reachable through PostgREST (it exposes only `public` and `graphql_public`).
+--  * Errors: 22023 invalid argument (HTTP 400), PT403 not the owner, PT404 not found,
+--    PT409 wrong state, PT413 payload too large (PostgREST maps PTxyz to status xyz).
+--  * Worker calls are fenced by (job id, worker_id, attempt, running status): a worker whose
+--    job was taken away (rescued, cancelled, reassigned) changes nothing.
+--  * Lock order, to stay deadlock-free: queue_settings row -> vps_workers rows (in worker_id
+--    order) -> processing_queue rows. Every function that changes which jobs a worker holds
+--    locks that worker's row first; the claim locks job rows only with SKIP LOCKED.
+--  * Who may execute what is in 90_grants.sql; the "Who" line of each contract says the same.
+
+-- raise_error(p_code, p_message, p_hint) -> void
+-- Raises p_message with SQLSTATE p_code (and p_hint when not null). Every API error goes
+-- through it so each carries a hint. Who: the functions below only.
+create function supaworker_private.raise_error(p_code text, p_message text, p_hint text)
+returns void language plpgsql set search_path = '' as $$
+begin
+  if p_hint is null then
+    raise exception using errcode = p_code, message = p_message;
+  end if;
+  raise exception using errcode = p_code, message = p_message, hint = p_hint;
+end $$;
+comment on function supaworker_private.raise_error(text, text, text) is
+  'Raises p_message with SQLSTATE p_code and a hint.';
+
+-- caller_is_privileged() -> boolean
+-- Through PostgREST the JWT's role decides (service_role: true; anon/authenticated: false).
+-- Without JWT claims (pg_cron, psql, migrations, another function) the caller already passed
+-- the EXECUTE check and is trusted, unless it switched to an API role with SET ROLE. Never
+-- raises. Decides "any row" versus "own rows only" in enqueue_job / cancel_job and the
+-- user-options trigger.
+create function supaworker_private.caller_is_privileged() returns boolean
+language sql stable set search_path = '' as $$
+  -- Through PostgREST the JWT's role decides. Without JWT claims (SQL: pg_cron, psql,
+  -- another function) the caller already passed the EXECUTE check and is trusted, unless
+  -- it explicitly switched to one of the API roles.
+  select case
+    when auth.role() = 'service_role' then true
+    when auth.role() is not null then false
+    else coalesce(current_setting('role', true), 'none') not in ('anon', 'authenticated')
+  end
+$$;
+comment on function supaworker_private.caller_is_privileged() is
+  'True for service_role requests and for direct SQL callers (cron, migrations, psql); '
+  'false for anon/authenticated requests, which are limited to their own rows.';
+
+-- retry_delay(p_retry_count) -> interval
+-- The backoff before retry number p_retry_count (>= 1; smaller counts as 1):
+-- least(backoff_base_seconds * 2^(n-1), backoff_max_seconds) * uniform[0.5, 1), from
+-- queue_settings. The exponent is capped at 62 so large counts cannot overflow.
+create function supaworker_private.retry_delay(p_retry_count integer) returns interval
+language sql volatile set search_path = '' as $$
+  -- least(base * 2^(n-1), max) scaled by a random factor in [0.5, 1): exponential backoff
+  -- with jitter, so that jobs failing together do not come back together.
+  select make_interval(secs =>
+           (least(s.backoff_base_seconds
+                    * power(2::numeric, least(greatest(p_retry_count, 1) - 1, 62)),
+                  s.backoff_max_seconds))::double precision
+           * (0.5 + random() * 0.5))
+  from public.queue_settings s
+$$;
+comment on function supaworker_private.retry_delay(integer) is
+  'Backoff before retry number p_retry_count (>= 1): '
+  'least(backoff_base_seconds * 2^(n-1), backoff_max_seconds) * uniform[0.5, 1).';
+
+-- refresh_current_jobs(p_worker_ids) -> void
+-- Sets vps_workers.current_jobs of each listed worker to its count of assigned/processing
+-- jobs (writes only rows whose count changed). Invariant it keeps: current_jobs mirrors the
+-- running jobs. Callers must hold those workers' row locks (taken in an earlier statement).
+create function supaworker_private.refresh_current_jobs(p_worker_ids text[]) returns void
+language sql volatile set search_path = '' as $$
+  -- Callers lock the worker rows in an earlier statement, so the count below sees every
+  -- committed change to those workers' jobs.
+  update public.vps_workers w
+     set current_jobs = r.running
+    from (select w2.worker_id,
+                 (select count(*)::integer from public.processing_queue q
+                   where q.assigned_to = w2.worker_id
+                     and q.status in ('assigned', 'processing')) as running
+            from public.vps_workers w2
+           where w2.worker_id = any (p_worker_ids)) r
+   where w.worker_id = r.worker_id and w.current_jobs is distinct from r.running
+$$;
+comment on function supaworker_private.refresh_current_jobs(text[]) is
+  'Sets vps_workers.current_jobs to the number of assigned/processing jobs of each worker.';
+
+-- lock_worker(p_worker_id) -> vps_workers
+-- SELECT ... FOR UPDATE of one worker row; an all-null row when the worker is unknown (the
+-- caller decides whether that is an error). The first step of every function that changes
+-- which jobs a worker holds (lock order: worker row before job rows).
+create function supaworker_private.lock_worker(p_worker_id text)
+returns public.vps_workers language sql volatile set search_path = '' as $$
+  select * from public.vps_workers w where w.worker_id = p_worker_id for update
+$$;
+comment on function supaworker_private.lock_worker(text) is
+  'Locks and returns a worker row (all-null row when unknown). Taken before touching the '
+  'worker''s jobs.';
+
+-- fail_attempt(p_job_id, p_worker_id, p_attempt, p_error, p_retryable) -> setof job
+-- One failed attempt of a running job, fenced by (id, worker, attempt, running status), the
+-- single implementation behind fail_job, the reaper and register_worker's restart rule:
+-- retry_count + 1; cancel requested -> cancelled; not retryable or retry_count >=
+-- max_attempts -> failed (error kept, completed_at set); else pending at now() +
+-- retry_delay(retry_count) with owner and progress cleared. Returns the updated row, or no
+-- row when fenced out (a concurrent commit is re-checked after the lock wait). The caller
+-- holds the worker row lock and refreshes current_jobs.
+create function supaworker_private.fail_attempt(
+  p_job_id uuid, p_worker_id text, p_attempt integer, p_error text, p_retryable boolean
+) returns setof public.processing_queue
+language plpgsql volatile set search_path = '' as $$
+declare
+  v_job    public.processing_queue;
+  v_retry  integer;
+  v_status text;
+begin
+  -- The guard: in READ COMMITTED a row changed by a concurrent commit is re-checked against
+  -- this WHERE clause after the lock wait, so a job that was completed, released or
+  -- reassigned meanwhile is skipped instead of being reset.
+  select * into v_job from public.processing_queue q
+   where q.id = p_job_id and q.assigned_to = p_worker_id and q.attempt = p_attempt
+     and q.status in ('assigned', 'processing')
+   for update;
+  if not found then
+    return;
+  end if;
+
+  v_retry := v_job.retry_count + 1;
+  v_status := case
+    when v_job.cancel_requested then 'cancelled'
+    when not coalesce(p_retryable, true) or v_retry >= v_job.max_attempts then 'failed'
+    else 'pending'
+  end;
+
+  return query
+  update public.processing_queue q set
+    status           = v_status,
+    retry_count      = v_retry,
+    error_message    = left(coalesce(p_error, 'the worker gave no error message'), 10000),
+    result           = null,
+    run_at           = case when v_status = 'pending'
+                            then now() + supaworker_private.retry_delay(v_retry)
+                            else q.run_at end,
+    assigned_to      = case when v_status = 'pending' then null else q.assigned_to end,
+    assigned_at      = case when v_status = 'pending' then null else q.assigned_at end,
+    started_at       = case when v_status = 'pending' then null else q.started_at end,
+    progress_percent = case when v_status = 'pending' then null else q.progress_percent end,
+    progress_message = case when v_status = 'pending' then null else q.progress_message end,
+    completed_at     = case when v_status = 'pending' then null else now() end
+  where q.id = p_job_id
+  returning q.*;
+end $$;
+comment on function supaworker_private.fail_attempt(uuid, text, integer, text, boolean) is
+  'One failed attempt of a running job, fenced by (id, worker, attempt): retry_count + 1; '
+  'cancel requested -> cancelled; not retryable or retry_count >= max_attempts -> failed '
+  '(error kept, completed_at set); else pending at now() + retry_delay(retry_count). '
+  'Returns the row, or nothing when fenced out. Caller holds the worker row lock.';
+
+-- release(p_worker_id, p_job_ids) -> integer
+-- Puts the worker's running jobs (all when p_job_ids is null) back to pending without
+-- spending a retry (retry_count and run_at kept, progress cleared); a job with a cancel
+-- request becomes cancelled instead. Returns how many changed. Behind release_jobs and
+-- deregister_worker; the caller holds the worker row lock and refreshes current_jobs.
+create function supaworker_private.release(p_worker_id text, p_job_ids uuid[])
+returns integer language plpgsql volatile set search_path = '' as $$
+declare
+  v_count integer;
+begin
+  update public.processing_queue q set
+    status           = case when q.cancel_requested then 'cancelled' else 'pending' end,
+    assigned_to      = case when q.cancel_requested then q.assigned_to end,
+    assigned_at      = case when q.cancel_requested then q.assigned_at end,
+    started_at       = case when q.cancel_requested then q.started_at end,
+    completed_at     = case when q.cancel_requested then now() end,
+    progress_percent = null,
+    progress_message = null
+  where q.assigned_to = p_worker_id
+    and q.status in ('assigned', 'processing')
+    and (p_job_ids is null or q.id = any (p_job_ids));
+  get diagnostics v_count = row_count;
+  return v_count;
+end $$;
+comment on function supaworker_private.release(text, uuid[]) is
+  'Puts a worker''s running jobs (all, or p_job_ids) back to pending without spending a '
+  'retry (retry_count unchanged, run_at kept); jobs with a cancel request become cancelled. '
+  'Caller holds the worker row lock.';

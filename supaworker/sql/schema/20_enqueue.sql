@@ -1,0 +1,280 @@
+-- supaworker, current schema: producers: enqueue, cancel, retry.
+--
+-- supaworker/sql/schema/ is what a reader opens: the schema as it stands after every migration
+-- in supabase/migrations/ (what `supabase db push` applies; they stay as they are). Loaded in
+-- file-name order into a fresh database, these files give the same schema as the migrations
+-- (tests/sql/test_schema_definitions.py). To change the schema, edit the definition here AND
+-- write a new migration (docs/architecture.md, "Changing the schema").
+
+-- enqueue_job(p_user_document_id, p_priority 0, p_payload '{}', p_queue 'default',
+--             p_max_attempts null, p_run_at null, p_timeout_seconds null, p_requires '{}')
+--   -> processing_queue
+-- Queues a document; idempotent per document (one processing_queue row per document): an
+-- active entry (pending/assigned/processing) is returned unchanged, a finished one
+-- (completed/failed/cancelled) is re-queued as a new cycle (pending, retry_count 0,
+-- result/error/progress/cancel cleared; attempt, the fencing token, is kept).
+-- Who: service_role (any document, priority -1000..1000, every option) and authenticated
+-- (own documents only, priority clamped to -10..10, other options refused by the trigger
+-- refuse_user_job_options in 15_triggers.sql).
+-- Errors: 22023 bad argument (document id missing, payload/requires not an object, queue
+-- name, max_attempts outside 1..100, timeout <= 0, service priority outside -1000..1000),
+-- PT404 unknown document, PT403 not the owner (or a refused option), PT413 payload over
+-- queue_settings.max_payload_bytes, PT409 the entry was deleted concurrently (call again).
+create function public.enqueue_job(
+  p_user_document_id uuid,
+  p_priority         integer     default 0,
+  p_payload          jsonb       default '{}'::jsonb,
+  p_queue            text        default 'default',
+  p_max_attempts     integer     default null,
+  p_run_at           timestamptz default null,
+  p_timeout_seconds  integer     default null,
+  p_requires         jsonb       default '{}'::jsonb
+) returns public.processing_queue
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_settings     public.queue_settings;
+  v_privileged   boolean := supaworker_private.caller_is_privileged();
+  v_owner        uuid;
+  v_priority     integer := coalesce(p_priority, 0);
+  v_payload      jsonb   := coalesce(p_payload, '{}'::jsonb);
+  v_queue        text    := coalesce(p_queue, 'default');
+  v_requires     jsonb   := coalesce(p_requires, '{}'::jsonb);
+  v_max_attempts integer;
+  v_job          public.processing_queue;
+begin
+  select * into v_settings from public.queue_settings;
+  v_max_attempts := coalesce(p_max_attempts, v_settings.default_max_attempts);
+
+  if p_user_document_id is null then
+    perform supaworker_private.raise_error('22023', 'p_user_document_id is required',
+      'Pass the id of a row of public.user_documents.');
+  end if;
+  if jsonb_typeof(v_payload) <> 'object' then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_payload must be a JSON object, not %s', jsonb_typeof(v_payload)),
+      'Wrap the value in an object, e.g. {"value": ...}.');
+  end if;
+  if octet_length(v_payload::text) > v_settings.max_payload_bytes then
+    perform supaworker_private.raise_error('PT413',
+      pg_catalog.format('p_payload is %s bytes, more than max_payload_bytes (%s)',
+                        octet_length(v_payload::text), v_settings.max_payload_bytes),
+      'Store large inputs in the document or in Storage and pass a reference.');
+  end if;
+  if jsonb_typeof(v_requires) <> 'object' then
+    perform supaworker_private.raise_error('22023', 'p_requires must be a JSON object',
+      'Pass required capabilities as an object, e.g. {"gpu": true}.');
+  end if;
+  if v_queue !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('invalid queue name %L', v_queue),
+      'Queue names are 1-64 characters: letters, digits, "_", ".", ":", "-".');
+  end if;
+  if v_max_attempts not between 1 and 100 then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_max_attempts must be between 1 and 100, got %s', v_max_attempts),
+      'Pass null for the default (queue_settings.default_max_attempts).');
+  end if;
+  if p_timeout_seconds is not null and p_timeout_seconds <= 0 then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_timeout_seconds must be positive, got %s', p_timeout_seconds),
+      'Pass null for no timeout.');
+  end if;
+  if v_privileged then
+    if v_priority not between -1000 and 1000 then
+      perform supaworker_private.raise_error('22023',
+        pg_catalog.format('p_priority must be between -1000 and 1000, got %s', v_priority),
+        'Higher runs first; 0 is normal.');
+    end if;
+  else
+    v_priority := greatest(-10, least(10, v_priority));  -- end users: the normal range
+  end if;
+
+  select d.user_id into v_owner from public.user_documents d where d.id = p_user_document_id;
+  if not found then
+    perform supaworker_private.raise_error('PT404',
+      pg_catalog.format('document %s not found', p_user_document_id),
+      'Create the row in public.user_documents first.');
+  end if;
+  if not v_privileged and (auth.uid() is null or v_owner is distinct from auth.uid()) then
+    perform supaworker_private.raise_error('PT403',
+      pg_catalog.format('document %s does not belong to you', p_user_document_id),
+      'Users can only enqueue their own documents.');
+  end if;
+
+  insert into public.processing_queue as q
+    (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
+     timeout_seconds, requires)
+  values
+    (p_user_document_id, v_owner, v_queue, v_priority, v_payload, v_max_attempts,
+     coalesce(p_run_at, now()), p_timeout_seconds, v_requires)
+  on conflict (user_document_id) do nothing
+  returning q.* into v_job;
+  if found then
+    return v_job;
+  end if;
+
+  -- The document already has an entry: an active one is returned as is, a finished one
+  -- starts a new cycle (attempt, the fencing token, is never reset).
+  select * into v_job from public.processing_queue q
+   where q.user_document_id = p_user_document_id
+   for update;
+  if not found then
+    perform supaworker_private.raise_error('PT409',
+      'the queue entry of this document was removed concurrently', 'Call enqueue_job again.');
+  end if;
+  if v_job.status in ('completed', 'failed', 'cancelled') then
+    update public.processing_queue q set
+      status = 'pending', user_id = v_owner, queue = v_queue, priority = v_priority,
+      payload = v_payload, max_attempts = v_max_attempts, run_at = coalesce(p_run_at, now()),
+      timeout_seconds = p_timeout_seconds, requires = v_requires,
+      retry_count = 0, result = null, error_message = null, progress_percent = null,
+      progress_message = null, cancel_requested = false, assigned_to = null,
+      assigned_at = null, started_at = null, completed_at = null
+    where q.id = v_job.id
+    returning q.* into v_job;
+  end if;
+  return v_job;
+end $$;
+comment on function public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz,
+                                       integer, jsonb) is
+  'Queue a document for processing; returns its processing_queue row. Idempotent per '
+  'document: an active entry (pending/assigned/processing) is returned unchanged; a finished '
+  'one (completed/failed/cancelled) is re-queued as a new cycle (pending, retry_count 0, '
+  'result/error/progress/cancel cleared, attempt kept). service_role: any document, priority '
+  '-1000..1000. authenticated: own documents only, priority clamped to -10..10. '
+  'Errors: 22023 bad argument (payload/requires not an object, queue name, max_attempts '
+  '1..100, timeout > 0), PT404 unknown document, PT403 not the owner, PT413 payload over '
+  'queue_settings.max_payload_bytes.';
+
+-- cancel_job(p_job_id) -> processing_queue
+-- pending/assigned -> cancelled at once (an assigned job's worker is fenced out of
+-- start_job); processing -> cancel_requested = true (the worker learns it from
+-- heartbeat_worker and ends the job with fail_job, which then cancels it);
+-- completed/failed/cancelled -> returned unchanged (idempotent).
+-- Who: service_role (any job), authenticated (own jobs only); queue admins through
+-- admin_cancel_job. Errors: 22023 no id, PT404 unknown job, PT403 not the owner, PT409 the job
+-- changed hands while being cancelled (call again). Locks the owning worker, then the job.
+create function public.cancel_job(p_job_id uuid) returns public.processing_queue
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_privileged boolean := supaworker_private.caller_is_privileged();
+  v_seen       public.processing_queue;
+  v_job        public.processing_queue;
+begin
+  if p_job_id is null then
+    perform supaworker_private.raise_error('22023', 'p_job_id is required', null);
+  end if;
+  select * into v_seen from public.processing_queue q where q.id = p_job_id;
+  if not found then
+    perform supaworker_private.raise_error('PT404',
+      pg_catalog.format('job %s not found', p_job_id), 'Check the job id.');
+  end if;
+  if not v_privileged and (auth.uid() is null or v_seen.user_id is distinct from auth.uid()) then
+    perform supaworker_private.raise_error('PT403',
+      pg_catalog.format('job %s does not belong to you', p_job_id),
+      'Users can only cancel their own jobs.');
+  end if;
+  if v_seen.status in ('completed', 'failed', 'cancelled') then
+    return v_seen;  -- nothing left to cancel: idempotent
+  end if;
+
+  -- Lock order: the owning worker first, then the job.
+  if v_seen.assigned_to is not null then
+    perform supaworker_private.lock_worker(v_seen.assigned_to);
+  end if;
+  select * into v_job from public.processing_queue q where q.id = p_job_id for update;
+  if not found then
+    perform supaworker_private.raise_error('PT404',
+      pg_catalog.format('job %s not found', p_job_id), 'Check the job id.');
+  end if;
+  if v_job.status in ('assigned', 'processing')
+     and v_job.assigned_to is distinct from v_seen.assigned_to then
+    perform supaworker_private.raise_error('PT409',
+      pg_catalog.format('job %s changed hands while being cancelled', p_job_id),
+      'Call cancel_job again.');
+  end if;
+
+  if v_job.status in ('pending', 'assigned') then
+    update public.processing_queue q
+       set status = 'cancelled', completed_at = now(), progress_percent = null,
+           progress_message = null
+     where q.id = p_job_id
+    returning q.* into v_job;
+    if v_job.assigned_to is not null then
+      perform supaworker_private.refresh_current_jobs(array[v_job.assigned_to]);
+    end if;
+  elsif v_job.status = 'processing' and not v_job.cancel_requested then
+    update public.processing_queue q set cancel_requested = true
+     where q.id = p_job_id
+    returning q.* into v_job;
+  end if;
+  return v_job;
+end $$;
+comment on function public.cancel_job(uuid) is
+  'Cancel a job; returns its row. pending/assigned -> cancelled at once (an assigned job''s '
+  'worker is fenced out of start_job); processing -> cancel_requested = true (the worker '
+  'learns it from heartbeat_worker and ends the job with fail_job, which then cancels it); '
+  'completed/failed/cancelled -> returned unchanged. service_role: any job; authenticated: '
+  'own jobs only (PT403). PT404 unknown job.';
+
+-- retry_job(p_job_id) -> processing_queue
+-- A failed or cancelled job becomes pending now as a new cycle (retry_count 0, error and
+-- result cleared, attempt kept); a pending job is returned unchanged.
+-- Who: service_role; queue admins through admin_retry_job.
+-- Errors: PT404 unknown job, PT409 running (assigned/processing) or completed job.
+create function public.retry_job(p_job_id uuid) returns public.processing_queue
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_job public.processing_queue;
+begin
+  select * into v_job from public.processing_queue q where q.id = p_job_id for update;
+  if not found then
+    perform supaworker_private.raise_error('PT404',
+      pg_catalog.format('job %s not found', p_job_id), 'Check the job id.');
+  end if;
+  if v_job.status in ('assigned', 'processing') then
+    perform supaworker_private.raise_error('PT409',
+      pg_catalog.format('job %s is %s', p_job_id, v_job.status),
+      'Only failed or cancelled jobs can be retried; cancel it first or wait.');
+  end if;
+  if v_job.status = 'completed' then
+    perform supaworker_private.raise_error('PT409',
+      pg_catalog.format('job %s is completed', p_job_id),
+      'To process the document again, call enqueue_job.');
+  end if;
+  if v_job.status in ('failed', 'cancelled') then
+    update public.processing_queue q set
+      status = 'pending', run_at = now(), retry_count = 0, result = null,
+      error_message = null, progress_percent = null, progress_message = null,
+      cancel_requested = false, assigned_to = null, assigned_at = null, started_at = null,
+      completed_at = null
+    where q.id = p_job_id
+    returning q.* into v_job;
+  end if;
+  return v_job;  -- pending: unchanged
+end $$;
+comment on function public.retry_job(uuid) is
+  'Re-queue a failed or cancelled job as a new cycle (pending now, retry_count 0, error and '
+  'result cleared, attempt kept); a pending job is returned unchanged. PT409 for a running '
+  '(assigned/processing) or completed job, PT404 unknown job.';
+
+-- retry_failed_jobs(p_queue null) -> integer
+-- Re-queues every failed job (of p_queue, or of every queue) as a new cycle; returns how
+-- many. Cancelled jobs are not touched. Who: service_role. Raises nothing of its own.
+create function public.retry_failed_jobs(p_queue text default null) returns integer
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_count integer;
+begin
+  update public.processing_queue q set
+    status = 'pending', run_at = now(), retry_count = 0, result = null,
+    error_message = null, progress_percent = null, progress_message = null,
+    cancel_requested = false, assigned_to = null, assigned_at = null, started_at = null,
+    completed_at = null
+  where q.status = 'failed' and (p_queue is null or q.queue = p_queue);
+  get diagnostics v_count = row_count;
+  return v_count;
+end $$;
+comment on function public.retry_failed_jobs(text) is
+  'Re-queue every failed job (of p_queue, or of all queues when null) as a new cycle; '
+  'returns how many. Cancelled jobs are not touched.';
