@@ -447,6 +447,7 @@ class InMemoryTransport:
         p_attempt: int,
         p_error: str,
         p_retryable: bool = True,
+        p_retry_after_seconds: int | None = None,
     ) -> list[dict[str, Any]]:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
@@ -464,6 +465,8 @@ class InMemoryTransport:
                 self.settings.backoff_base_seconds * 2 ** (job["retry_count"] - 1),
                 self.settings.backoff_max_seconds,
             ) * random.uniform(0.5, 1.0)
+            if p_retry_after_seconds is not None:
+                delay = min(p_retry_after_seconds, self.settings.backoff_max_seconds)
             job["run_at"] = self.clock() + timedelta(seconds=delay)
             self._set_status(job, "pending", "retry_scheduled", p_error)
             job.update(assigned_to=None, assigned_at=None, started_at=None)
