@@ -137,6 +137,9 @@ class CommandHandler:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,
+            # Its own session: a Ctrl-C at the terminal reaches only the worker, which drains
+            # its jobs and then stops the child (closing its stdin) instead of losing them.
+            start_new_session=True,
         )
         log.info(
             "handler command started (pid %d): %s",
