@@ -14,6 +14,7 @@ import pytest
 
 from supaworker import QueueClient
 from supaworker.models import Job, JobStatus
+from tests.conftest import ROOT
 from tests.worker_fixtures import WorkerProcess, wait_for
 
 pytestmark = [
@@ -209,3 +210,26 @@ def test_cancel_of_a_running_job_reaches_the_child_which_keeps_running(
     assert log_records(worker, "handler_killed") == []
     (started,) = log_records(worker, "handler_started")
     assert queue.get(later.id).result["pid"] == started["pid"]  # type: ignore[index]
+
+
+def test_the_readme_node_worker_runs_jobs(
+    queue: QueueClient, start_worker: Start, submit: Submit, unique: Callable[[str], str]
+) -> None:
+    example = ROOT / "examples" / "handler-command" / "worker.mjs"
+    readme = (ROOT / "README.md").read_text()
+    code = example.read_text().split("\n", 2)[2]  # after its two comment lines
+    assert f"```js\n{code}```" in readme  # the README shows exactly this file
+    name = unique("q")
+    jobs = submit(2, queue_name=name)
+    worker = start_worker(
+        "--handler-command", f"node {example}", "--queue", name, "--burst", handler=None
+    )
+    assert worker.proc.wait(60) == 0, worker.output()
+    for job in jobs:
+        row = queue.get(job.id)
+        assert row.status == JobStatus.COMPLETED, row
+        assert row.result is not None and row.result["document"] == str(job.user_document_id)
+        assert row.result["processedBy"] == "node"
+    assert log_records(worker, "handler_line_ignored") == []
+    (stopped,) = log_records(worker, "handler_stopped")
+    assert stopped["code"] == 0  # it exits on its own when stdin closes
