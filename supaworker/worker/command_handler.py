@@ -173,7 +173,10 @@ class CommandHandler:
         try:
             return await entry.answer
         except asyncio.CancelledError:
-            self._cancel(child, key)
+            # Unless its answer came in just before the cancel (then the child is done
+            # with it and would never answer a cancel: it would be killed for nothing).
+            if entry.answer.cancelled():
+                self._cancel(child, key)
             raise
         finally:
             if child.jobs.get(key) is entry:

@@ -3,11 +3,15 @@ parsing, the worker carrying a handler's delay to fail_job, and what the adapter
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from supaworker import Job
+from supaworker import Job, JobContext
 from supaworker.exceptions import ConfigurationError, HandlerFailed, PermanentHandlerFailed
 from supaworker.testing import InMemoryTransport
 from supaworker.worker.command_handler import CommandHandler
@@ -75,3 +79,26 @@ def test_url_handler_refuses_what_is_not_an_http_url(url: str) -> None:
 def test_command_handler_refuses_an_unusable_command(command: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         CommandHandler(command)
+
+
+async def test_a_job_answered_just_before_its_cancel_sends_no_cancel() -> None:
+    # A child that reads its stdin and never writes: only the handler's own state matters.
+    silent = f"{sys.executable} -c 'import sys; sys.stdin.read()'"
+    async with CommandHandler(silent, cancel_grace=0.2) as handler:
+        child = handler._child
+        assert child is not None
+        job = Job.model_validate(
+            {"id": uuid.uuid4(), "user_document_id": uuid.uuid4(), "status": "processing"}
+        )
+        ctx = JobContext(job=job, worker_id="w1", logger=logging.getLogger("test"))
+        task = asyncio.create_task(handler(job, ctx))
+        while str(job.id) not in child.jobs:
+            await asyncio.sleep(0.01)
+        # The answer lands and the job's timeout fires in the same turn of the loop.
+        child.jobs[str(job.id)].answer.set_result({"done": True})
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert child.cancelling == {}
+        await asyncio.sleep(0.4)  # past the grace: the child was not killed
+        assert child.alive and child.process.returncode is None
