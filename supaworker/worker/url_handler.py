@@ -45,6 +45,9 @@ class UrlHandler:
                 f"--handler-url must be an http:// or https:// URL, got {url!r}"
             )
         self.url = url
+        # What error messages (stored on the job, read by its owner) and logs show: no
+        # user:password and no query string, which may carry credentials.
+        self.shown = str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = httpx.Timeout(None, connect=connect_timeout)
         self._client: httpx.AsyncClient | None = None
@@ -69,12 +72,12 @@ class UrlHandler:
         try:
             response = await self._client.post(self.url, json={"job": job.model_dump(mode="json")})
         except httpx.TimeoutException as exc:
-            raise HandlerFailed(f"POST {self.url} timed out ({type(exc).__name__})") from exc
+            raise HandlerFailed(f"POST {self.shown} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise HandlerFailed(
-                f"POST {self.url} failed: {type(exc).__name__}: {exc or 'no answer'}"
+                f"POST {self.shown} failed: {type(exc).__name__}: {exc or 'no answer'}"
             ) from exc
-        return _result_of(self.url, response)
+        return _result_of(self.shown, response)
 
 
 def _result_of(url: str, response: httpx.Response) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -102,3 +103,20 @@ async def test_a_job_answered_just_before_its_cancel_sends_no_cancel() -> None:
         assert child.cancelling == {}
         await asyncio.sleep(0.4)  # past the grace: the child was not killed
         assert child.alive and child.process.returncode is None
+
+
+async def test_url_handler_errors_never_show_the_urls_credentials() -> None:
+    with socket.socket() as sock:  # a port nothing listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    job = Job.model_validate(
+        {"id": uuid.uuid4(), "user_document_id": uuid.uuid4(), "status": "processing"}
+    )
+    ctx = JobContext(job=job, worker_id="w1", logger=logging.getLogger("test"))
+    url = f"http://bob:pa55word@127.0.0.1:{port}/process?key=s3cret"
+    async with UrlHandler(url) as handler:
+        with pytest.raises(HandlerFailed) as info:
+            await handler(job, ctx)
+    assert str(info.value).startswith(f"POST http://127.0.0.1:{port}/process failed: ConnectError")
+    assert "pa55word" not in str(info.value) and "s3cret" not in str(info.value)
+    assert not isinstance(info.value, PermanentHandlerFailed)  # refused: retried
