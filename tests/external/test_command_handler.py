@@ -233,3 +233,17 @@ def test_the_readme_node_worker_runs_jobs(
     assert log_records(worker, "handler_line_ignored") == []
     (stopped,) = log_records(worker, "handler_stopped")
     assert stopped["code"] == 0  # it exits on its own when stdin closes
+
+
+def test_sigterm_lets_the_childs_jobs_finish_then_stops_the_child(
+    queue: QueueClient, start_worker: Start, submit: Submit, unique: Callable[[str], str]
+) -> None:
+    name = unique("q")
+    (job,) = submit(queue_name=name, payload={"mode": "sleep", "seconds": 2})
+    worker = start_command_worker(start_worker, name, "--shutdown-timeout", "20")
+    wait_for(lambda: queue.get(job.id).status == JobStatus.PROCESSING, 20, "job running")
+    assert worker.stop() == 0, worker.output()
+    assert queue.get(job.id).status == JobStatus.COMPLETED
+    (stopped,) = log_records(worker, "handler_stopped")
+    assert stopped["code"] == 0  # stdin closed after the drain: it exited on its own
+    assert log_records(worker, "handler_exited") == []
