@@ -182,7 +182,14 @@ class MemoryState:
             )
         return timedelta(seconds=float(match.group(1)))
 
-    def _fail_attempt(self, job: dict[str, Any], error: str | None, *, retryable: bool) -> None:
+    def _fail_attempt(
+        self,
+        job: dict[str, Any],
+        error: str | None,
+        *,
+        retryable: bool,
+        retry_after: int | None = None,
+    ) -> None:
         """supaworker_private.fail_attempt on a job already known to be fenced in."""
         retry = job["retry_count"] + 1
         message = (error if error is not None else "the worker gave no error message")[:10000]
@@ -204,6 +211,8 @@ class MemoryState:
                 self.settings.backoff_base_seconds * 2 ** min(retry - 1, 62),
                 self.settings.backoff_max_seconds,
             ) * random.uniform(0.5, 1.0)
+            if retry_after is not None:
+                delay = min(retry_after, self.settings.backoff_max_seconds)
             changes.update(
                 run_at=self.clock() + timedelta(seconds=delay),
                 assigned_to=None,

@@ -230,11 +230,16 @@ class WorkerFunctions(MemoryState):
         p_attempt: int,
         p_error: str | None,
         p_retryable: bool | None = True,
+        p_retry_after_seconds: int | None = None,
     ) -> list[dict[str, Any]]:
+        if p_retry_after_seconds is not None and p_retry_after_seconds < 0:
+            raise invalid(f"p_retry_after_seconds must be >= 0, got {p_retry_after_seconds}")
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return []
-        self._fail_attempt(job, p_error, retryable=p_retryable is not False)
+        self._fail_attempt(
+            job, p_error, retryable=p_retryable is not False, retry_after=p_retry_after_seconds
+        )
         self._sync_current_jobs([p_worker_id])
         return [self._row(job)]
 
