@@ -282,11 +282,13 @@ function watchJob(supabase, jobId, onChange, options = {}) {
       table: "processing_queue",
       filter: `id=eq.${jobId}`
     }, (change) => offer(change.new, "change")).on("system", {}, (message) => {
-      if (message.extension === "postgres_changes" && message.status === "ok") {
-        void catchUp(false);
-      }
+      if (done || message.extension !== "postgres_changes" || message.status !== "ok") return;
+      void catchUp(false);
+      options.onStatus?.("LIVE");
     }).subscribe((status) => {
+      if (done) return;
       if (status === "SUBSCRIBED") void catchUp(false);
+      options.onStatus?.(status);
     });
     void catchUp(true);
   });

@@ -19,6 +19,11 @@ export interface WatchOptions {
   signal?: AbortSignal;
   /** Reject with code "timeout" after this long (default: no limit). */
   timeoutMs?: number;
+  /** The Realtime channel's status as it changes: "SUBSCRIBED" (joined), "LIVE" (Realtime
+   * confirmed the postgres_changes subscription: changes arrive from now on), both again
+   * after each reconnect; "CHANNEL_ERROR", "TIMED_OUT", "CLOSED". For a "live" indicator;
+   * the watch itself needs nothing from the caller. */
+  onStatus?: (status: string) => void;
 }
 
 /**
@@ -112,14 +117,16 @@ export function watchJob(
       // Supabase Realtime confirms the postgres_changes subscription separately from the join;
       // changes are delivered from then on, so this is the read that closes the gap.
       .on("system", {}, (message: { extension?: string; status?: string }) => {
-        if (message.extension === "postgres_changes" && message.status === "ok") {
-          void catchUp(false);
-        }
+        if (done || message.extension !== "postgres_changes" || message.status !== "ok") return;
+        void catchUp(false);
+        options.onStatus?.("LIVE");
       })
       .subscribe((status) => {
         // realtime-js rejoins by itself after CHANNEL_ERROR / TIMED_OUT and a dropped
         // socket; every rejoin ends in SUBSCRIBED again, and then we read.
+        if (done) return;
         if (status === "SUBSCRIBED") void catchUp(false);
+        options.onStatus?.(status);
       });
     void catchUp(true);
   });
