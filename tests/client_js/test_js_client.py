@@ -63,8 +63,17 @@ def test_node_tests_pass(
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "clients/js/test").glob("*.test.mjs"))
     assert files
     result = subprocess.run(
-        # Node 20 has WebSocket (supabase-js's Realtime) behind this flag; later ones by default.
-        [node, "--experimental-websocket", "--no-warnings", "--test", *files],
+        # Node 20 has WebSocket (supabase-js's Realtime) behind this flag; later ones by
+        # default. --test-force-exit: realtime-js's disconnect() leaves a 10 s timer (phoenix
+        # waits that long for the socket's close), which would idle every file for 10 s.
+        [
+            node,
+            "--experimental-websocket",
+            "--no-warnings",
+            "--test",
+            "--test-force-exit",
+            *files,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
