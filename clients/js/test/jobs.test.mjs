@@ -130,6 +130,15 @@ describe("error codes are the database's", { skip: needsStack }, () => {
       const error = await rejectsWith(enqueue(user, doc, option), "PT403", 403);
       assert.match(error.message, /only the service role may set/, JSON.stringify(option));
     }
+    // What the SQL accepts from users, the client passes too: defaults spelled out, a start
+    // in the future.
+    const spelled = await enqueue(user, await createDocument(stack.userToken), {
+      payload: {},
+      requires: {},
+      runAt: new Date(Date.now() + 3_600_000),
+      queue: uniqueQueue(),
+    });
+    assert.equal(spelled.status, "pending");
     const doc = await createDocument(stack.userToken);
     const job = await enqueue(serviceClient(), doc, {
       payload: { path: "s3://bucket/key" },
