@@ -15,7 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from supaworker_local.realtime import auth
+from supaworker_local.realtime import auth, limits
+from supaworker_local.realtime.authorization import AuthorizationError, Policies, PolicyError
 from supaworker_local.realtime.bindings import Binding, BindingError, binding_id, parse_binding
 from supaworker_local.realtime.checks import SubscriptionError
 from supaworker_local.realtime.poller import PollerUnavailable
@@ -32,8 +33,6 @@ TOPIC_PREFIX = "realtime:"
 CONFIRM_TOKEN_INTERVAL_S = 300.0
 # After a database failure Realtime retries the subscription in 5..10 s.
 RESUBSCRIBE_DELAY_S = (5.0, 10.0)
-# Realtime's default `max_channels_per_client`.
-MAX_CHANNELS_PER_CLIENT = 100
 
 
 def _flag(value: Any) -> bool:
@@ -75,8 +74,9 @@ class JoinConfig:
         )
 
 
-def join(conn: Connection, frame: Frame) -> None:
-    """Handle `phx_join`: refuse with the reason Realtime gives, or create the channel."""
+async def join(conn: Connection, frame: Frame) -> None:
+    """Handle `phx_join` in hosted's order (RealtimeChannel.join/3): connections, join rate,
+    channels per connection, token, then the RLS read check of a private topic."""
     topic = frame.topic
     if not topic.startswith(TOPIC_PREFIX):
         conn.send(reply(frame, "error", {"reason": "unmatched topic"}))
@@ -86,43 +86,75 @@ def join(conn: Connection, frame: Frame) -> None:
             reply(frame, "error", {"reason": "TopicNameRequired: You must provide a topic name"})
         )
         return
+    server = conn.server
     payload = frame.payload if isinstance(frame.payload, dict) else {}
+    config = JoinConfig.parse(payload)
+    previous = conn.channels.get(topic)
+    refusal = _quota_refusal(conn, previous is not None)
+    if refusal is not None:
+        _refuse(conn, frame, refusal)
+        if refusal == limits.JOIN_RATE_REASON:
+            # Hosted also disconnects the socket (`%Broadcast{event: "disconnect"}`).
+            conn.close_after_flush(1000, "disconnect")
+        return
     token = _join_token(conn.token, payload)
     try:
-        claims = auth.verify_for_channel(conn.server.config.jwt_secret, token)
+        claims = auth.verify_for_channel(server.config.jwt_secret, token)
     except auth.AuthError as exc:
-        log.info(
-            "Realtime join refused: %s",
-            exc.reason,
-            extra={"action": "realtime.join_refused", "topic": topic},
-        )
-        conn.send(reply(frame, "error", {"reason": exc.reason}))
+        _refuse(conn, frame, exc.reason)
         return
-    config = JoinConfig.parse(payload)
+    policies: Policies | None = None
     if config.private:
-        # Private channels authorize through RLS on realtime.messages, which this local
-        # endpoint does not implement; refuse rather than pretend.
-        conn.send(
-            reply(
-                frame,
-                "error",
-                {
-                    "reason": "Unauthorized: You do not have permissions to read from this Channel "
-                    f"topic: {topic[len(TOPIC_PREFIX) :]} (private channels are not supported "
-                    "by the local Realtime endpoint)"
-                },
+        try:
+            policies = await server.read_policies(
+                topic[len(TOPIC_PREFIX) :], claims, presence=config.presence_enabled
             )
-        )
+        except AuthorizationError:
+            _refuse(conn, frame, "Realtime was unable to connect to the project database")
+            return
+        if not (policies.broadcast_read or policies.presence_read):
+            _refuse(
+                conn,
+                frame,
+                "Unauthorized: You do not have permissions to read from this Channel topic: "
+                + topic[len(TOPIC_PREFIX) :],
+            )
+            return
+    if conn.closed:
         return
+    # Broadcasts from the database need the slot; hosted's is up before any join (it starts
+    # with the tenant's database connection), so wait for ours rather than miss the first.
+    await server.ensure_broadcast_stream()
     previous = conn.channels.get(topic)
-    if previous is None and len(conn.channels) >= MAX_CHANNELS_PER_CLIENT:
-        conn.send(reply(frame, "error", {"reason": "ChannelRateLimitReached: Too many channels"}))
-        return
     if previous is not None:
         previous.close(notify=False)  # a duplicate join replaces the old channel, as in Phoenix
-    channel = Channel(conn, frame, token, claims, config)
+    channel = Channel(conn, frame, token, claims, config, policies)
     conn.channels[topic] = channel
+    conn.counted = True
+    server.metrics.joins += 1
     channel.start(frame)
+
+
+def _quota_refusal(conn: Connection, rejoin: bool) -> str | None:
+    quotas = conn.server.quotas
+    if not conn.counted and quotas.too_many_users(conn.server.counted_connections()):
+        return limits.CONNECTIONS_REASON
+    if quotas.joins.triggered:
+        return limits.JOIN_RATE_REASON
+    quotas.joins.add()
+    if not rejoin and quotas.too_many_channels(len(conn.channels)):
+        return limits.CHANNELS_REASON
+    return None
+
+
+def _refuse(conn: Connection, frame: Frame, reason: str) -> None:
+    log.info(
+        "Realtime join refused: %s",
+        reason,
+        extra={"action": "realtime.join_refused", "topic": frame.topic},
+    )
+    conn.server.metrics.joins_refused[reason.partition(":")[0]] += 1
+    conn.send(reply(frame, "error", {"reason": reason}))
 
 
 def _join_token(connect_token: str, payload: dict[str, Any]) -> str:
@@ -134,7 +166,13 @@ def _join_token(connect_token: str, payload: dict[str, Any]) -> str:
 
 class Channel:
     def __init__(
-        self, conn: Connection, frame: Frame, token: str, claims: auth.Claims, config: JoinConfig
+        self,
+        conn: Connection,
+        frame: Frame,
+        token: str,
+        claims: auth.Claims,
+        config: JoinConfig,
+        policies: Policies | None = None,
     ) -> None:
         self.conn = conn
         self.topic = frame.topic
@@ -143,6 +181,8 @@ class Channel:
         self.token = token
         self.claims = claims
         self.config = config
+        # RLS results of a private channel (None on public ones, which need none).
+        self.policies = policies
         self.closed = False
         self.bindings: list[Binding] = []
         self.presence_meta: dict[str, Any] | None = None
@@ -164,8 +204,9 @@ class Channel:
         replies = [{**params, "id": binding_id(params)} for params in self.config.postgres_changes]
         self.conn.send(reply(frame, "ok", {"postgres_changes": replies}))
         self._schedule_token_check()
-        if self.config.presence_enabled:
+        if self.config.presence_enabled and self._may_read_presence():
             self.push("presence_state", self._presence_state())
+            self.conn.server.metrics.delivered("presence")
         if self.config.postgres_changes:
             self._start_subscription()
         log.info(
@@ -198,6 +239,9 @@ class Channel:
 
     def shutdown(self, message: str) -> None:
         """Realtime's `shutdown_response`: a system error, then the channel stops."""
+        if self.closed:
+            return
+        self.conn.server.metrics.shutdowns[message] += 1
         self.push_system("system", "error", message)
         log.info(
             "Realtime channel shut down: %s",
@@ -217,24 +261,43 @@ class Channel:
         )
 
     def push_change(self, ids: list[int], data: RawJson) -> None:
-        if not self.closed:
-            # Realtime fastlanes changes: no join_ref, no ref.
-            self.conn.send(
-                Frame(None, None, self.topic, "postgres_changes", {"ids": ids, "data": data})
-            )
+        # Realtime fastlanes changes: no join_ref, no ref.
+        self.deliver(
+            Frame(None, None, self.topic, "postgres_changes", {"ids": ids, "data": data}),
+            "postgres_changes",
+        )
+
+    def deliver(self, frame: Frame, kind: str) -> None:
+        """Send a billed message, then count it as hosted's channel does on
+        `:update_rate_counter`: past the messages-per-second limit the channel shuts down."""
+        if self.closed:
+            return
+        server = self.conn.server
+        self.conn.send(frame)
+        server.metrics.delivered(kind)
+        server.quotas.events.add()
+        if server.quotas.events.triggered:
+            self.shutdown(limits.MESSAGES_SHUTDOWN)
+
+    def may_receive_broadcast(self) -> bool:
+        return self.policies is None or self.policies.broadcast_read is True
+
+    def _may_read_presence(self) -> bool:
+        return self.policies is None or self.policies.presence_read is True
 
     # -- incoming -----------------------------------------------------------------------------
-    def handle(self, frame: Frame) -> None:
+    async def handle(self, frame: Frame) -> None:
         if frame.event == "phx_leave":
             self.conn.send(reply(frame, "ok", {}))
             self.close(notify=True)
         elif frame.event == "access_token":
             self._on_access_token(frame)
         elif frame.event == "broadcast":
-            self._on_broadcast(frame)
+            await self._on_broadcast(frame)
         elif frame.event == "presence":
-            self._on_presence(frame)
+            await self._on_presence(frame)
         else:
+            self.conn.server.quotas.events.add()  # hosted's catch-all `handle_in` counts too
             log.debug(
                 "Realtime ignored `%s` on %s",
                 frame.event,
@@ -263,15 +326,46 @@ class Channel:
             # Realtime re-subscribes with the new claims and says "Subscribed" again.
             self._start_subscription()
 
-    def _on_broadcast(self, frame: Frame) -> None:
+    async def _on_broadcast(self, frame: Frame) -> None:
+        server = self.conn.server
+        if self.policies is not None and not await self._may_write("broadcast_write"):
+            return  # hosted drops a broadcast the INSERT policies refuse, without a reply
+        server.metrics.received["broadcast"] += 1
+        server.quotas.events.add()
         skip = None if self.config.self_broadcast else self
-        self.conn.server.fan_out(self.name, frame.payload, private=self.config.private, skip=skip)
+        server.fan_out(self.name, frame.payload, private=self.config.private, skip=skip)
         if self.config.ack_broadcast:
             self.conn.send(reply(frame, "ok", {}))
 
-    def _on_presence(self, frame: Frame) -> None:
+    async def _may_write(self, which: str) -> bool:
+        assert self.policies is not None
+        if getattr(self.policies, which) is None:
+            try:
+                await self.conn.server.write_policies(self.name, self.claims, self.policies)
+            except (AuthorizationError, PolicyError) as exc:
+                log.warning(
+                    "Realtime could not check the write policies of %s: %s",
+                    self.topic,
+                    exc,
+                    extra={"action": "realtime.write_check_failed", "topic": self.topic},
+                )
+                return False
+        return getattr(self.policies, which) is True
+
+    async def _on_presence(self, frame: Frame) -> None:
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         event = payload.get("event")
+        self.conn.server.metrics.received["presence"] += 1
+        if event == "track" and self.conn.server.quotas.presence.triggered:
+            self.shutdown(limits.PRESENCE_SHUTDOWN)
+            return
+        if (
+            event == "track"
+            and self.policies is not None
+            and not await self._may_write("presence_write")
+        ):
+            self.conn.send(reply(frame, "error", {}))  # hosted: {:error, :unauthorized}
+            return
         if event == "track":
             meta = payload.get("payload", {})
             if not isinstance(meta, dict):
@@ -366,8 +460,11 @@ class Channel:
             self._presence_diff({}, {self.config.presence_key: {"metas": [previous]}})
 
     def _presence_diff(self, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
-        for member in self.conn.server.registry.members(self.topic_key):
-            if not member.closed:
+        server = self.conn.server
+        for member in server.registry.members(self.topic_key):
+            if not member.closed and member._may_read_presence():
+                server.metrics.delivered("presence")
+                server.quotas.presence.add()
                 member.conn.send(
                     Frame(
                         None,
