@@ -122,7 +122,7 @@ class RateCounter:
         self._count = 0
         self._buckets: list[int] = []
         self._last_busy = 0.0
-        self.avg = 0.0
+        self._avg = 0.0
         self._triggered = False
 
     def add(self, n: int = 1) -> None:
@@ -133,6 +133,12 @@ class RateCounter:
     def triggered(self) -> bool:
         self._advance()
         return self._triggered
+
+    @property
+    def avg(self) -> float:
+        """Messages per second over the buckets so far (what hosted compares to the limit)."""
+        self._advance()
+        return self._avg
 
     def _advance(self) -> None:
         now = self._clock()
@@ -155,12 +161,12 @@ class RateCounter:
             self._last_busy = at
         elif not any(self._buckets) and at - self._last_busy >= IDLE_RESET_S:
             # Hosted drops a counter idle for 5 minutes; the next one starts without history.
-            self._buckets, self.avg, self._triggered = [], 0.0, False
+            self._buckets, self._avg, self._triggered = [], 0.0, False
             return
         self._buckets = [count, *self._buckets][: self._max_buckets]
-        self.avg = sum(self._buckets) / len(self._buckets) / self._tick
+        self._avg = sum(self._buckets) / len(self._buckets) / self._tick
         # Triggers at the limit, clears below it (`maybe_trigger_limit`).
-        self._triggered = self.limit is not None and self.avg >= self.limit
+        self._triggered = self.limit is not None and self._avg >= self.limit
 
 
 class Quotas:

@@ -163,5 +163,6 @@ async def handler(request: web.Request) -> web.Response:
     if claims.get("role") != "service_role":
         return _deny(403, "Only the service_role key may read the Realtime metrics")
     return web.Response(
-        text=server.metrics.render(server), content_type="text/plain", charset="utf-8"
+        body=server.metrics.render(server).encode(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
