@@ -20,7 +20,7 @@ from supaworker_local.realtime.authorization import AuthorizationError, Policies
 from supaworker_local.realtime.bindings import Binding, BindingError, binding_id, parse_binding
 from supaworker_local.realtime.checks import SubscriptionError
 from supaworker_local.realtime.poller import PollerUnavailable
-from supaworker_local.realtime.protocol import Frame, RawJson, reply
+from supaworker_local.realtime.protocol import Frame, RawJson, UserBroadcast, dumps, reply
 from supaworker_local.realtime.registry import TopicKey
 
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ class Channel:
             self.conn.send(reply(frame, "ok", {}))
             self.close(notify=True)
         elif frame.event == "access_token":
-            self._on_access_token(frame)
+            await self._on_access_token(frame)
         elif frame.event == "broadcast":
             await self._on_broadcast(frame)
         elif frame.event == "presence":
@@ -305,7 +305,7 @@ class Channel:
                 extra={"action": "realtime.unexpected_event", "topic": self.topic},
             )
 
-    def _on_access_token(self, frame: Frame) -> None:
+    async def _on_access_token(self, frame: Frame) -> None:
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         token = payload.get("access_token")
         if (
@@ -320,6 +320,8 @@ class Channel:
         except auth.AuthError as exc:
             self.shutdown(exc.message)
             return
+        if self.policies is not None and not await self._recheck_read(claims):
+            return
         self.token, self.claims = token, claims
         self._schedule_token_check()
         if self.config.postgres_changes:
@@ -332,10 +334,52 @@ class Channel:
             return  # hosted drops a broadcast the INSERT policies refuse, without a reply
         server.metrics.received["broadcast"] += 1
         server.quotas.events.add()
+        if server.quotas.limits.payload_too_large(_payload_size(frame.payload)):
+            server.metrics.payloads_too_large += 1
+            if self.config.ack_broadcast:
+                # `{:reply, {:error, :payload_size_exceeded}, socket}`: Phoenix encodes the atom.
+                self.conn.send(
+                    Frame(
+                        frame.join_ref,
+                        frame.ref,
+                        frame.topic,
+                        "phx_reply",
+                        {"status": "error", "response": "payload_size_exceeded"},
+                    )
+                )
+            return
         skip = None if self.config.self_broadcast else self
         server.fan_out(self.name, frame.payload, private=self.config.private, skip=skip)
         if self.config.ack_broadcast:
             self.conn.send(reply(frame, "ok", {}))
+
+    async def _recheck_read(self, claims: auth.Claims) -> bool:
+        """A new token re-evaluates a private channel's policies (hosted's `access_token`
+        handler): no read at all, or a read the old token had and this one lacks, shuts it."""
+        assert self.policies is not None
+        previous = self.policies
+        try:
+            current = await self.conn.server.read_policies(
+                self.name, claims, presence=self.config.presence_enabled
+            )
+        except AuthorizationError:
+            self.shutdown("Realtime was unable to connect to the project database")
+            return False
+        if not (current.broadcast_read or current.presence_read):
+            self.shutdown(
+                f"You do not have permissions to read from this Channel topic: {self.name}"
+            )
+            return False
+        revoked = (previous.broadcast_read and current.broadcast_read is False) or (
+            previous.presence_read and current.presence_read is False
+        )
+        if revoked:
+            self.shutdown(
+                f"You no longer have permission to read from this Channel topic: {self.name}"
+            )
+            return False
+        self.policies = current  # write permissions are checked again when next needed
+        return True
 
     async def _may_write(self, which: str) -> bool:
         assert self.policies is not None
@@ -474,6 +518,13 @@ class Channel:
                         {"joins": joins, "leaves": leaves},
                     )
                 )
+
+
+def _payload_size(payload: dict[str, Any] | UserBroadcast) -> int:
+    """About `:erlang.external_size/1` of what hosted validates: the JSON, or the raw bytes."""
+    if isinstance(payload, UserBroadcast):
+        return len(payload.payload)
+    return len(dumps(payload).encode())
 
 
 def _presence_ref() -> str:

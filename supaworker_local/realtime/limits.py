@@ -10,6 +10,7 @@ Numbers (supabase.com/docs/guides/realtime/limits, "Limits by plan"):
     channel joins per second      100    500   2,500
     channels per connection       100    100     100
     presence messages per second   20     50   1,000
+    broadcast payload size (KB)   256  3,000   3,000
     ==========================  ======  =====  ======
 
 How hosted Realtime counts and answers (supabase/realtime @833cf36c):
@@ -42,6 +43,14 @@ How hosted Realtime counts and answers (supabase/realtime @833cf36c):
   `{"reason": "ChannelRateLimitReached: Too many channels"}` (`limit_channels`).
 * Presence (`presence_events_per_second`): each presence_diff delivered counts; a `track` while
   triggered shuts the channel down with "Too many presence messages per second".
+* Payload size (`max_payload_size_in_kb`; `Tenants.validate_payload_size`: the payload's size
+  over `kb * 1000 + 500` bytes): a client broadcast is dropped, answered
+  `{"status": "error", "response": "payload_size_exceeded"}` when it asked for an ack; a
+  database broadcast is dropped; the REST API answers 422 "Payload size exceeds tenant limit".
+* The REST API checks the messages rate before sending (batch_broadcast.ex,
+  single_broadcast.ex): HTTP 429 `{"message": "You have exceeded your rate limit"}` when the
+  average is over the limit (at it, for the single-message route), and "Too many messages to
+  broadcast, please reduce the batch size" when the batch would take it over.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from dataclasses import dataclass, fields, replace
 TICK_S = 5.0
 MAX_BUCKETS = 12
 IDLE_RESET_S = 300.0
+PAYLOAD_SIZE_PADDING = 500
 
 # The refusals and shutdowns, worded as hosted Realtime words them.
 JOIN_RATE_REASON = "ClientJoinRateLimitReached: Too many joins per second"
@@ -62,6 +72,9 @@ MESSAGES_SHUTDOWN = "Too many messages per second"
 PRESENCE_SHUTDOWN = "Too many presence messages per second"
 CONNECT_TOO_MANY_USERS = "Too many connected users"
 CONNECT_TOO_MANY_JOINS = "Too many joins per second"
+PAYLOAD_TOO_LARGE = "Payload size exceeds tenant limit"
+REST_RATE_EXCEEDED = "You have exceeded your rate limit"
+REST_BATCH_TOO_BIG = "Too many messages to broadcast, please reduce the batch size"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +86,18 @@ class Limits:
     max_joins_per_second: int | None
     max_channels_per_client: int | None
     max_presence_events_per_second: int | None
+    max_payload_size_in_kb: int | None
+
+    def payload_too_large(self, size: int) -> bool:
+        limit = self.max_payload_size_in_kb
+        return limit is not None and size > limit * 1000 + PAYLOAD_SIZE_PADDING
 
 
 PLANS: dict[str, Limits] = {
-    "free": Limits(200, 100, 100, 100, 20),
-    "pro": Limits(500, 500, 500, 100, 50),
-    "team": Limits(10_000, 2_500, 2_500, 100, 1_000),
-    "off": Limits(None, None, None, None, None),
+    "free": Limits(200, 100, 100, 100, 20, 256),
+    "pro": Limits(500, 500, 500, 100, 50, 3_000),
+    "team": Limits(10_000, 2_500, 2_500, 100, 1_000, 3_000),
+    "off": Limits(None, None, None, None, None, None),
 }
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
 

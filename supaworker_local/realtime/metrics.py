@@ -36,6 +36,7 @@ class Metrics:
         self.shutdowns: Counter[str] = Counter()
         self.connections_refused: Counter[str] = Counter()
         self.db_broadcasts_dropped = 0
+        self.payloads_too_large = 0
         self.changes_skipped = 0
 
     def delivered(self, kind: str, n: int = 1) -> None:
@@ -113,6 +114,7 @@ class Metrics:
                     ("max_joins_per_second", limits.max_joins_per_second),
                     ("max_channels_per_client", limits.max_channels_per_client),
                     ("max_presence_events_per_second", limits.max_presence_events_per_second),
+                    ("max_payload_size_in_kb", limits.max_payload_size_in_kb),
                 )
             ],
         )
@@ -125,6 +127,7 @@ class Metrics:
                 *_hits("connect", self.connections_refused),
                 *_hits("shutdown", self.shutdowns),
                 ('{what="db_broadcast_dropped",reason="events"}', self.db_broadcasts_dropped),
+                ('{what="payload_dropped",reason="size"}', self.payloads_too_large),
                 ('{what="changes_skipped",reason="db_events"}', self.changes_skipped),
             ],
         )

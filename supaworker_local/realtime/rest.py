@@ -20,6 +20,12 @@ from aiohttp import web
 
 from supaworker_local.realtime import auth
 from supaworker_local.realtime.authorization import AuthorizationError, Policies, PolicyError
+from supaworker_local.realtime.limits import (
+    PAYLOAD_TOO_LARGE,
+    REST_BATCH_TOO_BIG,
+    REST_RATE_EXCEEDED,
+    Limits,
+)
 from supaworker_local.realtime.protocol import UserBroadcast
 
 if TYPE_CHECKING:
@@ -57,7 +63,11 @@ def _authorized(server: RealtimeServer, request: web.Request) -> auth.Claims | N
         return None
 
 
-def _message_errors(message: Any) -> dict[str, list[str]]:
+def _too_many(message: str) -> web.Response:
+    return web.json_response({"message": message}, status=429)
+
+
+def _message_errors(message: Any, limits: Limits) -> dict[str, list[str]]:
     if not isinstance(message, dict):
         return {"message": ["is invalid"]}
     errors: dict[str, list[str]] = {}
@@ -66,6 +76,8 @@ def _message_errors(message: Any) -> dict[str, list[str]]:
             errors[name] = ["can't be blank"]
     if not isinstance(message.get("payload"), dict):
         errors["payload"] = ["can't be blank" if "payload" not in message else "is invalid"]
+    elif limits.payload_too_large(len(json.dumps(message["payload"]).encode())):
+        errors["payload"] = [PAYLOAD_TOO_LARGE]
     return errors
 
 
@@ -105,9 +117,15 @@ class BroadcastApi:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return web.json_response({"errors": {"messages": ["can't be blank"]}}, status=422)
-        errors = [_message_errors(m) for m in messages]
+        quotas = self._server.quotas
+        errors = [_message_errors(m, quotas.limits) for m in messages]
         if any(errors):
             return web.json_response({"errors": {"messages": errors}}, status=422)
+        limit = quotas.limits.max_events_per_second
+        if limit is not None and quotas.events.avg > limit:
+            return _too_many(REST_RATE_EXCEEDED)
+        if limit is not None and len(messages) + quotas.events.avg > limit:
+            return _too_many(REST_BATCH_TOO_BIG)
         for message in messages:
             private = message.get("private") is True
             if private and not await _may_send_private(self._server, claims, message["topic"]):
@@ -136,6 +154,12 @@ class BroadcastApi:
                 json.loads(raw)
             except ValueError:
                 return web.json_response({"errors": {"payload": ["is invalid"]}}, status=422)
+        quotas = self._server.quotas
+        if quotas.limits.payload_too_large(len(raw)):
+            return web.json_response({"errors": {"payload": [PAYLOAD_TOO_LARGE]}}, status=422)
+        limit = quotas.limits.max_events_per_second
+        if limit is not None and quotas.events.avg >= limit:
+            return _too_many(REST_RATE_EXCEEDED)
         if private and not await _may_send_private(self._server, claims, topic):
             return web.Response(status=202)
         self._server.quotas.events.add()

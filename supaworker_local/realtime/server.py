@@ -224,6 +224,14 @@ class RealtimeServer:
         body = row.get("payload")
         if body is None:
             return False  # binary payloads (realtime.send_binary) are not carried locally
+        if self.quotas.limits.payload_too_large(len(body.encode())):
+            self.metrics.payloads_too_large += 1
+            log.warning(
+                "UnableToBroadcastChanges: :payload_size_exceeded (topic %s)",
+                topic,
+                extra={"action": "realtime.db_broadcast_too_large", "topic": topic},
+            )
+            return False
         if self.quotas.events.triggered:
             # `check_rate_limit` in replication_connection.ex: dropped, logged.
             self.metrics.db_broadcasts_dropped += 1

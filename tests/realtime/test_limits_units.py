@@ -57,9 +57,11 @@ def test_unlimited_never_triggers() -> None:
 
 
 def test_plans_and_overrides() -> None:
-    assert resolve("pro") == Limits(500, 500, 500, 100, 50)
-    assert resolve("FREE") == PLANS["free"] == Limits(200, 100, 100, 100, 20)
-    assert resolve("off") == Limits(None, None, None, None, None)
+    assert resolve("pro") == Limits(500, 500, 500, 100, 50, 3000)
+    assert resolve("FREE") == PLANS["free"] == Limits(200, 100, 100, 100, 20, 256)
+    assert resolve("off") == Limits(None, None, None, None, None, None)
+    assert not resolve("free").payload_too_large(256_500)
+    assert resolve("free").payload_too_large(256_501)  # kb * 1000 + 500, as hosted
     custom = resolve("pro", {"max_events_per_second": 5, "max_channels_per_client": 0})
     assert (custom.max_events_per_second, custom.max_channels_per_client) == (5, None)
     with pytest.raises(ValueError, match="unknown Realtime plan"):

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
+from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 import websockets
 
 from supaworker_local.config import StackConfig
 from tests.realtime import metrics_client
-from tests.realtime.conftest import Admin, LocalRealtime, connect
+from tests.realtime.conftest import Admin, LocalRealtime, PrivateTopics, connect
 from tests.realtime.wire import Message, WireClient, reply_to
 
 pytestmark = pytest.mark.stack
@@ -189,8 +192,9 @@ async def test_presets_and_off(local_realtime: LocalRealtime, wire: list[WireCli
             "max_joins_per_second",
             "max_channels_per_client",
             "max_presence_events_per_second",
+            "max_payload_size_in_kb",
         )
-    ] == [200, 100, 100, 100, 20]
+    ] == [200, 100, 100, 100, 20, 256]
     off, _ = await local_realtime("off")
     off_limits = await metrics_client.read(off)
     assert off_limits['realtime_limit{limit="max_channels_per_client"}'] == -1
@@ -198,3 +202,83 @@ async def test_presets_and_off(local_realtime: LocalRealtime, wire: list[WireCli
     prefix = _topic("off")
     for n in range(101):
         assert (await client.join(f"{prefix}-{n}"))[1].status == "ok"
+
+
+async def _post(config: StackConfig, path: str, body: object) -> tuple[int, object]:
+    headers = {"apikey": config.service_role_key}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{config.api_url}{path}", json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None) if resp.status != 202 else None
+
+
+async def test_payload_size(local_realtime: LocalRealtime, wire: list[WireClient]) -> None:
+    config, _ = await local_realtime("pro", max_payload_size_in_kb=1)
+    listener = await connect(wire, config, config.anon_key)
+    sender = await connect(wire, config, config.anon_key)
+    topic = _topic("size")
+    name = topic.removeprefix("realtime:")
+    await listener.join(topic)
+    ref, _ = await sender.join(topic, {"broadcast": {"ack": True}})
+    big = {"type": "broadcast", "event": "big", "payload": {"blob": "x" * 1600}}
+    sent = await sender.send(topic, "broadcast", big, join_ref=ref)
+    answer = await sender.expect(reply_to(sent))
+    assert answer.payload == {"status": "error", "response": "payload_size_exceeded"}
+    small = {"type": "broadcast", "event": "small", "payload": {"blob": "x" * 400}}
+    sent = await sender.send(topic, "broadcast", small, join_ref=ref)
+    assert (await sender.expect(reply_to(sent))).status == "ok"
+    assert (await listener.expect(lambda m: m.event == "broadcast")).payload["event"] == "small"
+
+    with psycopg.connect(config.db_url, autocommit=True) as db:
+        db.execute(
+            "select realtime.send(jsonb_build_object('blob', repeat('x', 1600)), 'big', %s, false)",
+            (name,),
+        )
+    await metrics_client.wait_for_sample(
+        config, 'realtime_limit_hits_total{what="payload_dropped",reason="size"}', 2
+    )
+    message = {"topic": name, "event": "big", "payload": {"blob": "x" * 1600}}
+    assert await _post(config, "/realtime/v1/api/broadcast", {"messages": [message]}) == (
+        422,
+        {"errors": {"messages": [{"payload": ["Payload size exceeds tenant limit"]}]}},
+    )
+    assert [m for m in await listener.collect(0.5) if m.event == "broadcast"] == []
+
+
+async def test_rest_broadcast_rate(local_realtime: LocalRealtime, wire: list[WireClient]) -> None:
+    config, server = await local_realtime("pro", max_events_per_second=3)
+    path = "/realtime/v1/api/broadcast"
+    message = {"topic": "rest-rate", "event": "e", "payload": {}}
+    assert await _post(config, path, {"messages": [message] * 4}) == (
+        429,
+        {"message": "Too many messages to broadcast, please reduce the batch size"},
+    )
+    for _ in range(10):  # 2 per call: 20 in the first tick, 4/s
+        assert (await _post(config, path, {"messages": [message] * 2}))[0] == 202
+    await metrics_client.wait_for(lambda: server.quotas.events.avg > 3)
+    refused = (429, {"message": "You have exceeded your rate limit"})
+    assert await _post(config, path, {"messages": [message]}) == refused
+    assert await _post(config, f"{path}/rest-rate/events/e", {}) == refused
+
+
+async def test_a_new_token_that_cannot_read_closes_a_private_channel(
+    realtime_stack: StackConfig,
+    wire: list[WireClient],
+    make_user: Callable[..., Any],
+    private_topics: PrivateTopics,
+) -> None:
+    alice, bob = make_user(), make_user()
+    topic = private_topics.own(alice.id)
+    client = await connect(wire, realtime_stack, realtime_stack.anon_key)
+    ref, answer = await client.join(f"realtime:{topic}", {"private": True}, alice.token)
+    assert answer.status == "ok"
+    await client.send(f"realtime:{topic}", "access_token", {"access_token": bob.token}, ref)
+    system = await client.expect(lambda m: m.event == "system")
+    assert system.payload == {
+        "extension": "system",
+        "status": "error",
+        "message": f"You do not have permissions to read from this Channel topic: {topic}",
+        "channel": topic,
+    }
+    assert (await client.expect(lambda m: m.event == "phx_close")).topic == f"realtime:{topic}"
