@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -30,6 +32,7 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 SLOT_READY_TIMEOUT_S = 15.0
 # How long a join waits for the slot that carries Broadcast from the database.
 BROADCAST_STREAM_TIMEOUT_S = 5.0
+JANITOR_INTERVAL_S = 3600.0
 
 
 class RealtimeServer:
@@ -64,6 +67,7 @@ class RealtimeServer:
             on_slot_recreated=self._announce_resubscribed,
         )
         self.connections: set[Connection] = set()
+        self._janitor: asyncio.Task[None] | None = None
 
     def counted_connections(self) -> int:
         """Hosted's concurrent connections: open sockets that have joined a channel."""
@@ -258,12 +262,34 @@ class RealtimeServer:
     # -- life cycle ---------------------------------------------------------------------------
     async def on_startup(self, app: web.Application) -> None:
         self.poller.start()  # idles (no slot, no connection) until the first subscription
+        self._janitor = asyncio.create_task(self._delete_old_messages(), name="realtime-janitor")
+
+    async def _delete_old_messages(self) -> None:
+        """Hosted's Janitor: messages older than 72 hours go (it drops daily partitions)."""
+        while True:
+            try:
+                async with self._control.connection() as db:
+                    await db.execute(
+                        "delete from realtime.messages where inserted_at < "
+                        "(now() at time zone 'utc') - interval '72 hours'"
+                    )
+            except (psycopg.Error, OSError) as exc:
+                log.info(
+                    "Realtime could not delete old messages: %s",
+                    exc,
+                    extra={"action": "realtime.janitor_failed"},
+                )
+            await asyncio.sleep(JANITOR_INTERVAL_S)
 
     async def on_shutdown(self, app: web.Application) -> None:
         for connection in list(self.connections):
             await connection.ws.close(code=1001, message=b"Server shutting down")
 
     async def on_cleanup(self, app: web.Application) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
         await self.poller.stop()
         await self._control.close()
         await self._checks.close()

@@ -151,3 +151,27 @@ def private_topics(realtime_stack: StackConfig) -> Iterator[PrivateTopics]:
     with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
         db.execute(f'drop policy "{prefix} read" on realtime.messages')
         db.execute(f'drop policy "{prefix} write" on realtime.messages')
+
+
+@pytest.fixture()
+def broadcasting_table(realtime_stack: StackConfig, private_topics: PrivateTopics) -> Iterator[str]:
+    """A table whose trigger calls realtime.broadcast_changes to `<prefix>:<owner>`."""
+    name = f"rt_bc_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute(f"create table public.{name} (id bigint primary key, owner uuid, body text)")
+        db.execute(f"alter table public.{name} enable row level security")
+        db.execute(
+            f"create function public.{name}_changed() returns trigger language plpgsql"
+            " security definer set search_path = '' as $$ begin"
+            f" perform realtime.broadcast_changes('{private_topics.prefix}:' ||"
+            " coalesce(new.owner, old.owner)::text, tg_op, tg_op, tg_table_name,"
+            " tg_table_schema, new, old); return null; end $$"
+        )
+        db.execute(
+            f"create trigger {name}_changed after insert or update or delete on public.{name}"
+            f" for each row execute function public.{name}_changed()"
+        )
+    yield name
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute(f"drop table public.{name}")
+        db.execute(f"drop function public.{name}_changed()")

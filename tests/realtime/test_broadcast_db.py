@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
@@ -17,7 +17,7 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from supaworker_local.config import StackConfig
 from tests.realtime import metrics_client
-from tests.realtime.conftest import PrivateTopics, connect
+from tests.realtime.conftest import LocalRealtime, PrivateTopics, connect
 from tests.realtime.wire import Message, WireClient
 
 pytestmark = pytest.mark.stack
@@ -103,30 +103,6 @@ async def test_realtime_send_reaches_the_topic_it_names(
     assert [m for m in await private.collect(0.5) if _broadcast(m)] == []
 
 
-@pytest.fixture()
-def broadcasting_table(realtime_stack: StackConfig, private_topics: PrivateTopics) -> Iterator[str]:
-    """A table whose trigger calls realtime.broadcast_changes to `<prefix>:<owner>`."""
-    name = f"rt_bc_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
-        db.execute(f"create table public.{name} (id bigint primary key, owner uuid, body text)")
-        db.execute(f"alter table public.{name} enable row level security")
-        db.execute(
-            f"create function public.{name}_changed() returns trigger language plpgsql"
-            " security definer set search_path = '' as $$ begin"
-            f" perform realtime.broadcast_changes('{private_topics.prefix}:' ||"
-            " coalesce(new.owner, old.owner)::text, tg_op, tg_op, tg_table_name,"
-            " tg_table_schema, new, old); return null; end $$"
-        )
-        db.execute(
-            f"create trigger {name}_changed after insert or update or delete on public.{name}"
-            f" for each row execute function public.{name}_changed()"
-        )
-    yield name
-    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
-        db.execute(f"drop table public.{name}")
-        db.execute(f"drop function public.{name}_changed()")
-
-
 async def test_broadcast_changes_from_a_trigger(
     realtime_stack: StackConfig,
     wire: list[WireClient],
@@ -198,6 +174,7 @@ async def test_realtime_py_private_channel(
     py_client: Callable[..., Any],
     make_user: Callable[..., Any],
     private_topics: PrivateTopics,
+    broadcasting_table: str,
 ) -> None:
     alice, bob = make_user(), make_user()
     before = await metrics_client.read(realtime_stack)
@@ -219,7 +196,39 @@ async def test_realtime_py_private_channel(
         _send(realtime_stack, f'{{"n": {n}}}', "job", private_topics.own(alice.id), True)
     got = [await asyncio.wait_for(received.get(), 10) for _ in range(3)]
     assert [(m["event"], m["payload"]["n"]) for m in got] == [("job", 0), ("job", 1), ("job", 2)]
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:  # broadcast_changes
+        db.execute(f"insert into public.{broadcasting_table} values (7, %s, 'py')", (alice.id,))
+        db.execute(f"insert into public.{broadcasting_table} values (8, %s, 'bob')", (bob.id,))
+    change = await asyncio.wait_for(received.get(), 10)
+    assert (change["event"], change["payload"]["operation"]) == ("INSERT", "INSERT")
+    assert change["payload"]["record"] == {"id": 7, "owner": str(alice.id), "body": "py"}
     after = await metrics_client.read(realtime_stack)
     sent = 'realtime_messages_sent_by_kind_total{kind="broadcast"}'
-    assert after[sent] - before[sent] == 3
-    assert after["realtime_messages_sent_total"] - before["realtime_messages_sent_total"] >= 3
+    assert after[sent] - before[sent] == 4  # bob's row went to bob's topic: nobody joined it
+    assert after["realtime_messages_sent_total"] - before["realtime_messages_sent_total"] >= 4
+    assert received.empty()
+
+
+async def test_messages_older_than_72_hours_are_deleted(
+    local_realtime: LocalRealtime, realtime_stack: StackConfig
+) -> None:
+    """Hosted's Janitor drops realtime.messages partitions past 72 hours; so does the endpoint."""
+    topic = f"old-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(realtime_stack.admin_db_url, autocommit=True) as db:
+        for hours in (73, 71):
+            db.execute(
+                "insert into realtime.messages (topic, extension, payload, event, inserted_at)"
+                " values (%s, 'broadcast', '{}', 'e',"
+                " (now() at time zone 'utc') - make_interval(hours => %s))",
+                (topic, hours),
+            )
+        await local_realtime("pro")  # the janitor runs when the endpoint starts, then hourly
+        for _ in range(100):
+            left = db.execute(
+                "select count(*) from realtime.messages where topic = %s", (topic,)
+            ).fetchone()
+            if left == (1,):
+                break
+            await asyncio.sleep(0.1)
+        assert left == (1,)
+        db.execute("delete from realtime.messages where topic = %s", (topic,))

@@ -232,9 +232,11 @@ async def test_supabase_js_private_channels(
     realtime_stack: StackConfig,
     make_user: Callable[..., Any],
     private_topics: PrivateTopics,
+    broadcasting_table: str,
 ) -> None:
     """`config: {private: true}`: alice joins her own topic and receives what the database sends
-    to it (realtime.send); her join of bob's topic is refused with hosted's reason."""
+    to it (realtime.send, broadcast_changes from a trigger); her join of bob's topic is refused
+    with hosted's reason."""
     alice, bob = make_user(), make_user()
     own, theirs = private_topics.own(alice.id), private_topics.own(bob.id)
     js = await run_js(
@@ -273,6 +275,12 @@ async def test_supabase_js_private_channels(
     message = got["broadcast"]
     assert (got["client"], message["event"]) == ("own", "progress")
     assert message["payload"] == {"step": 1, "id": message["meta"]["id"]}
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:  # broadcast_changes
+        db.execute(f"insert into public.{broadcasting_table} values (1, %s, 'js')", (alice.id,))
+    got = await js.read_until(lambda line: "broadcast" in line)
+    change = got["broadcast"]
+    assert (change["event"], change["payload"]["operation"]) == ("INSERT", "INSERT")
+    assert change["payload"]["record"] == {"id": 1, "owner": str(alice.id), "body": "js"}
     after = await metrics_client.read(realtime_stack)
     sent = 'realtime_messages_sent_by_kind_total{kind="broadcast"}'
-    assert after[sent] - before[sent] == 1
+    assert after[sent] - before[sent] == 2
