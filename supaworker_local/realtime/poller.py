@@ -79,6 +79,7 @@ class ReplicationPoller:
         self._wake = asyncio.Event()
         self._waiters = 0
         self._last_error = ""
+        self._failed_at: float | None = None
         # Set when a live slot was lost to an error (not dropped for idleness): the next slot
         # must be announced to subscribers, who may have missed changes in between.
         self._slot_lost = False
@@ -105,6 +106,16 @@ class ReplicationPoller:
         """A fresher table list (read by a subscriber's validation); used from the next poll."""
         self._publication = publication
         self._published_at = time.monotonic()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def failing(self, within_s: float) -> str | None:
+        """The last error, if opening the slot failed in the last `within_s` seconds."""
+        if self._failed_at is not None and time.monotonic() - self._failed_at < within_s:
+            return self._last_error
+        return None
 
     async def ensure_ready(self, timeout: float) -> None:
         """Return once the slot exists, so changes committed from now on will be read."""
@@ -146,6 +157,7 @@ class ReplicationPoller:
                 # Database errors are expected (restarts, terminated sessions); anything else is
                 # a bug, logged with its traceback. Either way the poller lives on.
                 self._last_error = _describe(exc)
+                self._failed_at = time.monotonic()
                 log.log(
                     logging.WARNING if isinstance(exc, psycopg.Error | OSError) else logging.ERROR,
                     "Realtime replication failed (%s); retrying in %.1f s",
@@ -186,6 +198,7 @@ class ReplicationPoller:
             raise
         self._conn = conn
         self._ready.set()
+        self._failed_at = None
         log.info(
             "Realtime replication slot %s created",
             self.slot_name,

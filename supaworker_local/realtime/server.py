@@ -156,7 +156,13 @@ class RealtimeServer:
             raise authorization.AuthorizationError(str(exc).strip()) from exc
 
     async def ensure_broadcast_stream(self) -> None:
+        if self.poller.ready:
+            return
+        # While the database is out of reach, joins go on at once instead of each waiting.
+        error = self.poller.failing(within_s=2 * BROADCAST_STREAM_TIMEOUT_S)
         try:
+            if error is not None:
+                raise PollerUnavailable(error)
             await self.poller.ensure_ready(BROADCAST_STREAM_TIMEOUT_S)
         except PollerUnavailable as exc:
             # Public broadcast and presence work without the database; say why DB broadcasts

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from supaworker_local.config import StackConfig, apply_realtime_env, parse_limits
@@ -125,3 +128,20 @@ def test_what_the_slot_decodes() -> None:
         "realtime.messages",
         "insert",
     )
+
+
+async def test_joins_do_not_each_wait_for_an_unreachable_database(tmp_path: Path) -> None:
+    """The first join waits (up to 5 s) for the slot that carries database broadcasts; while
+    opening it keeps failing, later joins go ahead at once."""
+    server = RealtimeServer(StackConfig(state_dir=str(tmp_path), db_port=1))  # nothing there
+    server.poller.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.ensure_broadcast_stream()
+        assert loop.time() - started >= 4.5
+        started = loop.time()
+        await server.ensure_broadcast_stream()
+        assert loop.time() - started < 0.5
+    finally:
+        await server.poller.stop()
