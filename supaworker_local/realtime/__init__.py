@@ -6,7 +6,8 @@ reads changes the way it does, closely enough that realtime-py and supabase-js w
 * `protocol`  Phoenix serializers 1.0.0 (objects) and 2.0.0 (arrays, binary broadcasts)
 * `auth`      `apikey` / `access_token` checks (JWT with `role` and `exp`, `sb_` keys)
 * `socket`    one websocket: routing, heartbeats, bounded outbox
-* `channel`   join / leave / access_token / broadcast / presence of one topic
+* `joining`   the checks of a join (quotas, token, private-channel RLS)
+* `channel`   leave / access_token / broadcast / presence of one joined topic
 * `bindings`  `postgres_changes` parameters and filters
 * `poller`    the temporary wal2json slot over the `supabase_realtime` publication and
               `realtime.messages` (polled every `realtime_poll_interval_ms`, flat as hosted;

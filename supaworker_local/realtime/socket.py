@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from supaworker_local.realtime.channel import Channel, join
+from supaworker_local.realtime.channel import Channel
+from supaworker_local.realtime.joining import join
 from supaworker_local.realtime.protocol import Frame, ProtocolError, Serializer, reply
 
 if TYPE_CHECKING:
