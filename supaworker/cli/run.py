@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +17,7 @@ from supaworker.exceptions import ConfigurationError
 from supaworker.worker.handler import Handler, load_handler
 from supaworker.worker.http import WorkerHTTP
 from supaworker.worker.loop import EXIT_CONFIG, Worker
-from supaworker.worker.metrics import InstrumentedTransport, JobLogCounter, WorkerMetrics
+from supaworker.worker.metrics import InstrumentedTransport, JobCounter, WorkerMetrics
 
 EXIT_CODES_HELP = """Exit codes: 0 stopped cleanly (or --burst found nothing left);
 1 an internal error (a side task died); 2 configuration error (missing URL or key, bad
@@ -134,7 +133,6 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     metrics = None
     if settings.http_port is not None:
         metrics = WorkerMetrics()
-        logging.getLogger("supaworker.worker").addHandler(JobLogCounter(metrics))
         queue = AsyncQueueClient(InstrumentedTransport(queue.transport, metrics))
     wakeup = None
     if settings.realtime:
@@ -142,6 +140,8 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
 
         wakeup = RealtimeWakeup(settings.supabase_url, settings.service_key, settings)
     worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+    if metrics is not None:
+        worker.events.subscribe(JobCounter(metrics))
     server = None
     try:
         if metrics is not None and settings.http_port is not None:

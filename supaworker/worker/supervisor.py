@@ -1,0 +1,42 @@
+"""Side tasks (the heartbeat, the wake-up listener) supervised: one that dies is reported the
+moment it dies (its done callback), so the worker stops at once instead of when its claim
+loop next turns (up to the poll interval: 30 s with Realtime connected)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+Died = Callable[[str, BaseException], None]
+
+
+class SideTasks:
+    def __init__(self, died: Died) -> None:
+        self._died = died
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        self.failure: tuple[str, BaseException] | None = None
+
+    def start(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._done)
+        self._tasks.append(task)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            # A side task runs for the worker's life: ending early is a death too.
+            exc = RuntimeError(f"side task {task.get_name()} returned")
+        if self.failure is None:
+            self.failure = (task.get_name(), exc)
+        self._died(task.get_name(), exc)
+
+    async def stop(self) -> None:
+        """Cancel them all and wait until they are gone."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
