@@ -18,7 +18,7 @@ from typing import Any
 from supaworker.client import AsyncQueueClient
 from supaworker.models import Job, JobStatus
 from supaworker.worker.batching import ClaimAlong, CompletionBatcher
-from supaworker.worker.events import EventKind, JobEvent, JobEvents
+from supaworker.worker.events import EventKind, JobEvents, OutcomeEvent
 from supaworker.worker.execution import Outcome
 from supaworker.worker.ledger import Ledger
 from supaworker.worker.retry import RetryPolicy
@@ -100,7 +100,7 @@ class Completer:
 
         async def release() -> None:
             await self.retry("release_jobs", lambda: self.queue.release(self.worker_id, [job.id]))
-            self.events.emit(JobEvent("released", [job], self.worker_id))
+            self.events.emit(OutcomeEvent("released", [job], self.worker_id))
 
         self._track([job], release())
 
@@ -181,9 +181,9 @@ class Completer:
         if row is not None and row.status == JobStatus.PENDING and row.run_at is not None:
             self._retry_due(row.run_at)
         self.events.emit(
-            JobEvent(kind, [job], self.worker_id, duration=duration, error=outcome.error)
+            OutcomeEvent(kind, [job], self.worker_id, duration=duration, error=outcome.error)
         )
 
     def _completed(self, job: Job, duration: float | None, done: bool) -> None:
         kind: EventKind = "completed" if done else "lost"
-        self.events.emit(JobEvent(kind, [job], self.worker_id, duration=duration))
+        self.events.emit(OutcomeEvent(kind, [job], self.worker_id, duration=duration))

@@ -35,7 +35,7 @@ ACTIONS: dict[EventKind, str] = {
 
 
 @dataclass(frozen=True)
-class JobEvent:
+class OutcomeEvent:
     """`jobs` share the kind: a claim's jobs, or the one job a final write was about.
     `duration` is the handler's run time (completed, failed, retried, cancelled, lost);
     `error` the attempt's error (failed, retried, cancelled; lost when a failure was fenced)."""
@@ -47,7 +47,7 @@ class JobEvent:
     error: str | None = None
 
 
-Subscriber = Callable[[JobEvent], None]
+Subscriber = Callable[[OutcomeEvent], None]
 
 
 class JobEvents:
@@ -57,7 +57,7 @@ class JobEvents:
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
-    def emit(self, event: JobEvent) -> None:
+    def emit(self, event: OutcomeEvent) -> None:
         for subscriber in self._subscribers:
             try:
                 subscriber(event)
@@ -97,9 +97,9 @@ class JobLog:
     line each."""
 
     def __init__(self) -> None:
-        self._completed: list[JobEvent] = []
+        self._completed: list[OutcomeEvent] = []
 
-    def __call__(self, event: JobEvent) -> None:
+    def __call__(self, event: OutcomeEvent) -> None:
         if event.kind == "claimed":
             self._grouped(ACTIONS["claimed"], "claimed", event.worker_id, event.jobs, None)
         elif event.kind == "completed":
@@ -121,7 +121,7 @@ class JobLog:
         done, self._completed = self._completed, []
         if not done:
             return
-        by_worker: dict[str, list[JobEvent]] = {}
+        by_worker: dict[str, list[OutcomeEvent]] = {}
         for event in done:
             by_worker.setdefault(event.worker_id, []).append(event)
         for worker_id, events in by_worker.items():
@@ -129,7 +129,7 @@ class JobLog:
             durations = [rounded(e.duration) for e in events for _ in e.jobs]
             self._grouped(ACTIONS["completed"], "completed", worker_id, jobs, durations)
 
-    def _one(self, event: JobEvent) -> None:
+    def _one(self, event: OutcomeEvent) -> None:
         for job in event.jobs:
             action = ACTIONS[event.kind]
             if event.kind == "lost" and event.error is None:

@@ -46,7 +46,7 @@ from supaworker.models import Job, WorkerStatus
 from supaworker.worker import signals
 from supaworker.worker.batching import Reservation
 from supaworker.worker.completer import Completer
-from supaworker.worker.events import JobEvent, JobEvents, JobLog, job_extra, job_logger
+from supaworker.worker.events import JobEvents, JobLog, OutcomeEvent, job_extra, job_logger
 from supaworker.worker.execution import check_executor, run_handler
 from supaworker.worker.handler import Handler, JobContext, is_async
 from supaworker.worker.heartbeat import Heartbeat
@@ -108,7 +108,7 @@ class WorkerState:
     failed: int = 0
     lost: int = 0
 
-    def count(self, event: JobEvent) -> None:
+    def count(self, event: OutcomeEvent) -> None:
         n = len(event.jobs)
         if event.kind == "claimed":
             self.claimed += n
@@ -462,7 +462,7 @@ class Worker:
 
     def _run_claimed(self, jobs: list[Job]) -> None:
         if jobs:
-            self.events.emit(JobEvent("claimed", jobs, self.worker_id))
+            self.events.emit(OutcomeEvent("claimed", jobs, self.worker_id))
         if self._stop.is_set():
             # Answered after shutdown began (a completion call claims too): give them back.
             self.completer.release_waiting(jobs, "shutting down")

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from supaworker.exceptions import QueueError, TransportError
 from supaworker.transport import AsyncTransport
-from supaworker.worker.events import EventKind, JobEvent
+from supaworker.worker.events import EventKind, OutcomeEvent
 
 if TYPE_CHECKING:
     from supaworker.worker.loop import Worker
@@ -113,7 +113,7 @@ class JobCounter:
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
 
-    def __call__(self, event: JobEvent) -> None:
+    def __call__(self, event: OutcomeEvent) -> None:
         outcome = OUTCOMES[event.kind]
         by_queue: dict[str, int] = {}
         for job in event.jobs:
