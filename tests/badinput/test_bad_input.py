@@ -345,7 +345,7 @@ def test_failing_handler_frees_its_slot_at_once(
 ) -> None:
     """Six jobs whose handler raises PermanentError, one slot, Realtime on (so the idle poll
     is every 30 s). Each failure must free the slot for the next claim at once. Before the
-    fix in supaworker/worker/loop.py (`_write_outcome`), the claim triggered by the job's end
+    fix in supaworker/worker/completer.py (`_write`), the claim triggered by the job's end
     raced the fail_job write, often saw the slot still taken in SQL, and nothing woke the
     loop after the write: the worker sat idle until the next 30 s poll."""
     name = unique("q")
