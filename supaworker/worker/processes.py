@@ -90,6 +90,10 @@ class _Child:
             ) from exc
         return message
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.done() and not self._ready.cancelled()
+
     async def run(self, job: Job, timeout: float | None) -> Any:
         try:
             try:
@@ -126,6 +130,11 @@ class ProcessExecutor:
     def __init__(self, handler_path: str) -> None:
         self.handler_path = handler_path
         self._spare: _Child | None = None
+
+    @property
+    def spare_ready(self) -> bool:
+        """Whether the spare child has imported the handler and waits for a job."""
+        return self._spare is not None and self._spare.ready
 
     def warm(self) -> None:
         """Start the spare child now (idempotent)."""

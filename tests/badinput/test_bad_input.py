@@ -178,6 +178,31 @@ def test_worker_with_a_wrong_key_exits_2_at_once(
     assert fingerprint(admin_db) == before  # not even a worker row
 
 
+def test_process_executor_with_a_ctx_handler_exits_2_at_start(
+    stack_env: dict[str, str], admin_db: Db
+) -> None:
+    """A sync `(job, ctx)` handler cannot run in a child process (no JobContext there):
+    refused at start with one line. Before, every attempt failed with a TypeError
+    (`handler(job)` in the child) until max_attempts."""
+    worker_id = f"w-ctxproc-{uuid.uuid4().hex[:6]}"
+    before = fingerprint(admin_db)
+    result = _run_cli(
+        stack_env,
+        "run",
+        "--handler",
+        "tests.handlers:handle_sync",
+        "--executor",
+        "process",
+        "--worker-id",
+        worker_id,
+        "--burst",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--executor process cannot run tests.handlers:handle_sync" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert fingerprint(admin_db) == before  # not even a worker row
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

@@ -5,6 +5,7 @@ against the job's timeout; a handler it cannot run is refused at start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from supaworker import Job, JobContext
@@ -61,9 +62,15 @@ async def test_the_next_child_is_ready_when_a_hung_one_is_killed() -> None:
     executor = ProcessExecutor(SLOW)
     try:
         executor.warm()
-        hung = asyncio.create_task(executor.run(a_job(payload={"hang": True}), 5))
-        await asyncio.sleep(slow_import_handlers.IMPORT_SECONDS + 1.0)  # both children ready
+        hung = asyncio.create_task(executor.run(a_job(payload={"hang": True}), 30))
+        for _ in range(600):  # the hung job's child and the spare both import the handler
+            if executor.spare_ready:
+                break
+            await asyncio.sleep(0.05)
+        assert executor.spare_ready
         hung.cancel()  # kills its child
+        with contextlib.suppress(asyncio.CancelledError):
+            await hung
         began = time.monotonic()
         result = await executor.run(a_job(), 5)
         # The spare had imported the handler already: no import time in this run.
