@@ -33,6 +33,13 @@ ACTIONS: dict[EventKind, str] = {
     "lost": "job_lost",
 }
 
+# The `outcome` field of a failure's log line: the status the write left the job in.
+_FAILED_OUTCOMES: dict[EventKind, str] = {
+    "failed": "failed",
+    "retried": "pending",
+    "cancelled": "cancelled",
+}
+
 
 @dataclass(frozen=True)
 class OutcomeEvent:
@@ -130,40 +137,18 @@ class JobLog:
             self._grouped(ACTIONS["completed"], "completed", worker_id, jobs, durations)
 
     def _one(self, event: OutcomeEvent) -> None:
+        action = ACTIONS[event.kind]
+        # A completion fenced out is no failure (info); everything else is an attempt failed.
+        quiet = event.kind == "lost" and event.error is None
+        outcome = _FAILED_OUTCOMES.get(event.kind, "fenced")
         for job in event.jobs:
-            action = ACTIONS[event.kind]
-            if event.kind == "lost" and event.error is None:
-                log.info(
-                    "job %s finished after losing it",
-                    job.id,
-                    extra=job_extra(
-                        action,
-                        job,
-                        event.worker_id,
-                        duration=rounded(event.duration),
-                        outcome="fenced",
-                    ),
-                )
+            extra = job_extra(action, job, event.worker_id, duration=rounded(event.duration))
+            extra["outcome"] = outcome
+            if quiet:
+                log.info("job %s finished after losing it", job.id, extra=extra)
                 continue
-            outcome = {
-                "failed": "failed",
-                "retried": "pending",
-                "cancelled": "cancelled",
-            }.get(event.kind, "fenced")
-            log.warning(
-                "job %s attempt failed (%s): %s",
-                job.id,
-                action,
-                event.error,
-                extra=job_extra(
-                    action,
-                    job,
-                    event.worker_id,
-                    duration=rounded(event.duration),
-                    outcome=outcome,
-                    error=event.error,
-                ),
-            )
+            extra["error"] = event.error
+            log.warning("job %s attempt failed (%s): %s", job.id, action, event.error, extra=extra)
 
     @staticmethod
     def _grouped(
