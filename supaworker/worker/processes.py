@@ -145,7 +145,10 @@ class ProcessExecutor:
         self.warm()
         child, self._spare = self._spare, None
         assert child is not None
-        self.warm()  # the next job's child starts while this one runs
+        # The next job's child starts while this one runs. (Out of processes or memory: the
+        # next job starts its own, or fails retryably.)
+        with contextlib.suppress(OSError):
+            self.warm()
         return await child.run(job, timeout)
 
     async def close(self) -> None:
