@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
 from supaworker import Job
 from supaworker.client import AsyncQueueClient
 from supaworker.testing import InMemoryTransport
-from supaworker.worker.loop import EXIT_ERROR, Worker
+from supaworker.worker.loop import EXIT_ERROR, EXIT_OK, Worker
 from supaworker.worker.supervisor import SideTasks
 from tests.unit.worker_doubles import enqueue, unit_settings
 
@@ -78,3 +79,45 @@ async def test_a_dead_side_task_stops_an_idle_worker_at_once() -> None:
     assert await asyncio.wait_for(worker.run(), 20) == EXIT_ERROR
     assert time.monotonic() - began < 5
     assert fake.workers["w1"]["status"] == "offline"
+
+
+class StubbornWakeup:
+    """Loses one cancellation, as the Realtime subscription did when Python 3.11's
+    `asyncio.wait_for` completed at the moment the worker's shutdown cancelled it."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+
+    async def run(
+        self,
+        wake: Callable[[], None],
+        connected: Callable[[bool], None],
+        control: Callable[[], None],
+    ) -> None:
+        self.waiting.set()
+        with contextlib.suppress(asyncio.CancelledError):  # lost, as in wait_for's race
+            await asyncio.sleep(30)
+        connected(True)
+        while True:
+            await asyncio.sleep(0.05)
+
+
+async def test_shutdown_ends_a_side_task_that_lost_its_cancellation() -> None:
+    """Regression: a `--burst` worker logged burst_done and then hung for ever in its
+    shutdown, waiting for a wake-up task whose cancellation had been swallowed."""
+
+    async def handler(job: Job) -> None:
+        return None
+
+    wakeup = StubbornWakeup()
+    worker = Worker(
+        AsyncQueueClient(InMemoryTransport()),
+        handler,
+        unit_settings(burst=False),
+        wakeup=wakeup,
+        install_signal_handlers=False,
+    )
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(wakeup.waiting.wait(), 5)
+    worker.request_stop()
+    assert await asyncio.wait_for(task, 10) == EXIT_OK
