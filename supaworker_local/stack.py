@@ -187,6 +187,7 @@ def up(state_dir: Path, *, reset: bool = False, **ports: int) -> StackConfig:
     config = load_or_create_config(state_dir, **ports)
     ensure_postgres(config)
     apply_migrations(config)
+    postgres.repoint_cron_jobs(config)
     start_postgrest(config)
     reload_postgrest_schema(config)
     start_gateway(config)
