@@ -1,7 +1,7 @@
 """The catalogue of the queue's SQL functions: their names, parameters and result parsing.
 
 This is the only module that knows the RPC names (the SQL contracts are in
-`supabase/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
+`supaworker/sql/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
 `RpcCall` that a transport executes, so the sync and async clients share every line here.
 """
 
