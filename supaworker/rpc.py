@@ -51,6 +51,7 @@ RpcName = Literal[
     "list_jobs",
     "job_history",
     "list_workers",
+    "supaworker_schema_version",
 ]
 
 
@@ -372,3 +373,8 @@ def _workers(data: Any) -> list[WorkerInfo]:
 
 def list_workers() -> RpcCall[list[WorkerInfo]]:
     return RpcCall("list_workers", {}, _workers)
+
+
+def supaworker_schema_version() -> RpcCall[int]:
+    """The schema version the database reports (migration 0012 and later)."""
+    return RpcCall("supaworker_schema_version", {}, _int)

@@ -17,6 +17,9 @@ from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from supaworker import __version__
+from supaworker.exceptions import SchemaOutdated
+
 # The oldest schema this package works with. Raised only when the package calls something a
 # newer migration adds; a database newer than this is accepted (docs/upgrading.md).
 REQUIRED_VERSION = 12
@@ -47,6 +50,22 @@ class Migration:
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def require_version(database: int | None) -> None:
+    """Refuse a database whose schema is older than this package needs; a newer one is fine
+    (migrations never break the previous version's workers: docs/upgrading.md)."""
+    if database is not None and database >= REQUIRED_VERSION:
+        return
+    has = (
+        f"schema version {database}"
+        if database is not None
+        else f"a schema older than version {REQUIRED_VERSION} (no {VERSION_FUNCTION}())"
+    )
+    raise SchemaOutdated(
+        f"the database has supaworker {has}; supaworker {__version__} needs version "
+        f"{REQUIRED_VERSION} or newer: run `supaworker init` and `supabase db push`"
+    )
 
 
 def migrations_dir() -> Traversable:

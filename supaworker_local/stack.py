@@ -86,11 +86,18 @@ def ensure_postgres(config: StackConfig) -> None:
     postgres.bootstrap(config)
 
 
+def project_dir(config: StackConfig) -> Path:
+    return Path(config.project_dir) if config.project_dir else tools.project_root()
+
+
 def apply_migrations(config: StackConfig) -> str:
     """`supabase db push` against the local database: the same command as for a hosted one."""
-    root = tools.project_root()
+    root = project_dir(config)
     if not (root / "supabase" / "migrations").is_dir():
-        raise LocalStackError(f"No supabase/migrations folder under {root}")
+        raise LocalStackError(
+            f"No supabase/migrations folder under {root}: run `supaworker init` in your "
+            "project (after `supabase init`), or `supaworker demo` for a throwaway one"
+        )
     result = subprocess.run(
         [
             tools.supabase_cli(),
@@ -161,7 +168,7 @@ def start_gateway(config: StackConfig) -> None:
         [sys.executable, "-m", "supaworker_local.gateway", "--state-dir", str(config.path)],
         run_dir=_run_dir(config),
         log_dir=_log_dir(config),
-        env={**os.environ, "SUPAWORKER_PROJECT_DIR": str(tools.project_root())},
+        env={**os.environ, "SUPAWORKER_PROJECT_DIR": str(project_dir(config))},
     )
     processes.wait_until(
         lambda: _http_ok(f"{config.api_url}/_stack/health"),
@@ -181,10 +188,15 @@ def reload_postgrest_schema(config: StackConfig) -> None:
 
 
 # -- life cycle ----------------------------------------------------------------------------
-def up(state_dir: Path, *, reset: bool = False, **ports: int) -> StackConfig:
+def up(
+    state_dir: Path, *, reset: bool = False, project: Path | None = None, **ports: int
+) -> StackConfig:
+    """`project`: the folder holding supabase/ (default: found from the working directory)."""
     if reset:
         down(state_dir, reset=True)
     config = load_or_create_config(state_dir, **ports)
+    config.project_dir = str((project or tools.project_root()).resolve())
+    config.save()
     ensure_postgres(config)
     apply_migrations(config)
     start_postgrest(config)

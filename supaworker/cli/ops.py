@@ -1,6 +1,8 @@
 """Operator commands: enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch.
 
-Tables for people, `--json` for scripts. Connection from SUPABASE_URL and a service key.
+Tables for people, `--json` for scripts. Connection from SUPABASE_URL and a service key, in
+the environment or `.env` as for `supaworker run`. Each command first checks that the
+database's supaworker schema is one this package works with (exit 2 otherwise).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from supaworker import schema
 from supaworker.client import AsyncQueueClient, QueueClient, credentials_from_env
-from supaworker.exceptions import QueueError, SupaworkerError
+from supaworker.config import WorkerSettings
+from supaworker.exceptions import ConfigurationError, QueueError, SupaworkerError
 from supaworker.models import Job, JobStatus, WorkerStatus
 from supaworker.realtime_subscription import Binding, Event, close_quietly, subscribe
 
@@ -28,16 +32,41 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output"
 EXIT_QUEUE_ERROR = 1
 
 
+def credentials() -> tuple[str, str]:
+    """SUPABASE_URL and the service key from the environment, else from ./.env (the same
+    reading as `supaworker run`: the environment wins)."""
+    try:
+        settings = WorkerSettings(_env_file=".env")
+    except ValueError as exc:  # pydantic's ValidationError: an invalid SUPAWORKER_* variable
+        raise ConfigurationError(f"invalid settings in the environment or .env: {exc}") from None
+    return credentials_from_env(
+        {"SUPABASE_URL": settings.supabase_url, "SUPABASE_SERVICE_ROLE_KEY": settings.service_key}
+    )
+
+
+def _require_schema(client: QueueClient) -> None:
+    try:
+        version = client.schema_version()
+    except QueueError:
+        return  # a refused key or an outage: the command's own call says so
+    schema.require_version(version)
+
+
 @contextmanager
 def queue_client() -> Iterator[QueueClient]:
     """A client from the environment; any supaworker error becomes one line and exit 1/2."""
     try:
-        client = QueueClient.from_env()
+        url, key = credentials()
+        client = QueueClient.connect(url, key)
     except SupaworkerError as exc:
         typer.echo(f"supaworker: error: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
+        _require_schema(client)
         yield client
+    except ConfigurationError as exc:  # the schema is too old
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except QueueError as exc:
         typer.echo(f"supaworker: error: {exc}", err=True)
         raise typer.Exit(EXIT_QUEUE_ERROR) from None
@@ -265,7 +294,7 @@ def watch(
     """Follow a job's status and progress live until it ends (exit 0 if it completed)."""
     with queue_client() as client:
         client.get(job_id)  # a clear error now for an unknown or malformed id
-        url, key = credentials_from_env()
+        url, key = credentials()
     try:
         final = asyncio.run(_follow(url, key, job_id, timeout, realtime))
     except QueueError as exc:
