@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from supaworker_local import stack
 from supaworker_local.config import StackConfig, default_state_dir
+from supaworker_local.errors import LocalStackError
 
 app = typer.Typer(
     help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",
@@ -53,6 +55,17 @@ def ports_given(
     return ports
 
 
+def starting(call: Callable[[], StackConfig]) -> StackConfig:
+    """Bring the stack up; a missing tool or a failed step is a message and exit 2, not a
+    traceback."""
+    try:
+        with console.status("Starting the local stack..."):
+            return call()
+    except LocalStackError as exc:
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _dir(state_dir: Path | None) -> Path:
     return (state_dir or default_state_dir()).resolve()
 
@@ -76,8 +89,7 @@ def up(
     """Start the stack (idempotent) and push the project's supabase/migrations with the
     Supabase CLI (`supabase db push`); serve its supabase/functions."""
     ports = ports_given(db_port, api_port, postgrest_port)
-    with console.status("Starting the local stack..."):
-        config = stack.up(_dir(state_dir), reset=reset, **ports)
+    config = starting(lambda: stack.up(_dir(state_dir), reset=reset, **ports))
     _print_status(config)
     console.print('\nConfigure a shell with: [bold]eval "$(supaworker dev env)"[/bold]')
 

@@ -33,7 +33,7 @@ from supaworker import project
 from supaworker.client import QueueClient
 from supaworker.models import Job, JobStatus
 from supaworker_local import stack, tools
-from supaworker_local.cli import ApiPort, DbPort, PostgrestPort, ports_given
+from supaworker_local.cli import ApiPort, DbPort, PostgrestPort, ports_given, starting
 from supaworker_local.config import StackConfig, default_state_dir
 
 console = Console()
@@ -162,8 +162,8 @@ def demo(
     """Bring up the local stack, queue sample documents, and watch two workers process them."""
     directory = (state_dir or default_state_dir()).resolve()
     root = demo_project(directory)
-    with console.status("Starting the local Supabase-compatible stack..."):
-        config = stack.up(directory, project=root, **ports_given(db_port, api_port, postgrest_port))
+    ports = ports_given(db_port, api_port, postgrest_port)
+    config = starting(lambda: stack.up(directory, project=root, **ports))
     console.print(f"[green]✓[/green] local stack at {config.api_url}")
     user_id, token = stack.create_user(config, "demo@example.test")
     documents = upload_documents(config, str(user_id), token)

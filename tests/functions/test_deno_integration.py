@@ -1,5 +1,5 @@
-"""The Deno integration tests (`supaworker/supabase_functions/*/integration_test.ts`, supabase-js) run
-against the test stack, with two fresh users."""
+"""The Deno integration tests (`supaworker/supabase_functions/*/integration_test.ts`,
+supabase-js) run against the test stack, with two fresh users."""
 
 from __future__ import annotations
 
