@@ -35,9 +35,9 @@ class Installed:
         return str(self.venv / "bin" / "python")
 
 
-def build_wheel(out: Path) -> Path:
+def build_wheel(out: Path, source: Path = ROOT) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
     )
