@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -25,6 +26,7 @@ from tests.install.conftest import Installed, clean_env, free_ports
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
+SUPABASE_CLI = str(ROOT / "node_modules" / ".bin" / "supabase")
 CONFIG_TOML = 'project_id = "my-app"\n\n[db]\nmajor_version = 15\n'
 # The user's own schema, dated after anything supaworker ships: their documents table with
 # more columns and their own policy, and a table supaworker knows nothing about.
@@ -197,6 +199,29 @@ def test_init_and_dev_up_keep_the_users_schema_and_the_queue_works(
     job = json.loads(project.run("job", job_id, "--json", env=project.stack_env()).stdout)["job"]
     assert (job["status"], job["result"]) == ("completed", {"title": "quarterly report"})
 
+    # The copied edge function, served by the local stack as `supabase functions deploy` would
+    # serve it: a signed-in user queues their own document.
+    user = json.loads(project.ok("dev", "user", "fn@example.test", "--json"))
+    with psycopg.connect(project.config().admin_db_url) as conn:
+        row = conn.execute(
+            "insert into public.user_documents (user_id, title) values (%s, 'via the function')"
+            " returning id",
+            (user["id"],),
+        ).fetchone()
+    assert row is not None
+    env = project.stack_env()
+    response = httpx.post(
+        f"{env['SUPABASE_URL']}/functions/v1/enqueue-document",
+        json={"user_document_id": str(row[0])},
+        headers={
+            "Authorization": f"Bearer {user['access_token']}",
+            "apikey": env["SUPABASE_ANON_KEY"],
+        },
+        timeout=120,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+
     project.ok("dev", "down")
     stopped = project.run("dev", "status", cwd=subfolder)
     assert stopped.returncode == 1, stopped.stdout
@@ -242,7 +267,18 @@ def test_upgrade_adds_exactly_the_missing_migrations_and_the_version_check_guard
     assert all(n > max(older) for n in new)
     assert out.count("added supabase/migrations/") == len(new)
     assert project.run("init", "--check").returncode == 0
-    project.ok("dev", "up", *project.ports)  # pushes the new migrations
+    # The README's `supabase db push`, with the real CLI (at the local database, not linked).
+    pushed = subprocess.run(
+        [SUPABASE_CLI, "db", "push", "--db-url", env["SUPABASE_DB_URL"], "--yes"],
+        cwd=project.root,
+        env=clean_env({"SUPABASE_TELEMETRY_DISABLED": "1"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    for migration in new:
+        assert migration.split("_", 1)[0] in pushed.stdout + pushed.stderr
     enqueued = project.run("enqueue", str(document), "--queue", "upgrade", env=env)
     assert enqueued.returncode == 0, enqueued.stderr
     worker = run_worker(project, "upgrade")
