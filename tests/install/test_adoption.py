@@ -199,6 +199,37 @@ def test_init_and_dev_up_keep_the_users_schema_and_the_queue_works(
     job = json.loads(project.run("job", job_id, "--json", env=project.stack_env()).stdout)["job"]
     assert (job["status"], job["result"]) == ("completed", {"title": "quarterly report"})
 
+    # The packaged example handler reads user_documents.content, which this table lacks: the
+    # job fails at once (no retries) saying so.
+    example = f"example-{uuid.uuid4().hex[:6]}"
+    enqueued = project.run(
+        "enqueue",
+        str(a_document(project, "no content")),
+        "--queue",
+        example,
+        "--json",
+        env=project.stack_env(),
+    )
+    assert enqueued.returncode == 0, enqueued.stderr
+    ran = project.run(
+        "run",
+        "--handler",
+        "supaworker_local.examples.handler:process_user_document",
+        "--burst",
+        "--queue",
+        example,
+        "--no-realtime",
+        env=project.stack_env(),
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    failed = json.loads(
+        project.run(
+            "job", json.loads(enqueued.stdout)["id"], "--json", env=project.stack_env()
+        ).stdout
+    )["job"]
+    assert (failed["status"], failed["retry_count"]) == ("failed", 1)  # one attempt only
+    assert "reads the text from user_documents.content" in failed["error_message"]
+
     # The copied edge function, served by the local stack as `supabase functions deploy` would
     # serve it: a signed-in user queues their own document.
     user = json.loads(project.ok("dev", "user", "fn@example.test", "--json"))

