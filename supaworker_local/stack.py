@@ -90,14 +90,18 @@ def project_dir(config: StackConfig) -> Path:
     return Path(config.project_dir) if config.project_dir else tools.project_root()
 
 
-def apply_migrations(config: StackConfig) -> str:
-    """`supabase db push` against the local database: the same command as for a hosted one."""
-    root = project_dir(config)
+def require_project(root: Path) -> None:
     if not (root / "supabase" / "migrations").is_dir():
         raise LocalStackError(
             f"No supabase/migrations folder under {root}: run `supaworker init` in your "
             "project (after `supabase init`), or `supaworker demo` for a throwaway one"
         )
+
+
+def apply_migrations(config: StackConfig) -> str:
+    """`supabase db push` against the local database: the same command as for a hosted one."""
+    root = project_dir(config)
+    require_project(root)
     result = subprocess.run(
         [
             tools.supabase_cli(),
@@ -192,10 +196,12 @@ def up(
     state_dir: Path, *, reset: bool = False, project: Path | None = None, **ports: int
 ) -> StackConfig:
     """`project`: the folder holding supabase/ (default: found from the working directory)."""
+    root = (project or tools.project_root()).resolve()
+    require_project(root)  # before anything is started
     if reset:
         down(state_dir, reset=True)
     config = load_or_create_config(state_dir, **ports)
-    config.project_dir = str((project or tools.project_root()).resolve())
+    config.project_dir = str(root)
     config.save()
     ensure_postgres(config)
     apply_migrations(config)

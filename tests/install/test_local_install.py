@@ -100,3 +100,23 @@ def test_without_npm_the_error_says_what_to_install(
     assert "ToolMissingError: npm was not found" in looked_up.stderr
     assert "apt-get install -y nodejs npm" in looked_up.stderr
     assert not (tmp_path / "tools").exists() or not any((tmp_path / "tools").rglob("node_modules"))
+
+
+def test_dev_up_outside_a_project_says_what_to_do_and_starts_nothing(
+    local_install: Installed, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [local_install.supaworker, "dev", "up", *free_ports()],
+        cwd=tmp_path,
+        env=clean_env({"SUPAWORKER_TOOLS_DIR": str(tmp_path / "tools")}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"supaworker: error: No supabase/migrations folder under {tmp_path.resolve()}: run "
+        "`supaworker init` in your project (after `supabase init`), or `supaworker demo` for a "
+        "throwaway one"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no state folder, no stack
