@@ -1,41 +1,87 @@
 """`InMemoryTransport`: a Python model of the queue's SQL functions, for fast tests.
 
-It answers the same RPC names with the same JSON shapes as PostgREST would, so
-`AsyncQueueClient(InMemoryTransport())` behaves like the real queue without a network. The
-shared contract suite (`tests/contract/`) runs the same tests against this model and the real
-stack, so the model cannot drift from the SQL unnoticed.
+It answers the same RPC names with the same JSON shapes and the same errors (class and
+SQLSTATE) as PostgREST would, so `AsyncQueueClient(InMemoryTransport())` behaves like the
+real queue without a network. The shared contract suite (`tests/contract/`) runs the same
+tests against this model and the real stack, so the model cannot drift from the SQL
+unnoticed. Each `fn_<name>` mirrors `public.<name>` in `supabase/migrations/` (the latest
+migration that defines it); the checks run in the SQL's order and before any change, since a
+refused SQL call changes nothing (its transaction rolls back).
 
     queue = AsyncQueueClient(InMemoryTransport())
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import random
+import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from supaworker.exceptions import Conflict, InvalidArgument, NotFound
+from supaworker.exceptions import Conflict, InvalidArgument, NotFound, PayloadTooLarge
 from supaworker.models import jsonb_contains
 
 STATUSES = ("pending", "assigned", "processing", "completed", "failed", "cancelled")
 RUNNING = ("assigned", "processing")
 FINISHED = ("completed", "failed", "cancelled")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+# What purge_finished_jobs receives from rpc.py ("3600 seconds"); Postgres reads far more
+# interval spellings, the model only the ones supaworker sends.
+_SECONDS = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)?\s*")
+
+
+# An SQL default applies only to an argument left out; an explicit null stays null.
+_OMITTED: Any = object()
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _invalid(message: str) -> InvalidArgument:
+    return InvalidArgument(message, code="22023")
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    """PostgREST hands the text to Postgres, which refuses a non-UUID with 22P02."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidArgument(
+            f'invalid input syntax for type uuid: "{value}"', code="22P02"
+        ) from None
+
+
+def _in_range(name: str, value: int | None, low: int, high: int) -> int:
+    if value is None or not low <= value <= high:
+        raise _invalid(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _jsonb_text_bytes(value: Any) -> int:
+    # jsonb's text form puts ", " and ": " between items, as json.dumps does by default.
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
 @dataclass
 class _Settings:
+    """`public.queue_settings` (the same defaults)."""
+
     dead_worker_horizon: timedelta = timedelta(seconds=30)
+    rescue_interval: timedelta = timedelta(seconds=5)
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 3600.0
     default_max_attempts: int = 5
     max_payload_bytes: int = 262144
+    retention: timedelta = timedelta(days=7)
+    timeout_grace: timedelta = timedelta(seconds=30)
+    last_rescue_at: datetime | None = None
 
 
 @dataclass
@@ -57,8 +103,18 @@ class InMemoryTransport:
         if function in self.fail_next:
             raise self.fail_next.pop(function)
         method = getattr(self, f"fn_{function}", None)
-        if method is None:
-            raise NotFound(f"no function {function}", code="PGRST202")
+        try:
+            if method is None:
+                raise TypeError(function)
+            # PostgREST picks the function by name AND argument names: an unknown or a
+            # missing required argument finds no function at all.
+            inspect.signature(method).bind(**params)
+        except TypeError:
+            raise NotFound(
+                f"The database has no function {function}() with these arguments"
+                f" ({', '.join(sorted(params))})",
+                code="PGRST202",
+            ) from None
         return method(**params)
 
     async def aclose(self) -> None:
@@ -69,47 +125,73 @@ class InMemoryTransport:
         self.documents[doc_id] = owner or uuid.uuid4()
         return doc_id
 
-    def _job(self, job_id: str) -> dict[str, Any]:
-        job = self.jobs.get(uuid.UUID(job_id))
+    def _job(self, job_id: Any) -> dict[str, Any]:
+        job = self.jobs.get(_uuid(job_id))
         if job is None:
             raise NotFound(f"job {job_id} not found", code="PT404")
         return job
 
-    def _set_status(
-        self, job: dict[str, Any], status: str, event: str, message: str | None = None
+    def _update(self, job: dict[str, Any], **changes: Any) -> None:
+        """An UPDATE of a processing_queue row, with the triggers that follow it in SQL
+        (updated_at; one job_events row per status change or cancel request)."""
+        old = dict(job)
+        job.update(changes, updated_at=self.clock())
+        if job["status"] != old["status"]:
+            event = {
+                "pending": (
+                    "requeued"
+                    if old["status"] in FINISHED
+                    else "retry_scheduled"
+                    if job["retry_count"] > old["retry_count"]
+                    else "released"
+                ),
+                "assigned": "assigned",
+                "processing": "started",
+            }.get(job["status"], job["status"])
+        elif job["cancel_requested"] and not old["cancel_requested"]:
+            event = "cancel_requested"
+        else:
+            return
+        self._record(job, event, old["status"], job["assigned_to"] or old["assigned_to"])
+
+    def _record(
+        self, job: dict[str, Any], event: str, from_status: str | None, worker: str | None
     ) -> None:
         self.events.append(
             {
                 "id": len(self.events) + 1,
                 "job_id": job["id"],
+                "user_id": job["user_id"],
                 "event": event,
-                "from_status": job["status"],
-                "to_status": status,
-                "worker_id": job["assigned_to"],
+                "from_status": from_status,
+                "to_status": job["status"],
+                "worker_id": None if event in ("enqueued", "requeued") else worker,
                 "attempt": job["attempt"],
-                "message": message,
+                "message": job["error_message"] if event in ("retry_scheduled", "failed") else None,
                 "created_at": self.clock(),
             }
         )
-        job["status"] = status
-        job["updated_at"] = self.clock()
 
     def _row(self, job: dict[str, Any]) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, uuid.UUID | datetime) else v) for k, v in job.items()}
 
     def _running_of(self, worker_id: str) -> list[dict[str, Any]]:
-        return [
-            j
-            for j in self.jobs.values()
-            if j["assigned_to"] == worker_id and j["status"] in RUNNING
-        ]
+        return sorted(
+            (
+                j
+                for j in self.jobs.values()
+                if j["assigned_to"] == worker_id and j["status"] in RUNNING
+            ),
+            key=lambda j: j["id"],
+        )
 
-    def _sync_current_jobs(self, worker_id: str | None) -> None:
-        if worker_id in self.workers:
-            self.workers[worker_id]["current_jobs"] = len(self._running_of(worker_id))
+    def _sync_current_jobs(self, worker_ids: Iterable[str | None]) -> None:
+        for worker_id in worker_ids:
+            if worker_id in self.workers:
+                self.workers[worker_id]["current_jobs"] = len(self._running_of(worker_id))
 
-    def _fenced(self, job_id: str, worker_id: str, attempt: int) -> dict[str, Any] | None:
-        job = self.jobs.get(uuid.UUID(job_id))
+    def _fenced(self, job_id: Any, worker_id: str, attempt: int) -> dict[str, Any] | None:
+        job = self.jobs.get(_uuid(job_id))
         if (
             job
             and job["assigned_to"] == worker_id
@@ -122,35 +204,62 @@ class InMemoryTransport:
     # -- app side -------------------------------------------------------------------------
     def fn_enqueue_job(
         self,
-        p_user_document_id: str,
-        p_priority: int = 0,
-        p_payload: dict[str, Any] | None = None,
-        p_queue: str = "default",
+        p_user_document_id: str | None,
+        p_priority: int | None = 0,
+        p_payload: Any = None,
+        p_queue: str | None = "default",
         p_max_attempts: int | None = None,
         p_run_at: str | None = None,
         p_timeout_seconds: int | None = None,
-        p_requires: dict[str, Any] | None = None,
+        p_requires: Any = None,
     ) -> dict[str, Any]:
-        doc_id = uuid.UUID(p_user_document_id)
+        doc_id = None if p_user_document_id is None else _uuid(p_user_document_id)
+        priority = 0 if p_priority is None else p_priority
+        payload = {} if p_payload is None else p_payload
+        queue = "default" if p_queue is None else p_queue
+        requires = {} if p_requires is None else p_requires
+        max_attempts = (
+            self.settings.default_max_attempts if p_max_attempts is None else p_max_attempts
+        )
+        if doc_id is None:
+            raise _invalid("p_user_document_id is required")
+        if not isinstance(payload, dict):
+            raise _invalid("p_payload must be a JSON object")
+        size = _jsonb_text_bytes(payload)
+        if size > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"p_payload is {size} bytes, more than max_payload_bytes"
+                f" ({self.settings.max_payload_bytes})",
+                code="PT413",
+            )
+        if not isinstance(requires, dict):
+            raise _invalid("p_requires must be a JSON object")
+        if not _QUEUE_NAME.fullmatch(queue):
+            raise _invalid(f"invalid queue name {queue!r}")
+        _in_range("p_max_attempts", max_attempts, 1, 100)
+        if p_timeout_seconds is not None and p_timeout_seconds <= 0:
+            raise _invalid(f"p_timeout_seconds must be positive, got {p_timeout_seconds}")
+        _in_range("p_priority", priority, -1000, 1000)  # the model is always service_role
         if doc_id not in self.documents:
             raise NotFound(f"document {doc_id} not found", code="PT404")
-        if not -1000 <= p_priority <= 1000:
-            raise InvalidArgument("priority out of range", code="22023")
+        run_at = self._timestamp(p_run_at) if p_run_at else self.clock()
+
         existing = next((j for j in self.jobs.values() if j["user_document_id"] == doc_id), None)
         if existing and existing["status"] not in FINISHED:
             return self._row(existing)
-        now = self.clock()
         fields = {
-            "queue": p_queue,
-            "priority": p_priority,
-            "payload": dict(p_payload or {}),
+            "user_id": self.documents[doc_id],
+            "queue": queue,
+            "status": "pending",
+            "priority": priority,
+            "payload": dict(payload),
             "result": None,
             "error_message": None,
             "retry_count": 0,
-            "max_attempts": p_max_attempts or self.settings.default_max_attempts,
-            "run_at": datetime.fromisoformat(p_run_at) if p_run_at else now,
+            "max_attempts": max_attempts,
+            "run_at": run_at,
             "timeout_seconds": p_timeout_seconds,
-            "requires": dict(p_requires or {}),
+            "requires": dict(requires),
             "progress_percent": None,
             "progress_message": None,
             "cancel_requested": False,
@@ -159,36 +268,24 @@ class InMemoryTransport:
             "started_at": None,
             "completed_at": None,
         }
-        if existing:
-            existing.update(fields)
-            self._set_status(existing, "pending", "requeued")
+        if existing:  # a finished entry starts a new cycle; attempt is never reset
+            self._update(existing, **fields)
             return self._row(existing)
+        now = self.clock()
         job_id = uuid.uuid4()
-        job = {
-            "id": job_id,
-            "user_document_id": doc_id,
-            "user_id": self.documents[doc_id],
-            "status": "pending",
-            "attempt": 0,
-            "created_at": now,
-            "updated_at": now,
-            **fields,
-        }
+        job = {"id": job_id, "user_document_id": doc_id, "attempt": 0, **fields}
+        job.update(created_at=now, updated_at=now)
         self.jobs[job_id] = job
-        self.events.append(
-            {
-                "id": len(self.events) + 1,
-                "job_id": job_id,
-                "event": "enqueued",
-                "from_status": None,
-                "to_status": "pending",
-                "worker_id": None,
-                "attempt": 0,
-                "message": None,
-                "created_at": now,
-            }
-        )
+        self._record(job, "enqueued", None, None)
         return self._row(job)
+
+    @staticmethod
+    def _timestamp(value: str) -> datetime:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidArgument(f"invalid timestamp {value!r}", code="22007") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
     def fn_get_job(self, p_job_id: str) -> dict[str, Any]:
         return self._row(self._job(p_job_id))
@@ -200,32 +297,46 @@ class InMemoryTransport:
     def fn_list_jobs(
         self, p_status: str | None = None, p_queue: str | None = None, p_limit: int = 50
     ) -> list[dict[str, Any]]:
+        if p_status is not None and p_status not in STATUSES:
+            raise _invalid(f"unknown status {p_status}")
+        _in_range("p_limit", p_limit, 1, 1000)
         rows = [
             j
             for j in self.jobs.values()
             if (p_status is None or j["status"] == p_status)
             and (p_queue is None or j["queue"] == p_queue)
         ]
+        rows.sort(key=lambda j: j["id"])  # order by updated_at desc, id
         rows.sort(key=lambda j: j["updated_at"], reverse=True)
         return [self._row(j) for j in rows[:p_limit]]
+
+    def _new_cycle(self, job: dict[str, Any]) -> None:
+        """retry_job / retry_failed_jobs: pending now, as if never tried in this cycle."""
+        self._update(
+            job,
+            status="pending",
+            run_at=self.clock(),
+            retry_count=0,
+            result=None,
+            error_message=None,
+            progress_percent=None,
+            progress_message=None,
+            cancel_requested=False,
+            assigned_to=None,
+            assigned_at=None,
+            started_at=None,
+            completed_at=None,
+        )
 
     def fn_retry_job(self, p_job_id: str) -> dict[str, Any]:
         job = self._job(p_job_id)
         if job["status"] in RUNNING:
-            raise Conflict("job is running", code="PT409")
+            raise Conflict(f"job {p_job_id} is {job['status']}", code="PT409")
         if job["status"] == "completed":
-            raise Conflict("job completed; enqueue the document again instead", code="PT409")
+            raise Conflict(f"job {p_job_id} is completed", code="PT409")
         if job["status"] in ("failed", "cancelled"):
-            job.update(
-                retry_count=0,
-                error_message=None,
-                cancel_requested=False,
-                run_at=self.clock(),
-                assigned_to=None,
-                completed_at=None,
-            )
-            self._set_status(job, "pending", "requeued")
-        return self._row(job)
+            self._new_cycle(job)
+        return self._row(job)  # pending: unchanged
 
     def fn_retry_failed_jobs(self, p_queue: str | None = None) -> int:
         failed = [
@@ -234,161 +345,312 @@ class InMemoryTransport:
             if j["status"] == "failed" and (p_queue is None or j["queue"] == p_queue)
         ]
         for job in failed:
-            self.fn_retry_job(str(job["id"]))
+            self._new_cycle(job)
         return len(failed)
 
-    def fn_cancel_job(self, p_job_id: str) -> dict[str, Any]:
+    def fn_cancel_job(self, p_job_id: str | None) -> dict[str, Any]:
+        if p_job_id is None:
+            raise _invalid("p_job_id is required")
         job = self._job(p_job_id)
         if job["status"] in ("pending", "assigned"):
-            worker = job["assigned_to"]
-            job["completed_at"] = self.clock()
-            self._set_status(job, "cancelled", "cancelled")
-            self._sync_current_jobs(worker)
+            self._update(
+                job,
+                status="cancelled",
+                completed_at=self.clock(),
+                progress_percent=None,
+                progress_message=None,
+            )
+            self._sync_current_jobs([job["assigned_to"]])
         elif job["status"] == "processing" and not job["cancel_requested"]:
-            job["cancel_requested"] = True
+            self._update(job, cancel_requested=True)
         return self._row(job)
 
     def fn_queue_stats(self) -> dict[str, Any]:
-        by_status = {s: sum(1 for j in self.jobs.values() if j["status"] == s) for s in STATUSES}
-        pending = [j["created_at"] for j in self.jobs.values() if j["status"] == "pending"]
-        oldest = (self.clock() - min(pending)).total_seconds() if pending else None
-        workers: dict[str, int] = {}
-        for w in self.workers.values():
-            workers[w["status"]] = workers.get(w["status"], 0) + 1
-        return {"by_status": by_status, "oldest_pending_seconds": oldest, "workers": workers}
+        now = self.clock()
+
+        def counts(jobs: list[dict[str, Any]]) -> dict[str, int]:
+            return {s: sum(1 for j in jobs if j["status"] == s) for s in STATUSES}
+
+        every = list(self.jobs.values())
+        due = [j["run_at"] for j in every if j["status"] == "pending" and j["run_at"] <= now]
+        oldest = round((now - min(due)).total_seconds(), 3) if due else None
+
+        def finished(status: str, within: timedelta) -> int:
+            return sum(
+                1
+                for j in every
+                if j["status"] == status and j["completed_at"] and j["completed_at"] >= now - within
+            )
+
+        minute, hour = timedelta(minutes=1), timedelta(hours=1)
+        return {
+            "by_status": counts(every),
+            "by_queue": {
+                q: counts([j for j in every if j["queue"] == q])
+                for q in {j["queue"] for j in every}
+            },
+            "oldest_pending_seconds": oldest,
+            "workers": {
+                s: sum(1 for w in self.workers.values() if w["status"] == s)
+                for s in ("active", "paused", "offline")
+            },
+            "completed_last_minute": finished("completed", minute),
+            "completed_last_hour": finished("completed", hour),
+            "failed_last_minute": finished("failed", minute),
+            "failed_last_hour": finished("failed", hour),
+        }
+
+    # -- operations -----------------------------------------------------------------------
+    def fn_reap_stale_jobs(self) -> int:
+        self.settings.last_rescue_at = self.clock()
+        return self._reap()
+
+    def _maybe_rescue(self) -> None:
+        """What every claim does first: the reaper, at most once per rescue_interval."""
+        last, now = self.settings.last_rescue_at, self.clock()
+        if last is None or last <= now - self.settings.rescue_interval:
+            self.settings.last_rescue_at = now
+            self._reap()
+
+    def _reap(self) -> int:
+        now = self.clock()
+        horizon = now - self.settings.dead_worker_horizon
+        for worker in self.workers.values():
+            if worker["status"] == "active" and worker["last_heartbeat"] < horizon:
+                worker["status"] = "offline"  # a paused worker stays paused
+        rescued, touched = 0, set()
+        running = sorted(
+            (j for j in self.jobs.values() if j["status"] in RUNNING), key=lambda j: j["id"]
+        )
+        for job in running:
+            owner = job["assigned_to"]
+            holder = self.workers.get(owner)
+            since = job["started_at"] or job["assigned_at"]
+            if holder is None:
+                reason = f"worker {owner} is not registered"
+            elif holder["last_heartbeat"] < horizon:
+                reason = f"worker {owner} stopped heartbeating"
+            elif job["timeout_seconds"] is not None and (
+                since + timedelta(seconds=job["timeout_seconds"]) + self.settings.timeout_grace
+                < now
+            ):
+                reason = f"timed out after {job['timeout_seconds']} s on worker {owner}"
+            else:
+                continue
+            self._fail_attempt(job, reason, retryable=True)
+            rescued += 1
+            touched.add(owner)
+        self._sync_current_jobs(touched)
+        return rescued
+
+    def fn_purge_finished_jobs(self, p_older_than: str | None = None) -> int:
+        age = self.settings.retention if p_older_than is None else self._interval(p_older_than)
+        if age < timedelta(0):
+            raise _invalid("p_older_than must not be negative")
+        cutoff = self.clock() - age
+        gone = {
+            job_id
+            for job_id, j in self.jobs.items()
+            if j["status"] in ("completed", "cancelled")
+            and j["completed_at"] is not None
+            and j["completed_at"] < cutoff
+        }
+        for job_id in gone:
+            del self.jobs[job_id]
+        self.events = [e for e in self.events if e["job_id"] not in gone]  # on delete cascade
+        return len(gone)
+
+    @staticmethod
+    def _interval(value: str) -> timedelta:
+        match = _SECONDS.fullmatch(value)
+        if match is None:
+            raise InvalidArgument(
+                f'invalid input syntax for type interval: "{value}"', code="22007"
+            )
+        return timedelta(seconds=float(match.group(1)))
 
     # -- workers --------------------------------------------------------------------------
     def fn_register_worker(
         self,
-        p_worker_id: str,
+        p_worker_id: str | None,
         p_worker_name: str | None = None,
-        p_max_concurrent_jobs: int = 1,
-        p_capabilities: dict[str, Any] | None = None,
+        p_max_concurrent_jobs: int | None = 1,
+        p_capabilities: Any = None,
         p_queues: list[str] | None = None,
         p_host: str | None = None,
         p_version: str | None = None,
     ) -> dict[str, Any]:
-        old = self.workers.get(p_worker_id)
-        status = "paused" if old and old["status"] == "paused" else "active"
+        slots = 1 if p_max_concurrent_jobs is None else p_max_concurrent_jobs
+        capabilities = {} if p_capabilities is None else p_capabilities
+        if p_worker_id is None or not 1 <= len(p_worker_id) <= 200:
+            raise _invalid("p_worker_id must be 1-200 characters")
+        _in_range("p_max_concurrent_jobs", slots, 1, 1000)
+        if not isinstance(capabilities, dict):
+            raise _invalid("p_capabilities must be a JSON object")
+        if p_queues is not None and (not p_queues or None in p_queues):
+            raise _invalid("p_queues must be null (every queue) or a non-empty list of queue names")
         # Jobs still assigned to this id belong to a previous process that died: each counts
         # as a failed attempt, so a crash-looping job still reaches max_attempts.
         for job in self._running_of(p_worker_id):
-            self.fn_fail_job(
-                str(job["id"]),
-                p_worker_id,
-                job["attempt"],
-                f"worker {p_worker_id} restarted while the job was running",
+            self._fail_attempt(
+                job, f"worker {p_worker_id} restarted while the job was running", retryable=True
             )
+        old = self.workers.get(p_worker_id)
         now = self.clock()
         self.workers[p_worker_id] = {
+            "id": old["id"] if old else uuid.uuid4(),
             "worker_id": p_worker_id,
             "worker_name": p_worker_name,
-            "status": status,
+            "status": "paused" if old and old["status"] == "paused" else "active",
             "last_heartbeat": now,
-            "max_concurrent_jobs": p_max_concurrent_jobs,
-            "current_jobs": len(self._running_of(p_worker_id)),
-            "capabilities": dict(p_capabilities or {}),
+            "max_concurrent_jobs": slots,
+            "current_jobs": 0,
+            "capabilities": dict(capabilities),
             "queues": p_queues,
             "host": p_host,
             "version": p_version,
             "started_at": now,
+            "created_at": old["created_at"] if old else now,
+            "updated_at": now,
         }
         return self._row(self.workers[p_worker_id])
 
     def fn_list_workers(self) -> list[dict[str, Any]]:
-        return [self._row(w) for w in self.workers.values()]
+        rows = sorted(
+            self.workers.values(), key=lambda w: (w["status"] == "offline", w["worker_id"])
+        )
+        return [self._row(w) for w in rows]
 
-    def fn_set_worker_status(self, p_worker_id: str, p_status: str) -> dict[str, Any]:
-        if p_status not in ("active", "paused"):
-            raise InvalidArgument("status must be active or paused", code="22023")
-        worker = self.workers.get(p_worker_id)
+    def _worker(self, worker_id: str) -> dict[str, Any]:
+        worker = self.workers.get(worker_id)
         if worker is None:
-            raise NotFound(f"worker {p_worker_id} not found", code="PT404")
-        worker["status"] = p_status
+            raise NotFound(f"worker {worker_id} is not registered", code="PT404")
+        return worker
+
+    def fn_set_worker_status(self, p_worker_id: str, p_status: str | None) -> dict[str, Any]:
+        if p_status not in ("active", "paused"):
+            raise _invalid(f"p_status must be active or paused, got {p_status!r}")
+        worker = self._worker(p_worker_id)
+        worker.update(status=p_status, updated_at=self.clock())
         return self._row(worker)
 
     def fn_heartbeat_worker(
         self, p_worker_id: str, p_job_ids: list[str] | None = None
     ) -> dict[str, Any]:
-        worker = self.workers.get(p_worker_id)
-        if worker is None:
-            raise NotFound(f"worker {p_worker_id} not found", code="PT404")
-        worker["last_heartbeat"] = self.clock()
-        if worker["status"] == "offline":
-            worker["status"] = "active"
-        reported = {uuid.UUID(j) for j in p_job_ids or []}
-        mine = self._running_of(p_worker_id)
+        held = {_uuid(j) for j in p_job_ids or []}
+        worker = self._worker(p_worker_id)
+        mine = self._running_of(p_worker_id)  # ordered by id, as the SQL's jsonb_agg
+        worker.update(
+            last_heartbeat=self.clock(),
+            status="active" if worker["status"] == "offline" else worker["status"],
+            current_jobs=len(mine),
+            updated_at=self.clock(),
+        )
         mine_ids = {j["id"] for j in mine}
         return {
             "status": worker["status"],
             "cancel": [str(j["id"]) for j in mine if j["cancel_requested"]],
-            "lost": [str(j) for j in reported - mine_ids],
+            "lost": [str(j) for j in sorted(held - mine_ids)],
             "orphaned": [
-                {"id": str(j["id"]), "attempt": j["attempt"]}
-                for j in mine
-                if j["id"] not in reported
+                {"id": str(j["id"]), "attempt": j["attempt"]} for j in mine if j["id"] not in held
             ],
         }
 
     def fn_deregister_worker(self, p_worker_id: str) -> None:
-        worker = self.workers.get(p_worker_id)
-        if worker is None:
-            raise NotFound(f"worker {p_worker_id} is not registered", code="PT404")
-        self.fn_release_jobs(p_worker_id)
-        if worker["status"] != "paused":
-            worker["status"] = "offline"
+        worker = self._worker(p_worker_id)
+        self._release(p_worker_id, None)
+        worker.update(
+            status="paused" if worker["status"] == "paused" else "offline",
+            current_jobs=0,
+            updated_at=self.clock(),
+        )
 
     def fn_release_jobs(self, p_worker_id: str, p_job_ids: list[str] | None = None) -> int:
-        wanted = None if p_job_ids is None else {uuid.UUID(j) for j in p_job_ids}
+        wanted = None if p_job_ids is None else {_uuid(j) for j in p_job_ids}
+        released = self._release(p_worker_id, wanted)
+        self._sync_current_jobs([p_worker_id])
+        return released
+
+    def _release(self, worker_id: str, wanted: set[uuid.UUID] | None) -> int:
+        """Back to pending without spending an attempt; a cancel request cancels instead."""
         released = 0
-        for job in self._running_of(p_worker_id):
-            if wanted is None or job["id"] in wanted:
-                job.update(progress_percent=None, progress_message=None)
-                if job["cancel_requested"]:
-                    job["completed_at"] = self.clock()
-                    self._set_status(job, "cancelled", "cancelled")
-                else:
-                    self._set_status(job, "pending", "released")
-                    job.update(assigned_to=None, assigned_at=None, started_at=None)
-                released += 1
-        self._sync_current_jobs(p_worker_id)
+        for job in self._running_of(worker_id):
+            if wanted is not None and job["id"] not in wanted:
+                continue
+            if job["cancel_requested"]:
+                self._update(
+                    job,
+                    status="cancelled",
+                    completed_at=self.clock(),
+                    progress_percent=None,
+                    progress_message=None,
+                )
+            else:
+                self._update(
+                    job,
+                    status="pending",
+                    assigned_to=None,
+                    assigned_at=None,
+                    started_at=None,
+                    completed_at=None,
+                    progress_percent=None,
+                    progress_message=None,
+                )
+            released += 1
         return released
 
     def fn_claim_next_job(
         self,
-        p_worker_id: str,
-        p_limit: int = 1,
+        p_worker_id: str | None,
+        p_limit: int | None = 1,
         p_queues: list[str] | None = None,
-        p_start: bool = False,
-        p_prefetch: int = 0,
+        p_start: bool | None = False,
     ) -> list[dict[str, Any]]:
-        self._check_range("p_limit", p_limit)
-        self._check_range("p_prefetch", p_prefetch)
-        worker = self.workers.get(p_worker_id)
+        self._check_claim(p_worker_id, p_limit, 0)
+        return self._claim(str(p_worker_id), p_limit or 0, p_queues, bool(p_start), 0)
+
+    @staticmethod
+    def _check_claim(worker_id: str | None, limit: int | None, prefetch: int | None) -> None:
+        if not worker_id:
+            raise _invalid("p_worker_id is required")
+        _in_range("p_limit", limit, 0, 1000)
+        _in_range("p_prefetch", prefetch, 0, 1000)
+
+    def _claim(
+        self, worker_id: str, limit: int, queues: list[str] | None, start: bool, prefetch: int
+    ) -> list[dict[str, Any]]:
+        """supaworker_private.claim_jobs: the claim behind claim_next_job and
+        complete_and_claim (arguments already checked)."""
+        self._maybe_rescue()
+        worker = self.workers.get(worker_id)
         if worker is None or worker["status"] != "active":
             return []
-        free = worker["max_concurrent_jobs"] + p_prefetch - len(self._running_of(p_worker_id))
-        queues = p_queues or worker["queues"]
+        free = worker["max_concurrent_jobs"] + prefetch - len(self._running_of(worker_id))
+        wanted = queues if queues is not None else worker["queues"]
         now = self.clock()
         ready = [
             j
             for j in self.jobs.values()
             if j["status"] == "pending"
+            and not j["cancel_requested"]
             and j["run_at"] <= now
-            and (queues is None or j["queue"] in queues)
+            and (wanted is None or j["queue"] in wanted)
             and jsonb_contains(worker["capabilities"], j["requires"])
         ]
         ready.sort(key=lambda j: (-j["priority"], j["run_at"], j["created_at"]))
-        claimed = ready[: max(0, min(p_limit, free))]
+        claimed = ready[: max(0, min(limit, free))]
         for job in claimed:
-            job.update(assigned_to=p_worker_id, assigned_at=now, attempt=job["attempt"] + 1)
-            if p_start:
-                job["started_at"] = now
-                self._set_status(job, "processing", "started")
-            else:
-                job["started_at"] = None
-                self._set_status(job, "assigned", "assigned")
-        self._sync_current_jobs(p_worker_id)
+            self._update(
+                job,
+                status="processing" if start else "assigned",
+                assigned_to=worker_id,
+                assigned_at=now,
+                started_at=now if start else None,
+                attempt=job["attempt"] + 1,
+                progress_percent=None,
+                progress_message=None,
+            )
+        self._sync_current_jobs([worker_id])
         return [self._row(j) for j in claimed]
 
     def fn_start_job(self, p_job_id: str, p_worker_id: str, p_attempt: int) -> bool:
@@ -396,8 +658,7 @@ class InMemoryTransport:
         if job is None:
             return False
         if job["status"] == "assigned":  # processing already: a repeated start is harmless
-            job["started_at"] = self.clock()
-            self._set_status(job, "processing", "started")
+            self._update(job, status="processing", started_at=self.clock())
         return True
 
     def fn_complete_job(
@@ -406,68 +667,103 @@ class InMemoryTransport:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return False
-        job.update(result=p_result, completed_at=self.clock(), progress_percent=100)
-        self._set_status(job, "completed", "completed")
-        self._sync_current_jobs(p_worker_id)
+        self._update(
+            job,
+            status="completed",
+            result=p_result,
+            error_message=None,
+            completed_at=self.clock(),
+            progress_percent=100,
+        )
+        self._sync_current_jobs([p_worker_id])
         return True
 
-    def fn_complete_jobs(self, p_worker_id: str, p_jobs: list[dict[str, Any]]) -> int:
-        return sum(
-            self.fn_complete_job(j["id"], p_worker_id, j["attempt"], j.get("result"))
-            for j in p_jobs
-        )
+    @staticmethod
+    def _check_batch(jobs: Any) -> list[dict[str, Any]]:
+        if not isinstance(jobs, list):
+            raise _invalid("p_jobs must be a JSON array")
+        if any(not isinstance(j, dict) or "id" not in j or "attempt" not in j for j in jobs):
+            raise _invalid('every element of p_jobs needs "id" and "attempt"')
+        for j in jobs:
+            _uuid(j["id"])
+        return jobs
+
+    def _complete_batch(self, worker_id: str, jobs: list[dict[str, Any]]) -> list[str]:
+        """supaworker_private.complete_batch: each element fenced like complete_job; a
+        repeated id counts once."""
+        first = {str(_uuid(j["id"])): j for j in reversed(jobs)}
+        return [
+            job_id
+            for job_id, j in first.items()
+            if self.fn_complete_job(job_id, worker_id, j["attempt"], j.get("result"))
+        ]
+
+    def fn_complete_jobs(self, p_worker_id: str, p_jobs: Any) -> int:
+        return len(self._complete_batch(p_worker_id, self._check_batch(p_jobs)))
 
     def fn_complete_and_claim(
         self,
-        p_worker_id: str,
-        p_jobs: list[dict[str, Any]] | None = None,
-        p_limit: int = 0,
+        p_worker_id: str | None,
+        p_jobs: Any = _OMITTED,
+        p_limit: int | None = 0,
         p_queues: list[str] | None = None,
-        p_prefetch: int = 0,
+        p_prefetch: int | None = 0,
     ) -> dict[str, Any]:
-        completed = [
-            j["id"]
-            for j in p_jobs or []
-            if self.fn_complete_job(j["id"], p_worker_id, j["attempt"], j.get("result"))
-        ]
-        claimed = self.fn_claim_next_job(
-            p_worker_id, p_limit, p_queues, p_start=True, p_prefetch=p_prefetch
-        )
+        jobs = self._check_batch(
+            [] if p_jobs is _OMITTED else p_jobs
+        )  # default '[]'; null is refused
+        # Checked before the completions: in SQL a refused claim rolls them back.
+        self._check_claim(p_worker_id, p_limit, p_prefetch)
+        completed = self._complete_batch(str(p_worker_id), jobs)
+        claimed = self._claim(str(p_worker_id), p_limit or 0, p_queues, True, p_prefetch or 0)
         return {"completed": completed, "claimed": claimed}
 
-    @staticmethod
-    def _check_range(name: str, value: int) -> None:
-        if not 0 <= value <= 1000:
-            raise InvalidArgument(f"{name} must be between 0 and 1000, got {value}", code="22023")
+    def _fail_attempt(self, job: dict[str, Any], error: str | None, *, retryable: bool) -> None:
+        """supaworker_private.fail_attempt on a job already known to be fenced in."""
+        retry = job["retry_count"] + 1
+        message = (error if error is not None else "the worker gave no error message")[:10000]
+        if job["cancel_requested"]:
+            status = "cancelled"
+        elif not retryable or retry >= job["max_attempts"]:
+            status = "failed"
+        else:
+            status = "pending"
+        changes: dict[str, Any] = {
+            "status": status,
+            "retry_count": retry,
+            "error_message": message,
+            "result": None,
+            "completed_at": self.clock(),
+        }
+        if status == "pending":
+            delay = min(
+                self.settings.backoff_base_seconds * 2 ** min(retry - 1, 62),
+                self.settings.backoff_max_seconds,
+            ) * random.uniform(0.5, 1.0)
+            changes.update(
+                run_at=self.clock() + timedelta(seconds=delay),
+                assigned_to=None,
+                assigned_at=None,
+                started_at=None,
+                progress_percent=None,
+                progress_message=None,
+                completed_at=None,
+            )
+        self._update(job, **changes)
 
     def fn_fail_job(
         self,
         p_job_id: str,
         p_worker_id: str,
         p_attempt: int,
-        p_error: str,
-        p_retryable: bool = True,
+        p_error: str | None,
+        p_retryable: bool | None = True,
     ) -> list[dict[str, Any]]:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return []
-        job["error_message"] = p_error
-        job["retry_count"] += 1
-        if job["cancel_requested"]:
-            job["completed_at"] = self.clock()
-            self._set_status(job, "cancelled", "cancelled")
-        elif not p_retryable or job["retry_count"] >= job["max_attempts"]:
-            job["completed_at"] = self.clock()
-            self._set_status(job, "failed", "failed", p_error)
-        else:
-            delay = min(
-                self.settings.backoff_base_seconds * 2 ** (job["retry_count"] - 1),
-                self.settings.backoff_max_seconds,
-            ) * random.uniform(0.5, 1.0)
-            job["run_at"] = self.clock() + timedelta(seconds=delay)
-            self._set_status(job, "pending", "retry_scheduled", p_error)
-            job.update(assigned_to=None, assigned_at=None, started_at=None)
-        self._sync_current_jobs(p_worker_id)
+        self._fail_attempt(job, p_error, retryable=p_retryable is not False)
+        self._sync_current_jobs([p_worker_id])
         return [self._row(job)]
 
     def fn_report_progress(
@@ -475,11 +771,17 @@ class InMemoryTransport:
         p_job_id: str,
         p_worker_id: str,
         p_attempt: int,
-        p_percent: float,
+        p_percent: float | None,
         p_message: str | None = None,
     ) -> bool:
+        if p_percent is not None and not 0 <= p_percent <= 100:
+            raise _invalid(f"p_percent must be between 0 and 100, got {p_percent}")
         job = self._fenced(p_job_id, p_worker_id, p_attempt)
         if job is None:
             return False
-        job.update(progress_percent=p_percent, progress_message=p_message)
+        percent = job["progress_percent"]
+        if p_percent is not None:  # numeric round(p, 2): halves away from zero
+            percent = float(Decimal(str(p_percent)).quantize(Decimal("0.01"), ROUND_HALF_UP))
+        message = job["progress_message"] if p_message is None else p_message[:1000]
+        self._update(job, progress_percent=percent, progress_message=message)
         return True

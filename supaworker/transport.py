@@ -7,11 +7,15 @@ PostgREST error bodies) into a `supaworker.exceptions` error, keeping the cause 
 - sent, no answer (read timeout, dropped connection)  -> RequestTimeout    (outcome unknown)
 - 5xx / pool timeout / database unavailable           -> ServerError
 - a refusal by the database (SQLSTATE)                -> RpcError subclasses by code
+
+Errors with an answer carry its HTTP status (`status`); `last_http_status()` gives it for
+successes too (a permission matrix tells 200 from 204 from 401 from 403).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -65,6 +69,26 @@ _BY_CODE: dict[str, type[RpcError]] = {
 }
 
 
+# supabase-py hands back the body only; the status is caught by an httpx response hook. A
+# context variable, not an attribute, so that threads (sync) and tasks (async) sharing one
+# transport each see the status of their own request.
+_http_status: ContextVar[int | None] = ContextVar("supaworker_http_status", default=None)
+
+
+def last_http_status() -> int | None:
+    """The HTTP status of the latest answer a transport made by `connect()` received in this
+    thread or task (None before any, or when nothing came back)."""
+    return _http_status.get()
+
+
+def _remember_status(response: httpx.Response) -> None:
+    _http_status.set(response.status_code)
+
+
+async def _aremember_status(response: httpx.Response) -> None:
+    _http_status.set(response.status_code)
+
+
 class AsyncTransport(Protocol):
     async def call(self, function: str, params: Mapping[str, Any]) -> Any: ...
 
@@ -91,16 +115,19 @@ def execute_sync(transport: SyncTransport, call: RpcCall[T]) -> T:
 _GATEWAY_KEY_REFUSALS = ("invalid api key", "no api key found")
 
 
-def translate_api_error(function: str, exc: APIError) -> Exception:
-    """Map a PostgREST error body to the most specific supaworker error."""
+def translate_api_error(function: str, exc: APIError, *, status: int | None = None) -> Exception:
+    """Map a PostgREST error body (and the answer's HTTP status) to the most specific
+    supaworker error."""
     # Older postgrest-py versions give a gateway's bare HTTP status as an int.
     code = str(exc.code or "")
     message = exc.message or "request failed"
     if not code and message.lower().startswith(_GATEWAY_KEY_REFUSALS):
-        return PermissionDenied(f"{function}: {message}", code="401", hint=exc.hint)
+        return PermissionDenied(
+            f"{function}: {message}", code="401", hint=exc.hint, status=status or 401
+        )
     http_5xx = code.isdigit() and code.startswith("5")
     if not code or http_5xx or code in _UNAVAILABLE or code.startswith(("08", "53", "57")):
-        return ServerError(f"{function}: {message} ({code or 'no code'})")
+        return ServerError(f"{function}: {message} ({code or 'no code'})", status=status)
     if code == "PGRST202":
         return NotFound(
             f"The database has no function {function}() with these arguments: apply the "
@@ -108,9 +135,11 @@ def translate_api_error(function: str, exc: APIError) -> Exception:
             code=code,
             hint=exc.hint,
             details=str(exc.details or ""),
+            status=status,
         )
     cls = _BY_CODE.get(code, RpcError)
-    return cls(message, code=code, hint=exc.hint, details=str(exc.details or "") or None)
+    details = str(exc.details or "") or None
+    return cls(message, code=code, hint=exc.hint, details=details, status=status)
 
 
 def _translate_transport(function: str, exc: Exception) -> Exception:
@@ -151,17 +180,22 @@ class SupabaseAsyncTransport:
     ) -> SupabaseAsyncTransport:
         _check_settings(url, key)
         headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
-        http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=64))
+        http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=64),
+            event_hooks={"response": [_aremember_status]},
+        )
         options = AsyncClientOptions(
             headers=headers, httpx_client=http, auto_refresh_token=False, persist_session=False
         )
         return cls(await acreate_client(url, key, options))
 
     async def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        _http_status.set(None)
         try:
             response = await self.client.rpc(function, dict(params)).execute()
         except APIError as exc:
-            raise translate_api_error(function, exc) from exc
+            raise translate_api_error(function, exc, status=_http_status.get()) from exc
         except httpx.HTTPError as exc:
             raise _translate_transport(function, exc) from exc
         except ValueError as exc:  # a 2xx body that is not JSON
@@ -191,17 +225,18 @@ class SupabaseSyncTransport:
     ) -> SupabaseSyncTransport:
         _check_settings(url, key)
         headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
-        http = httpx.Client(timeout=timeout)
+        http = httpx.Client(timeout=timeout, event_hooks={"response": [_remember_status]})
         options = ClientOptions(
             headers=headers, httpx_client=http, auto_refresh_token=False, persist_session=False
         )
         return cls(create_client(url, key, options))
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        _http_status.set(None)
         try:
             response = self.client.rpc(function, dict(params)).execute()
         except APIError as exc:
-            raise translate_api_error(function, exc) from exc
+            raise translate_api_error(function, exc, status=_http_status.get()) from exc
         except httpx.HTTPError as exc:
             raise _translate_transport(function, exc) from exc
         except ValueError as exc:

@@ -1,5 +1,12 @@
-"""Raw PostgREST calls through the gateway that keep the HTTP status, so a test can check
-exactly what anon, a user, a queue admin and service_role each get."""
+"""PostgREST through the gateway as a chosen caller (anon, a user, a queue admin,
+service_role), with answers that keep their HTTP status, so a test can check exactly what
+each caller gets.
+
+`Api.call` sends a `supaworker.rpc` call (the names and parameters written once, in rpc.py)
+through the product's sync transport. `Api.rpc` is the raw path, for what rpc.py does not
+send on purpose: malformed or unknown arguments, and functions outside rpc.py (the
+dashboard's `admin_*`). `Api.table` reads and writes tables (PostgREST's REST side).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from postgrest.exceptions import APIError
 
+from supaworker.exceptions import RpcError, ServerError
+from supaworker.rpc import RpcCall
+from supaworker.transport import SupabaseSyncTransport, last_http_status
 from supaworker_local.config import StackConfig
 
 
@@ -29,6 +40,7 @@ class Api:
     def __init__(self, stack: StackConfig) -> None:
         self.stack = stack
         self.http = httpx.Client(base_url=f"{stack.api_url}/rest/v1", timeout=30)
+        self.transports: dict[str, SupabaseSyncTransport] = {}
 
     def headers(self, token: str | None) -> dict[str, str]:
         headers = {"apikey": self.stack.anon_key, "Content-Type": "application/json"}
@@ -36,7 +48,29 @@ class Api:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
+    def call(self, token: str, call: RpcCall[Any]) -> Reply:
+        """`call` as the holder of `token` (the anon key, a user JWT or the service key),
+        through `SupabaseSyncTransport` as an app would send it. The body is the JSON the
+        database answered (not parsed into models), an error's the PostgREST error body."""
+        transport = self.transports.get(token)
+        if transport is None:
+            transport = SupabaseSyncTransport.connect(
+                self.stack.api_url, self.stack.anon_key, access_token=token
+            )
+            self.transports[token] = transport
+        try:
+            body = transport.call(call.function, call.params)
+        except (RpcError, ServerError) as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, APIError), f"not an answer: {exc!r}"
+            assert exc.status is not None
+            return Reply(exc.status, cause.json())
+        status = last_http_status()
+        assert status is not None
+        return Reply(status, body)
+
     def rpc(self, token: str | None, fn: str, params: dict[str, Any] | None = None) -> Reply:
+        """RAW: a hand-written call, for arguments rpc.py would never send."""
         resp = self.http.post(f"/rpc/{fn}", json=params or {}, headers=self.headers(token))
         return Reply(resp.status_code, resp.json() if resp.content else None)
 
@@ -49,6 +83,8 @@ class Api:
 
     def close(self) -> None:
         self.http.close()
+        for transport in self.transports.values():
+            transport.close()
 
 
 @pytest.fixture()

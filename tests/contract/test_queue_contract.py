@@ -4,63 +4,15 @@ in-memory model in `supaworker.testing` must answer every call the same way."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
-import psycopg
 import pytest
 
-from supaworker.client import AsyncQueueClient
 from supaworker.exceptions import Conflict, NotFound
 from supaworker.models import JobStatus, WorkerStatus
-from supaworker.testing import InMemoryTransport
-from tests.conftest import StackUser
+from tests.contract.conftest import Backend, covers
 
 
-@dataclass
-class Backend:
-    queue: AsyncQueueClient
-    new_document: Callable[[], uuid.UUID]
-    queue_name: str
-
-    async def worker(
-        self,
-        worker_id: str | None = None,
-        slots: int = 5,
-        capabilities: dict[str, object] | None = None,
-    ) -> str:
-        wid = worker_id or f"c-{uuid.uuid4().hex[:8]}"
-        await self.queue.register_worker(
-            wid,
-            worker_name=wid,
-            max_concurrent_jobs=slots,
-            capabilities=capabilities or {},
-            queues=[self.queue_name],
-            host="test",
-            version="t",
-        )
-        return wid
-
-    async def enqueue(self, **kw: object) -> uuid.UUID:
-        job = await self.queue.enqueue(self.new_document(), queue=self.queue_name, **kw)  # type: ignore[arg-type]
-        return job.id
-
-
-@pytest.fixture(params=["memory", "supabase"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    name = f"contract-{uuid.uuid4().hex[:8]}"
-    if request.param == "memory":
-        fake = InMemoryTransport()
-        yield Backend(AsyncQueueClient(fake), fake.add_document, name)
-        return
-    stack = request.getfixturevalue("stack")
-    admin_db: psycopg.Connection[tuple[object, ...]] = request.getfixturevalue("admin_db")
-    user: StackUser = request.getfixturevalue("make_user")()
-    queue = await AsyncQueueClient.connect(stack.api_url, stack.service_role_key)
-    yield Backend(queue, lambda: user.create_document(admin_db), name)
-    await queue.aclose()
-
-
+@covers("enqueue_job")
 async def test_enqueue_is_idempotent_per_document(backend: Backend) -> None:
     doc = backend.new_document()
     first = await backend.queue.enqueue(doc, queue=backend.queue_name, priority=3)
@@ -69,6 +21,7 @@ async def test_enqueue_is_idempotent_per_document(backend: Backend) -> None:
     assert (again.status, again.priority, again.attempt) == (JobStatus.PENDING, 3, 0)
 
 
+@covers("enqueue_job", "get_job")
 async def test_unknown_document_and_job_are_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound):
         await backend.queue.enqueue(uuid.uuid4(), queue=backend.queue_name)
@@ -76,6 +29,7 @@ async def test_unknown_document_and_job_are_not_found(backend: Backend) -> None:
         await backend.queue.get(uuid.uuid4())
 
 
+@covers("claim_next_job", "register_worker")
 async def test_claim_orders_by_priority_and_stamps_attempt(backend: Backend) -> None:
     low = await backend.enqueue(priority=1)
     high = await backend.enqueue(priority=7)
@@ -91,6 +45,7 @@ async def test_claim_orders_by_priority_and_stamps_attempt(backend: Backend) -> 
     assert [j.id for j in rest] == [low]
 
 
+@covers("claim_next_job", "set_worker_status")
 async def test_claim_respects_free_slots_and_pause(backend: Backend) -> None:
     for _ in range(4):
         await backend.enqueue()
@@ -103,6 +58,7 @@ async def test_claim_respects_free_slots_and_pause(backend: Backend) -> None:
     assert await backend.queue.claim("never-registered", 10, [backend.queue_name]) == []
 
 
+@covers("claim_next_job")
 async def test_capabilities_route_jobs(backend: Backend) -> None:
     gpu_job = await backend.enqueue(requires={"gpu": True})
     plain = await backend.worker()
@@ -111,6 +67,7 @@ async def test_capabilities_route_jobs(backend: Backend) -> None:
     assert [j.id for j in await backend.queue.claim(gpu, 5, [backend.queue_name])] == [gpu_job]
 
 
+@covers("start_job", "complete_job")
 async def test_complete_is_fenced_by_worker_and_attempt(backend: Backend) -> None:
     await backend.enqueue()
     wid = await backend.worker()
@@ -123,6 +80,7 @@ async def test_complete_is_fenced_by_worker_and_attempt(backend: Backend) -> Non
     assert (row.status, row.result) == (JobStatus.COMPLETED, {"n": 1})
 
 
+@covers("fail_job")
 async def test_fail_retries_then_dead_letters(backend: Backend) -> None:
     job_id = await backend.enqueue(max_attempts=2)
     wid = await backend.worker()
@@ -142,6 +100,7 @@ async def test_fail_retries_then_dead_letters(backend: Backend) -> None:
     assert await backend.queue.claim(wid, 1, [backend.queue_name]) == []
 
 
+@covers("fail_job", "retry_job")
 async def test_non_retryable_failure_is_final(backend: Backend) -> None:
     job_id = await backend.enqueue(max_attempts=5)
     wid = await backend.worker()
@@ -153,6 +112,7 @@ async def test_non_retryable_failure_is_final(backend: Backend) -> None:
     assert (retried.status, retried.retry_count) == (JobStatus.PENDING, 0)
 
 
+@covers("retry_job")
 async def test_retry_of_a_running_job_is_a_conflict(backend: Backend) -> None:
     job_id = await backend.enqueue()
     wid = await backend.worker()
@@ -161,6 +121,7 @@ async def test_retry_of_a_running_job_is_a_conflict(backend: Backend) -> None:
         await backend.queue.retry(job_id)
 
 
+@covers("heartbeat_worker", "cancel_job")
 async def test_heartbeat_reports_cancel_lost_and_orphaned(backend: Backend) -> None:
     a = await backend.enqueue()
     b = await backend.enqueue()
@@ -176,6 +137,7 @@ async def test_heartbeat_reports_cancel_lost_and_orphaned(backend: Backend) -> N
     assert [(o.id, o.attempt) for o in reply.orphaned] == [(b, claimed[b].attempt)]
 
 
+@covers("release_jobs")
 async def test_release_returns_jobs_without_spending_an_attempt(backend: Backend) -> None:
     job_id = await backend.enqueue()
     wid = await backend.worker()
@@ -188,6 +150,7 @@ async def test_release_returns_jobs_without_spending_an_attempt(backend: Backend
     assert again[0].attempt == job.attempt + 1  # the fencing token still moves on
 
 
+@covers("cancel_job")
 async def test_cancel_pending_and_running(backend: Backend) -> None:
     pending = await backend.enqueue()
     assert (await backend.queue.cancel(pending)).status == JobStatus.CANCELLED
@@ -201,6 +164,7 @@ async def test_cancel_pending_and_running(backend: Backend) -> None:
     assert ended is not None and ended.status == JobStatus.CANCELLED
 
 
+@covers("report_progress")
 async def test_progress_is_fenced(backend: Backend) -> None:
     await backend.enqueue()
     wid = await backend.worker()
@@ -212,6 +176,7 @@ async def test_progress_is_fenced(backend: Backend) -> None:
     assert (row.progress_percent, row.progress_message) == (40, "reading")
 
 
+@covers("job_history")
 async def test_history_records_each_transition(backend: Backend) -> None:
     job_id = await backend.enqueue()
     wid = await backend.worker()
@@ -222,6 +187,7 @@ async def test_history_records_each_transition(backend: Backend) -> None:
     assert events == ["enqueued", "assigned", "started", "completed"]
 
 
+@covers("claim_next_job", "start_job")
 async def test_claim_with_start_skips_assigned_and_counts_the_slot(backend: Backend) -> None:
     """What `supaworker run` does: claim and start in one call (no start_job round trip)."""
     first, second = await backend.enqueue(), await backend.enqueue()
@@ -238,6 +204,7 @@ async def test_claim_with_start_skips_assigned_and_counts_the_slot(backend: Back
     assert events == ["enqueued", "started", "completed"]
 
 
+@covers("claim_next_job")
 async def test_requires_is_matched_by_json_containment(backend: Backend) -> None:
     job_id = await backend.enqueue(requires={"langs": ["de"]})
     english = await backend.worker(capabilities={"langs": ["en"]})
@@ -246,6 +213,7 @@ async def test_requires_is_matched_by_json_containment(backend: Backend) -> None
     assert [j.id for j in await backend.queue.claim(both, 5, [backend.queue_name])] == [job_id]
 
 
+@covers("release_jobs")
 async def test_releasing_a_cancel_requested_job_cancels_it(backend: Backend) -> None:
     job_id = await backend.enqueue()
     wid = await backend.worker()
@@ -256,6 +224,7 @@ async def test_releasing_a_cancel_requested_job_cancels_it(backend: Backend) -> 
     assert (await backend.queue.get(job_id)).status == JobStatus.CANCELLED
 
 
+@covers("retry_job")
 async def test_retry_of_a_completed_job_is_a_conflict(backend: Backend) -> None:
     job_id = await backend.enqueue()
     wid = await backend.worker()
@@ -265,6 +234,7 @@ async def test_retry_of_a_completed_job_is_a_conflict(backend: Backend) -> None:
         await backend.queue.retry(job_id)
 
 
+@covers("register_worker")
 async def test_registering_again_fails_the_previous_process_jobs(backend: Backend) -> None:
     job_id = await backend.enqueue(max_attempts=3)
     wid = await backend.worker()
@@ -275,11 +245,13 @@ async def test_registering_again_fails_the_previous_process_jobs(backend: Backen
     assert "restarted" in (row.error_message or "")
 
 
+@covers("deregister_worker")
 async def test_deregistering_an_unknown_worker_is_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound):
         await backend.queue.deregister_worker(f"nobody-{uuid.uuid4().hex[:6]}")
 
 
+@covers("deregister_worker", "list_workers")
 async def test_pause_survives_deregistration(backend: Backend) -> None:
     wid = await backend.worker()
     await backend.queue.set_worker_status(wid, WorkerStatus.PAUSED)
@@ -288,6 +260,7 @@ async def test_pause_survives_deregistration(backend: Backend) -> None:
     assert info.status == WorkerStatus.PAUSED
 
 
+@covers("complete_and_claim")
 async def test_complete_and_claim_completes_then_claims_with_prefetch(backend: Backend) -> None:
     jobs = [await backend.enqueue() for _ in range(5)]
     wid = await backend.worker(slots=1)

@@ -17,7 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from supaworker import QueueClient
+from supaworker import QueueClient, rpc
+from supaworker.models import WorkerStatus
+from supaworker.rpc import RpcCall
 from supaworker_local import keys
 from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
@@ -25,6 +27,21 @@ from tests.dashboard.conftest import Api
 from tests.realtime.wire import Message, WireClient, websocket_url
 
 pytestmark = pytest.mark.stack
+# The admin_* functions are not in supaworker.rpc (only the dashboard, with supabase-js, calls
+# them), so they go through the raw `api.rpc`; the queue's own functions through `api.call`.
+
+
+def _register(worker_id: str, slots: int = 1, queues: list[str] | None = None) -> RpcCall[Any]:
+    return rpc.register_worker(
+        worker_id,
+        worker_name=None,
+        max_concurrent_jobs=slots,
+        capabilities={},
+        queues=queues,
+        host=None,
+        version=None,
+    )
+
 
 Admin = psycopg.Connection[tuple[object, ...]]
 ROLES = ("anon", "owner", "stranger", "admin", "service")
@@ -55,11 +72,7 @@ def ctx(
     name, worker = unique("dash"), unique("w-dash")
     owner_job = queue.enqueue(owner.create_document(admin_db), queue=name)
     other_job = queue.enqueue(third.create_document(admin_db), queue=name)
-    registered = api.rpc(
-        stack.service_role_key,
-        "register_worker",
-        {"p_worker_id": worker, "p_queues": [name], "p_max_concurrent_jobs": 10},
-    )
+    registered = api.call(stack.service_role_key, _register(worker, slots=10, queues=[name]))
     assert registered.status == 200, registered.body
     tokens = {
         "anon": stack.anon_key,
@@ -161,9 +174,7 @@ def test_admins_read_every_row_others_only_their_own(api: Api, ctx: Ctx) -> None
 
 
 def _claim(api: Api, ctx: Ctx) -> dict[str, Any]:
-    reply = api.rpc(
-        ctx.tokens["service"], "claim_next_job", {"p_worker_id": ctx.worker, "p_limit": 1}
-    )
+    reply = api.call(ctx.tokens["service"], rpc.claim_next_job(ctx.worker, 1, None))
     assert reply.status == 200 and len(reply.body) == 1, reply.body
     job: dict[str, Any] = reply.body[0]
     return job
@@ -173,32 +184,32 @@ def test_admin_acts_on_any_users_jobs_with_the_queue_rules(
     api: Api, ctx: Ctx, queue: QueueClient, admin_db: Admin
 ) -> None:
     svc, admin = ctx.tokens["service"], ctx.tokens["admin"]
-    fence = {"p_worker_id": ctx.worker}
     # The two pending jobs of the fixture, then two more: one failed, one processing, one
     # assigned, one completed (all the owner's or the third user's, none the admin's).
     failed = _claim(api, ctx)
-    reply = api.rpc(
+    reply = api.call(
         svc,
-        "fail_job",
-        {
-            "p_job_id": failed["id"],
-            **fence,
-            "p_attempt": failed["attempt"],
-            "p_error": "boom: bad PDF",
-            "p_retryable": False,
-        },
+        rpc.fail_job(
+            uuid.UUID(failed["id"]),
+            ctx.worker,
+            failed["attempt"],
+            "boom: bad PDF",
+            retryable=False,
+        ),
     )
     assert reply.status == 200 and reply.body[0]["status"] == "failed", reply.body
     processing = _claim(api, ctx)
-    attempt = {"p_attempt": processing["attempt"]}
-    assert api.rpc(svc, "start_job", {"p_job_id": processing["id"], **fence, **attempt}).body
+    assert api.call(
+        svc, rpc.start_job(uuid.UUID(processing["id"]), ctx.worker, processing["attempt"])
+    ).body
     completed_doc = ctx.owner.create_document(admin_db)
     assigned_doc = ctx.owner.create_document(admin_db)
     completed = str(queue.enqueue(completed_doc, queue=ctx.queue, priority=5).id)
     done = _claim(api, ctx)
     assert done["id"] == completed
-    attempt = {"p_attempt": done["attempt"]}
-    assert api.rpc(svc, "complete_job", {"p_job_id": completed, **fence, **attempt}).body
+    assert api.call(
+        svc, rpc.complete_job(uuid.UUID(completed), ctx.worker, done["attempt"], None)
+    ).body
     assigned = str(queue.enqueue(assigned_doc, queue=ctx.queue).id)
     assert _claim(api, ctx)["id"] == assigned
 
@@ -231,7 +242,7 @@ def test_admin_acts_on_any_users_jobs_with_the_queue_rules(
     assert admin_db.execute(
         "select current_jobs from public.vps_workers where worker_id = %s", (ctx.worker,)
     ).fetchone() == (1,)
-    heartbeat = api.rpc(svc, "heartbeat_worker", {**fence, "p_job_ids": [processing["id"]]})
+    heartbeat = api.call(svc, rpc.heartbeat_worker(ctx.worker, [uuid.UUID(processing["id"])]))
     assert heartbeat.body["cancel"] == [processing["id"]]
 
     # The wrapped functions' own errors come through unchanged.
@@ -241,7 +252,12 @@ def test_admin_acts_on_any_users_jobs_with_the_queue_rules(
         ("admin_retry_job", {"p_job_id": processing["id"]}, 409, "PT409"),
         ("admin_retry_job", {"p_job_id": unknown}, 404, "PT404"),
         ("admin_cancel_job", {"p_job_id": unknown}, 404, "PT404"),
-        ("admin_set_worker_status", {**fence, "p_status": "offline"}, 400, "22023"),
+        (
+            "admin_set_worker_status",
+            {"p_worker_id": ctx.worker, "p_status": "offline"},
+            400,
+            "22023",
+        ),
         ("admin_set_worker_status", {"p_worker_id": unknown, "p_status": "paused"}, 404, "PT404"),
         ("admin_recent_failures", {"p_limit": 0}, 400, "22023"),
     ]
@@ -357,9 +373,8 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
             assert subscribed.status == "ok", subscribed.payload
 
         svc = stack.service_role_key
-        assert api.rpc(svc, "register_worker", {"p_worker_id": worker}).status == 200
-        paused = {"p_worker_id": worker, "p_status": "paused"}
-        assert api.rpc(svc, "set_worker_status", paused).status == 200
+        assert api.call(svc, _register(worker)).status == 200
+        assert api.call(svc, rpc.set_worker_status(worker, WorkerStatus.PAUSED)).status == 200
         own = str(queue.enqueue(owner.create_document(admin_db), queue=name).id)
         foreign = str(queue.enqueue(other.create_document(admin_db), queue=name).id)
 

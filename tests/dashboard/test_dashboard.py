@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from supaworker import QueueClient
+from supaworker import QueueClient, rpc
 from supaworker.models import Job
 from supaworker_local.config import StackConfig
 from tests.conftest import ROOT, StackUser
@@ -146,9 +146,16 @@ def test_non_admin_is_refused_by_the_database_and_sees_nothing(
     # The user owns a job and a worker exists, so a page that read the tables anyway would
     # have something to show (RLS lets the user read their own job).
     queue.enqueue(user.create_document(admin_db), queue=unique("dash-own"))
-    registered = api.rpc(
-        stack.service_role_key, "register_worker", {"p_worker_id": unique("w-dash-own")}
+    registration = rpc.register_worker(
+        unique("w-dash-own"),
+        worker_name=None,
+        max_concurrent_jobs=1,
+        capabilities={},
+        queues=None,
+        host=None,
+        version=None,
     )
+    registered = api.call(stack.service_role_key, registration)
     assert registered.status == 200
     seen = run_page(stack, user.token, "refused", tmp_path)
     assert seen["error"] is None, seen

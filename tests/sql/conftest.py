@@ -1,7 +1,10 @@
-"""Helpers for the SQL tests: raw PostgREST calls that keep the HTTP status, quick setup of
-documents / jobs / workers, and direct state tweaks through the superuser connection.
+"""Helpers for the SQL tests: the service role's calls (`Svc`) and PostgREST as any caller
+(`Api`, keeping HTTP statuses), quick setup of documents / jobs / workers, and direct state
+tweaks through the superuser connection.
 
-Everything a client would do goes through PostgREST (supabase-py or raw HTTP); psycopg is
+Everything a client would do goes through PostgREST, as `supaworker.rpc` calls executed by
+the product's sync transport, so each RPC's parameter names are written once (in rpc.py);
+only tests of malformed arguments send hand-written ones (`Api.rpc`, marked RAW). psycopg is
 used only to set up state (documents, stale heartbeats, past timestamps) and to inspect it.
 Each test works in its own queue with its own workers and users.
 """
@@ -12,28 +15,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from supabase import Client, ClientOptions, create_client
 
+from supaworker import rpc
+from supaworker.rpc import EnqueueOptions, RpcCall
+from supaworker.transport import SupabaseSyncTransport, SyncTransport
 from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.postgrest_api import Api, Reply, api  # noqa: F401 - fixture re-export
-
-
-@pytest.fixture()
-def new_service_client(stack: StackConfig) -> Callable[[], Client]:
-    """A fresh supabase-py client with the service key (one per thread)."""
-
-    def factory() -> Client:
-        options = ClientOptions(auto_refresh_token=False, persist_session=False)
-        return create_client(stack.api_url, stack.service_role_key, options)
-
-    return factory
-
 
 Admin = psycopg.Connection[tuple[Any, ...]]
 # Makes a new database bootstrapped like a Supabase project; returns its name and a
@@ -86,17 +79,18 @@ def make_documents(admin_db: Admin, user: StackUser, count: int) -> list[uuid.UU
 
 
 def sql_enqueue(
-    admin_db: Admin, documents: list[uuid.UUID], queue: str, **params: Any
+    admin_db: Admin, documents: list[uuid.UUID], queue: str, **options: Unpack[EnqueueOptions]
 ) -> list[uuid.UUID]:
-    """Bulk setup: enqueue_job for each document, called in SQL (a trusted caller)."""
-    extra = "".join(f", {name} => %({name})s" for name in params)
+    """Bulk setup: enqueue_job for each document, called in SQL (a trusted caller), with the
+    arguments rpc.enqueue_job would send."""
     ids = []
     for doc in documents:
-        values = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()}
+        call = rpc.enqueue_job(doc, **{"queue": queue, **options})  # type: ignore[typeddict-item]
+        named = ", ".join(f"{name} => %({name})s" for name in call.params)
+        values = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in call.params.items()}
         row = admin_db.execute(
-            f"select id from public.enqueue_job(p_user_document_id => %(doc)s,"
-            f" p_queue => %(queue)s{extra})",
-            {"doc": doc, "queue": queue, **values},
+            f"select id from public.{call.function}({named})",  # names from rpc.py, values bound
+            values,
         ).fetchone()
         assert row is not None
         ids.append(uuid.UUID(str(row[0])))
@@ -143,12 +137,16 @@ def make_due(admin_db: Admin, job_id: uuid.UUID | str) -> None:
 
 @dataclass
 class Svc:
-    """supabase-py service client with the queue's calls spelled out."""
+    """The service role's calls: `supaworker.rpc` calls through the product's sync transport.
 
-    client: Client
+    Answers are the JSON the database sent (rows as dicts, not models), so the tests check
+    the wire format itself; refusals raise the transport's `supaworker.exceptions` errors.
+    """
 
-    def rpc(self, fn: str, params: dict[str, Any] | None = None) -> Any:
-        return self.client.rpc(fn, params or {}).execute().data
+    transport: SupabaseSyncTransport
+
+    def call(self, call: RpcCall[Any]) -> Any:
+        return send(self.transport, call)
 
     def register(
         self,
@@ -157,61 +155,36 @@ class Svc:
         capabilities: dict[str, Any] | None = None,
         queues: list[str] | None = None,
     ) -> dict[str, Any]:
-        row: dict[str, Any] = self.rpc(
-            "register_worker",
-            {
-                "p_worker_id": worker_id,
-                "p_worker_name": worker_id,
-                "p_max_concurrent_jobs": slots,
-                "p_capabilities": capabilities or {},
-                "p_queues": queues,
-                "p_host": "test",
-                "p_version": "t",
-            },
+        row: dict[str, Any] = self.call(
+            rpc.register_worker(
+                worker_id,
+                worker_name=worker_id,
+                max_concurrent_jobs=slots,
+                capabilities=capabilities or {},
+                queues=queues,
+                host="test",
+                version="t",
+            )
         )
         return row
 
     def claim(
         self, worker_id: str, limit: int = 1, queues: list[str] | None = None
     ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.rpc(
-            "claim_next_job", {"p_worker_id": worker_id, "p_limit": limit, "p_queues": queues}
-        )
+        rows: list[dict[str, Any]] = self.call(rpc.claim_next_job(worker_id, limit, queues))
         return rows
 
     def start(self, job: dict[str, Any], worker_id: str) -> bool:
-        return bool(
-            self.rpc(
-                "start_job",
-                {"p_job_id": job["id"], "p_worker_id": worker_id, "p_attempt": job["attempt"]},
-            )
-        )
+        return bool(self.call(rpc.start_job(_id(job), worker_id, job["attempt"])))
 
     def complete(self, job: dict[str, Any], worker_id: str, result: Any = None) -> bool:
-        return bool(
-            self.rpc(
-                "complete_job",
-                {
-                    "p_job_id": job["id"],
-                    "p_worker_id": worker_id,
-                    "p_attempt": job["attempt"],
-                    "p_result": result,
-                },
-            )
-        )
+        return bool(self.call(rpc.complete_job(_id(job), worker_id, job["attempt"], result)))
 
     def fail(
         self, job: dict[str, Any], worker_id: str, error: str, retryable: bool = True
     ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.rpc(
-            "fail_job",
-            {
-                "p_job_id": job["id"],
-                "p_worker_id": worker_id,
-                "p_attempt": job["attempt"],
-                "p_error": error,
-                "p_retryable": retryable,
-            },
+        rows: list[dict[str, Any]] = self.call(
+            rpc.fail_job(_id(job), worker_id, job["attempt"], error, retryable=retryable)
         )
         return rows
 
@@ -219,25 +192,54 @@ class Svc:
         self, job: dict[str, Any], worker_id: str, percent: float, message: str | None = None
     ) -> bool:
         return bool(
-            self.rpc(
-                "report_progress",
-                {
-                    "p_job_id": job["id"],
-                    "p_worker_id": worker_id,
-                    "p_attempt": job["attempt"],
-                    "p_percent": percent,
-                    "p_message": message,
-                },
-            )
+            self.call(rpc.report_progress(_id(job), worker_id, job["attempt"], percent, message))
         )
 
     def heartbeat(self, worker_id: str, job_ids: list[str] | None = None) -> dict[str, Any]:
-        reply: dict[str, Any] = self.rpc(
-            "heartbeat_worker", {"p_worker_id": worker_id, "p_job_ids": job_ids or []}
-        )
+        ids = [uuid.UUID(j) for j in job_ids or []]
+        reply: dict[str, Any] = self.call(rpc.heartbeat_worker(worker_id, ids))
         return reply
 
 
+def send(transport: SyncTransport, call: RpcCall[Any]) -> Any:
+    """`call` through `transport`, answered with the JSON the database sent (unparsed)."""
+    return transport.call(call.function, call.params)
+
+
+def ids(*values: str | uuid.UUID) -> list[uuid.UUID]:
+    """Job ids as rpc.py takes them, from the strings of JSON rows."""
+    return [uuid.UUID(str(v)) for v in values]
+
+
+def _id(job: dict[str, Any]) -> uuid.UUID:
+    return uuid.UUID(str(job["id"]))
+
+
+def results(jobs: list[dict[str, Any]], result: Any = None) -> list[tuple[uuid.UUID, int, Any]]:
+    """`(id, attempt, result)` of claimed rows, as complete_jobs and complete_and_claim take."""
+    return [(_id(j), j["attempt"], result) for j in jobs]
+
+
+def service_transport(stack: StackConfig) -> SupabaseSyncTransport:
+    return SupabaseSyncTransport.connect(stack.api_url, stack.service_role_key)
+
+
 @pytest.fixture()
-def svc(service_client: Client) -> Svc:
-    return Svc(service_client)
+def new_svc(stack: StackConfig) -> Iterator[Callable[[], Svc]]:
+    """Fresh service-role callers, one per thread (each with its own HTTP connections)."""
+    made: list[Svc] = []
+
+    def factory() -> Svc:
+        made.append(Svc(service_transport(stack)))
+        return made[-1]
+
+    yield factory
+    for svc in made:
+        svc.transport.close()
+
+
+@pytest.fixture()
+def svc(stack: StackConfig) -> Iterator[Svc]:
+    transport = service_transport(stack)
+    yield Svc(transport)
+    transport.close()

@@ -6,17 +6,20 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from supabase import Client
 
+from supaworker import rpc
+from supaworker.models import WorkerStatus
+from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.sql.conftest import (
     Admin,
+    Api,
     Svc,
     job_row,
     make_documents,
+    results,
     sql_enqueue,
     worker_row,
 )
@@ -29,7 +32,7 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
     admin_db: Admin,
     make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
-    new_service_client: Callable[[], Client],
+    new_svc: Callable[[], Svc],
 ) -> None:
     queue = unique("burst")
     user = make_user()
@@ -56,7 +59,7 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
         mine: list[str] = []
         claimed[worker_id] = mine
         try:
-            svc = Svc(new_service_client())
+            svc = new_svc()
             svc.register(worker_id, slots=25, queues=[queue])
             start.wait()
             while True:
@@ -70,16 +73,7 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
                     for j in jobs
                 )
                 mine.extend(j["id"] for j in jobs)
-                done = svc.rpc(
-                    "complete_jobs",
-                    {
-                        "p_worker_id": worker_id,
-                        "p_jobs": [
-                            {"id": j["id"], "attempt": j["attempt"], "result": {"by": n}}
-                            for j in jobs
-                        ],
-                    },
-                )
+                done = svc.call(rpc.complete_jobs(worker_id, results(jobs, {"by": n})))
                 assert done == len(jobs)
         except BaseException as exc:  # re-raised in the main thread
             errors.append(exc)
@@ -120,20 +114,18 @@ def test_claim_order_is_priority_then_run_at_then_age(
     d = make_documents(admin_db, user, 6)
     now = datetime.now(UTC)
     early = now - timedelta(minutes=3)
-    (old_low,) = sql_enqueue(admin_db, [d[0]], queue, p_priority=0, p_run_at=early)
+    (old_low,) = sql_enqueue(admin_db, [d[0]], queue, priority=0, run_at=early)
     (newer_high,) = sql_enqueue(
-        admin_db, [d[1]], queue, p_priority=5, p_run_at=now - timedelta(minutes=1)
+        admin_db, [d[1]], queue, priority=5, run_at=now - timedelta(minutes=1)
     )
     (older_high,) = sql_enqueue(
-        admin_db, [d[2]], queue, p_priority=5, p_run_at=now - timedelta(minutes=2)
+        admin_db, [d[2]], queue, priority=5, run_at=now - timedelta(minutes=2)
     )
     (future_top,) = sql_enqueue(
-        admin_db, [d[3]], queue, p_priority=9, p_run_at=now + timedelta(hours=1)
+        admin_db, [d[3]], queue, priority=9, run_at=now + timedelta(hours=1)
     )
-    (young_low,) = sql_enqueue(admin_db, [d[4]], queue, p_priority=0, p_run_at=early)
-    (negative,) = sql_enqueue(
-        admin_db, [d[5]], queue, p_priority=-3, p_run_at=now - timedelta(hours=1)
-    )
+    (young_low,) = sql_enqueue(admin_db, [d[4]], queue, priority=0, run_at=early)
+    (negative,) = sql_enqueue(admin_db, [d[5]], queue, priority=-3, run_at=now - timedelta(hours=1))
 
     worker = unique("w-order")
     svc.register(worker, slots=10, queues=[queue])
@@ -145,9 +137,9 @@ def test_claim_order_is_priority_then_run_at_then_age(
     # One at a time gives the same order.
     queue2 = unique("order1")
     d2 = make_documents(admin_db, user, 3)
-    a = sql_enqueue(admin_db, [d2[0]], queue2, p_priority=1)[0]
-    b = sql_enqueue(admin_db, [d2[1]], queue2, p_priority=2)[0]
-    c = sql_enqueue(admin_db, [d2[2]], queue2, p_priority=1)[0]
+    a = sql_enqueue(admin_db, [d2[0]], queue2, priority=1)[0]
+    b = sql_enqueue(admin_db, [d2[1]], queue2, priority=2)[0]
+    c = sql_enqueue(admin_db, [d2[2]], queue2, priority=1)[0]
     worker2 = unique("w-order1")
     svc.register(worker2, slots=10, queues=[queue2])
     singles = [svc.claim(worker2, 1)[0]["id"] for _ in range(3)]
@@ -165,10 +157,10 @@ def test_capability_routing(
     user = make_user()
     d = make_documents(admin_db, user, 4)
     plain = sql_enqueue(admin_db, [d[0]], queue)[0]
-    gpu = sql_enqueue(admin_db, [d[1]], queue, p_requires={"gpu": True}, p_priority=3)[0]
-    german = sql_enqueue(admin_db, [d[2]], queue, p_requires={"langs": ["de"]}, p_priority=2)[0]
+    gpu = sql_enqueue(admin_db, [d[1]], queue, requires={"gpu": True}, priority=3)[0]
+    german = sql_enqueue(admin_db, [d[2]], queue, requires={"langs": ["de"]}, priority=2)[0]
     both = sql_enqueue(
-        admin_db, [d[3]], queue, p_requires={"gpu": True, "langs": ["fr"]}, p_priority=1
+        admin_db, [d[3]], queue, requires={"gpu": True, "langs": ["fr"]}, priority=1
     )[0]
 
     cpu = unique("w-cpu")
@@ -225,10 +217,7 @@ def test_paused_offline_and_unknown_workers_get_nothing(
     worker = unique("w-paused")
     svc.register(worker, slots=5, queues=[queue])
 
-    assert (
-        svc.rpc("set_worker_status", {"p_worker_id": worker, "p_status": "paused"})["status"]
-        == "paused"
-    )
+    assert svc.call(rpc.set_worker_status(worker, WorkerStatus.PAUSED))["status"] == "paused"
     assert svc.claim(worker, 5) == []
     # A paused worker stays paused across a restart (register) and a heartbeat.
     assert svc.register(worker, slots=5, queues=[queue])["status"] == "paused"
@@ -237,8 +226,8 @@ def test_paused_offline_and_unknown_workers_get_nothing(
     assert svc.claim(unique("never-registered"), 5) == []
     assert job_row(admin_db, job)["status"] == "pending"
 
-    svc.rpc("set_worker_status", {"p_worker_id": worker, "p_status": "active"})
-    svc.rpc("deregister_worker", {"p_worker_id": worker})
+    svc.call(rpc.set_worker_status(worker, WorkerStatus.ACTIVE))
+    svc.call(rpc.deregister_worker(worker))
     assert worker_row(admin_db, worker)["status"] == "offline"
     assert svc.claim(worker, 5) == []
 
@@ -264,14 +253,12 @@ def test_queue_selection_defaults_to_the_workers_queues(
 
 
 def test_claim_rejects_bad_limits(
-    api: Any, stack: Any, svc: Svc, unique: Callable[[str], str]
+    api: Api, stack: StackConfig, svc: Svc, unique: Callable[[str], str]
 ) -> None:
     worker = unique("w-limit")
     svc.register(worker)
     for bad in (-1, 1001):
-        reply = api.rpc(
-            stack.service_role_key, "claim_next_job", {"p_worker_id": worker, "p_limit": bad}
-        )
+        reply = api.call(stack.service_role_key, rpc.claim_next_job(worker, bad, None))
         assert (reply.status, reply.code) == (400, "22023")
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from postgrest.exceptions import APIError
-from supabase import Client
 
+from supaworker import rpc
+from supaworker.exceptions import RpcError
+from supaworker.models import WorkerStatus
 from tests.conftest import StackUser
-from tests.sql.conftest import Admin, Svc, make_documents, sql_enqueue, worker_row
+from tests.sql.conftest import Admin, Svc, make_documents, results, sql_enqueue, worker_row
 
 pytestmark = pytest.mark.stack
 
@@ -27,15 +29,8 @@ def exchange(
     prefetch: int = 0,
     result: Any = None,
 ) -> dict[str, Any]:
-    reply: dict[str, Any] = svc.rpc(
-        "complete_and_claim",
-        {
-            "p_worker_id": worker_id,
-            "p_jobs": [{"id": j["id"], "attempt": j["attempt"], "result": result} for j in done],
-            "p_limit": limit,
-            "p_queues": queues,
-            "p_prefetch": prefetch,
-        },
+    reply: dict[str, Any] = svc.call(
+        rpc.complete_and_claim(worker_id, results(done, result), limit, queues, prefetch=prefetch)
     )
     return reply
 
@@ -87,7 +82,7 @@ def test_fenced_out_completions_are_not_reported_completed(
     svc.register(other, slots=2, queues=[queue])
     mine, stale = exchange(svc, worker, [], 2)["claimed"]
     # `stale` is taken away (released, then claimed by another worker at a new attempt).
-    assert svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [stale["id"]]}) == 1
+    assert svc.call(rpc.release_jobs(worker, [uuid.UUID(stale["id"])])) == 1
     (theirs,) = exchange(svc, other, [], 1)["claimed"]
     assert theirs["id"] == stale["id"] and theirs["attempt"] == stale["attempt"] + 1
 
@@ -129,7 +124,7 @@ def test_paused_worker_completes_but_claims_nothing(
     worker = unique("w-pause")
     svc.register(worker, slots=1, queues=[queue])
     (job,) = exchange(svc, worker, [], 1)["claimed"]
-    svc.rpc("set_worker_status", {"p_worker_id": worker, "p_status": "paused"})
+    svc.call(rpc.set_worker_status(worker, WorkerStatus.PAUSED))
     assert exchange(svc, worker, [job], 1) == {"completed": [job["id"]], "claimed": []}
     pending = admin_db.execute(
         "select count(*) from public.processing_queue where queue = %s and status = 'pending'",
@@ -138,15 +133,27 @@ def test_paused_worker_completes_but_claims_nothing(
     assert pending == (2,)
 
 
+def _refused_and_nothing_changed(
+    admin_db: Admin, svc: Svc, queue: str, worker: str, message: str, send: Callable[[str], Any]
+) -> None:
+    svc.register(worker, slots=1, queues=[queue])
+    with pytest.raises(RpcError) as refused:
+        send(worker)
+    assert refused.value.code == "22023"
+    assert message in str(refused.value)
+    status = admin_db.execute(
+        "select status from public.processing_queue where queue = %s", (queue,)
+    ).fetchone()
+    assert status == ("pending",)
+
+
 @pytest.mark.parametrize(
-    ("params", "message"),
+    ("limit", "prefetch", "message"),
     [
-        ({"p_limit": -1}, "p_limit must be between 0 and 1000"),
-        ({"p_limit": 1001}, "p_limit must be between 0 and 1000"),
-        ({"p_prefetch": -1}, "p_prefetch must be between 0 and 1000"),
-        ({"p_prefetch": 1001}, "p_prefetch must be between 0 and 1000"),
-        ({"p_jobs": {"id": 1}}, "p_jobs must be a JSON array"),
-        ({"p_jobs": [{"id": "x"}]}, 'every element of p_jobs needs "id" and "attempt"'),
+        (-1, 0, "p_limit must be between 0 and 1000"),
+        (1001, 0, "p_limit must be between 0 and 1000"),
+        (1, -1, "p_prefetch must be between 0 and 1000"),
+        (1, 1001, "p_prefetch must be between 0 and 1000"),
     ],
 )
 def test_bad_arguments_are_refused_and_change_nothing(
@@ -154,21 +161,50 @@ def test_bad_arguments_are_refused_and_change_nothing(
     svc: Svc,
     make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
-    params: dict[str, Any],
+    limit: int,
+    prefetch: int,
     message: str,
 ) -> None:
     queue = unique("cac-bad")
     sql_enqueue(admin_db, make_documents(admin_db, make_user(), 1), queue)
-    worker = unique("w-bad")
-    svc.register(worker, slots=1, queues=[queue])
-    with pytest.raises(APIError) as refused:
-        svc.rpc("complete_and_claim", {"p_worker_id": worker, "p_limit": 1, **params})
-    assert refused.value.code == "22023"
-    assert message in str(refused.value.message)
-    status = admin_db.execute(
-        "select status from public.processing_queue where queue = %s", (queue,)
-    ).fetchone()
-    assert status == ("pending",)
+    _refused_and_nothing_changed(
+        admin_db,
+        svc,
+        queue,
+        unique("w-bad"),
+        message,
+        lambda worker: svc.call(rpc.complete_and_claim(worker, [], limit, None, prefetch=prefetch)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("jobs", "message"),
+    [
+        ({"id": 1}, "p_jobs must be a JSON array"),
+        ([{"id": "x"}], 'every element of p_jobs needs "id" and "attempt"'),
+    ],
+)
+def test_malformed_jobs_are_refused_and_change_nothing(
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
+    jobs: Any,
+    message: str,
+) -> None:
+    queue = unique("cac-bad")
+    sql_enqueue(admin_db, make_documents(admin_db, make_user(), 1), queue)
+    _refused_and_nothing_changed(
+        admin_db,
+        svc,
+        queue,
+        unique("w-bad"),
+        message,
+        # RAW: a p_jobs rpc.py cannot build (its results are always (id, attempt, result)).
+        lambda worker: svc.transport.call(
+            "complete_and_claim", {"p_worker_id": worker, "p_limit": 1, "p_jobs": jobs}
+        ),
+    )
 
 
 @pytest.mark.timeout(300)
@@ -176,7 +212,7 @@ def test_racing_exchangers_take_every_job_exactly_once(
     admin_db: Admin,
     make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
-    new_service_client: Callable[[], Client],
+    new_svc: Callable[[], Svc],
 ) -> None:
     """8 workers loop on complete_and_claim (complete what they hold, claim the next, with
     prefetch) over 2,000 jobs: each job is claimed once, completed once, none is left."""
@@ -196,7 +232,7 @@ def test_racing_exchangers_take_every_job_exactly_once(
         worker_id = f"{queue}-w{n}"
         claimed[worker_id], completed[worker_id] = [], []
         try:
-            svc = Svc(new_service_client())
+            svc = new_svc()
             svc.register(worker_id, slots=10, queues=[queue])
             start.wait()
             held: list[dict[str, Any]] = []

@@ -10,6 +10,10 @@ from typing import Any, cast
 
 import pytest
 
+from supaworker import rpc
+from supaworker.models import WorkerStatus
+from supaworker.rpc import EnqueueOptions, RpcCall
+from supaworker.transport import SupabaseSyncTransport
 from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.sql.conftest import (
@@ -17,9 +21,12 @@ from tests.sql.conftest import (
     Api,
     Svc,
     events,
+    ids,
     job_row,
     make_documents,
     make_due,
+    results,
+    send,
     sql_enqueue,
     worker_row,
 )
@@ -37,29 +44,24 @@ def test_enqueue_is_idempotent_and_requeues_finished_jobs_keeping_the_attempt(
     queue = unique("enq")
     user = make_user()
     (doc,) = make_documents(admin_db, user, 1)
-    params = {
-        "p_user_document_id": str(doc),
-        "p_queue": queue,
-        "p_priority": 4,
-        "p_payload": {"lang": "en"},
-    }
-    first = svc.rpc("enqueue_job", params)
+    options: EnqueueOptions = {"queue": queue, "priority": 4, "payload": {"lang": "en"}}
+    first = svc.call(rpc.enqueue_job(doc, **options))
     assert (first["status"], first["priority"], first["attempt"], first["user_id"]) == (
         "pending",
         4,
         0,
         str(user.id),
     )
-    again = svc.rpc("enqueue_job", params | {"p_priority": 9, "p_payload": {"lang": "de"}})
+    again = svc.call(rpc.enqueue_job(doc, **options | {"priority": 9, "payload": {"lang": "de"}}))
     assert again == first  # active: returned as is
 
     worker = unique("w-enq")
     svc.register(worker, queues=[queue])
     (job,) = svc.claim(worker)
-    assert svc.rpc("enqueue_job", params)["status"] == "assigned"  # still active
+    assert svc.call(rpc.enqueue_job(doc, **options))["status"] == "assigned"  # still active
     assert svc.complete(job, worker, {"pages": 3})
 
-    cycle2 = svc.rpc("enqueue_job", params | {"p_priority": 7, "p_payload": {"lang": "de"}})
+    cycle2 = svc.call(rpc.enqueue_job(doc, **options | {"priority": 7, "payload": {"lang": "de"}}))
     assert cycle2["id"] == first["id"]
     assert (
         cycle2["status"],
@@ -93,23 +95,29 @@ def test_enqueue_validates_its_arguments(
     user = make_user()
     (doc,) = make_documents(admin_db, user, 1)
     key = stack.service_role_key
-    base = {"p_user_document_id": str(doc), "p_queue": unique("val")}
-    cases: list[tuple[dict[str, Any], int, str]] = [
-        ({"p_payload": [1, 2]}, 400, "22023"),
-        ({"p_payload": "text"}, 400, "22023"),
-        ({"p_requires": ["gpu"]}, 400, "22023"),
-        ({"p_queue": "bad queue!"}, 400, "22023"),
-        ({"p_max_attempts": 0}, 400, "22023"),
-        ({"p_max_attempts": 101}, 400, "22023"),
-        ({"p_timeout_seconds": 0}, 400, "22023"),
-        ({"p_priority": 5000}, 400, "22023"),
-        ({"p_payload": {"blob": "x" * 300_000}}, 413, "PT413"),
-        ({"p_user_document_id": str(uuid.uuid4())}, 404, "PT404"),
-        ({"p_user_document_id": None}, 400, "22023"),
+    queue = unique("val")
+    base = {"p_user_document_id": str(doc), "p_queue": queue}  # for the RAW cases
+    # A call of rpc.py, or RAW parameters for what rpc.py never sends (a payload or requires
+    # that is not an object, a null document id).
+    cases: list[tuple[RpcCall[Any] | dict[str, Any], int, str]] = [
+        (base | {"p_payload": [1, 2]}, 400, "22023"),
+        (base | {"p_payload": "text"}, 400, "22023"),
+        (base | {"p_requires": ["gpu"]}, 400, "22023"),
+        (rpc.enqueue_job(doc, queue="bad queue!"), 400, "22023"),
+        (rpc.enqueue_job(doc, queue=queue, max_attempts=0), 400, "22023"),
+        (rpc.enqueue_job(doc, queue=queue, max_attempts=101), 400, "22023"),
+        (rpc.enqueue_job(doc, queue=queue, timeout_seconds=0), 400, "22023"),
+        (rpc.enqueue_job(doc, queue=queue, priority=5000), 400, "22023"),
+        (rpc.enqueue_job(doc, queue=queue, payload={"blob": "x" * 300_000}), 413, "PT413"),
+        (rpc.enqueue_job(uuid.uuid4(), queue=queue), 404, "PT404"),
+        (base | {"p_user_document_id": None}, 400, "22023"),
     ]
-    for extra, status, code in cases:
-        reply = api.rpc(key, "enqueue_job", base | extra)
-        assert (reply.status, reply.code) == (status, code), extra
+    for sent, status, code in cases:
+        if isinstance(sent, RpcCall):
+            reply = api.call(key, sent)
+        else:
+            reply = api.rpc(key, "enqueue_job", sent)  # RAW
+        assert (reply.status, reply.code) == (status, code), sent
         assert reply.body["message"]
     # Nothing was queued by any of the rejected calls.
     assert admin_db.execute(
@@ -126,28 +134,18 @@ def test_authenticated_users_enqueue_their_own_documents_with_clamped_priority(
     owner, stranger = make_user(), make_user()
     high, low, other = make_documents(admin_db, owner, 3)
     queue = unique("user")
-    reply = api.rpc(
-        owner.token,
-        "enqueue_job",
-        {"p_user_document_id": str(high), "p_priority": 99, "p_queue": queue},
-    )
+    reply = api.call(owner.token, rpc.enqueue_job(high, priority=99, queue=queue))
     assert (reply.status, reply.body["priority"], reply.body["user_id"]) == (200, 10, str(owner.id))
-    reply = api.rpc(
-        owner.token,
-        "enqueue_job",
-        {"p_user_document_id": str(low), "p_priority": -99, "p_queue": queue},
-    )
+    reply = api.call(owner.token, rpc.enqueue_job(low, priority=-99, queue=queue))
     assert (reply.status, reply.body["priority"]) == (200, -10)
-    reply = api.rpc(stranger.token, "enqueue_job", {"p_user_document_id": str(other)})
+    reply = api.call(stranger.token, rpc.enqueue_job(other))
     assert (reply.status, reply.code) == (403, "PT403")
     assert reply.body["hint"]
     assert job_count(admin_db, other) == 0
-    # supabase-py as the user: the same call through the client library.
+    # supabase-py as the user: the same call through the user's own client library.
     row = cast(
         dict[str, Any],
-        owner.client.rpc("enqueue_job", {"p_user_document_id": str(other), "p_queue": queue})
-        .execute()
-        .data,
+        send(SupabaseSyncTransport(owner.client), rpc.enqueue_job(other, queue=queue)),
     )
     assert row["status"] == "pending"
 
@@ -178,7 +176,7 @@ def test_a_stale_worker_changes_nothing_after_reassignment(
     assert svc.progress(stale, old, 30, "page 3")
 
     # The job is taken away from `old` (here: released) and claimed by `new`.
-    assert svc.rpc("release_jobs", {"p_worker_id": old, "p_job_ids": [stale["id"]]}) == 1
+    assert svc.call(rpc.release_jobs(old, ids(stale["id"]))) == 1
     (fresh,) = svc.claim(new)
     assert fresh["id"] == stale["id"] and fresh["attempt"] == stale["attempt"] + 1
     assert svc.start(fresh, new)
@@ -189,18 +187,7 @@ def test_a_stale_worker_changes_nothing_after_reassignment(
     assert svc.progress(stale, old, 99, "ghost") is False
     assert svc.complete(stale, old, {"from": "old"}) is False
     assert svc.fail(stale, old, "old failed") == []
-    assert (
-        svc.rpc(
-            "complete_jobs",
-            {
-                "p_worker_id": old,
-                "p_jobs": [
-                    {"id": stale["id"], "attempt": stale["attempt"], "result": {"from": "old"}}
-                ],
-            },
-        )
-        == 0
-    )
+    assert svc.call(rpc.complete_jobs(old, results([stale], {"from": "old"}))) == 0
     # The old worker with the new token is still not the owner.
     assert svc.complete(fresh, old, {"from": "old"}) is False
     assert job_row(admin_db, job_id) == before  # not a single column changed
@@ -229,7 +216,7 @@ def test_the_attempt_fences_the_same_worker_across_reclaims(
     svc.register(worker, queues=[queue])
     (first,) = svc.claim(worker)
     assert svc.start(first, worker)
-    assert svc.rpc("release_jobs", {"p_worker_id": worker}) == 1
+    assert svc.call(rpc.release_jobs(worker)) == 1
     (second,) = svc.claim(worker)
     assert second["attempt"] == first["attempt"] + 1
     before = job_row(admin_db, job_id)
@@ -238,16 +225,7 @@ def test_the_attempt_fences_the_same_worker_across_reclaims(
     assert svc.progress(first, worker, 80, "old attempt") is False
     assert svc.complete(first, worker, {"attempt": "old"}) is False
     assert svc.fail(first, worker, "old attempt failed") == []
-    assert (
-        svc.rpc(
-            "complete_jobs",
-            {
-                "p_worker_id": worker,
-                "p_jobs": [{"id": first["id"], "attempt": first["attempt"], "result": {}}],
-            },
-        )
-        == 0
-    )
+    assert svc.call(rpc.complete_jobs(worker, results([first], {}))) == 0
     assert job_row(admin_db, job_id) == before
 
     assert svc.start(second, worker)
@@ -269,7 +247,7 @@ def test_backoff_grows_exponentially_is_jittered_and_capped(
     base, cap = float(settings[0]), float(settings[1])
     queue = unique("backoff")
     user = make_user()
-    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, p_max_attempts=100)
+    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, max_attempts=100)
     worker = unique("w-backoff")
     svc.register(worker, queues=[queue])
     delays = []
@@ -318,7 +296,7 @@ def test_max_attempts_ends_in_failed_with_the_error_kept(
 ) -> None:
     queue = unique("dlq")
     user = make_user()
-    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, p_max_attempts=3)
+    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, max_attempts=3)
     worker = unique("w-dlq")
     svc.register(worker, queues=[queue])
     for n in (1, 2):
@@ -347,7 +325,7 @@ def test_max_attempts_ends_in_failed_with_the_error_kept(
     ]
 
     # A non-retryable failure is final at once.
-    (other,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, p_max_attempts=5)
+    (other,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, max_attempts=5)
     (job,) = svc.claim(worker)
     (row,) = svc.fail(job, worker, "unsupported format", retryable=False)
     assert (row["id"], row["status"], row["retry_count"], row["error_message"]) == (
@@ -368,7 +346,7 @@ def test_retry_job_and_retry_failed_jobs(
 ) -> None:
     queue = unique("retry")
     user = make_user()
-    ids = sql_enqueue(admin_db, make_documents(admin_db, user, 4), queue, p_max_attempts=1)
+    ids = sql_enqueue(admin_db, make_documents(admin_db, user, 4), queue, max_attempts=1)
     worker = unique("w-retry")
     svc.register(worker, slots=4, queues=[queue])
     jobs = svc.claim(worker, 3)
@@ -378,7 +356,7 @@ def test_retry_job_and_retry_failed_jobs(
     pending = next(i for i in ids if str(i) not in {j["id"] for j in jobs})
     key = stack.service_role_key
 
-    retried = api.rpc(key, "retry_job", {"p_job_id": jobs[0]["id"]})
+    retried = api.call(key, rpc.retry_job(jobs[0]["id"]))
     assert retried.status == 200
     assert (
         retried.body["status"],
@@ -386,18 +364,18 @@ def test_retry_job_and_retry_failed_jobs(
         retried.body["error_message"],
         retried.body["attempt"],
     ) == ("pending", 0, None, jobs[0]["attempt"])
-    assert api.rpc(key, "retry_job", {"p_job_id": str(pending)}).body["status"] == "pending"
-    reply = api.rpc(key, "retry_job", {"p_job_id": running["id"]})
+    assert api.call(key, rpc.retry_job(pending)).body["status"] == "pending"
+    reply = api.call(key, rpc.retry_job(running["id"]))
     assert (reply.status, reply.code) == (409, "PT409")
-    reply = api.rpc(key, "retry_job", {"p_job_id": str(uuid.uuid4())})
+    reply = api.call(key, rpc.retry_job(uuid.uuid4()))
     assert (reply.status, reply.code) == (404, "PT404")
     assert svc.complete(running, worker)
-    reply = api.rpc(key, "retry_job", {"p_job_id": running["id"]})
+    reply = api.call(key, rpc.retry_job(running["id"]))
     assert (reply.status, reply.code) == (409, "PT409")  # completed: use enqueue_job
 
-    assert svc.rpc("retry_failed_jobs", {"p_queue": queue}) == 1  # jobs[1]
+    assert svc.call(rpc.retry_failed_jobs(queue)) == 1  # jobs[1]
     assert job_row(admin_db, jobs[1]["id"])["status"] == "pending"
-    assert svc.rpc("retry_failed_jobs", {"p_queue": queue}) == 0
+    assert svc.call(rpc.retry_failed_jobs(queue)) == 0
 
 
 # -- cancel ---------------------------------------------------------------------------------
@@ -414,9 +392,7 @@ def test_cancel_pending_assigned_processing_and_finished(
     worker = unique("w-cancel")
 
     # pending -> cancelled at once (by its owner, through supabase-py)
-    row = cast(
-        dict[str, Any], owner.client.rpc("cancel_job", {"p_job_id": str(ids[0])}).execute().data
-    )
+    row = cast(dict[str, Any], send(SupabaseSyncTransport(owner.client), rpc.cancel_job(ids[0])))
     assert (row["status"], row["completed_at"] is not None) == ("cancelled", True)
 
     svc.register(worker, slots=5, queues=[queue])
@@ -426,18 +402,18 @@ def test_cancel_pending_assigned_processing_and_finished(
     assert worker_row(admin_db, worker)["current_jobs"] == 2
 
     # a stranger may not cancel
-    reply = api.rpc(stranger.token, "cancel_job", {"p_job_id": assigned["id"]})
+    reply = api.call(stranger.token, rpc.cancel_job(assigned["id"]))
     assert (reply.status, reply.code) == (403, "PT403")
     assert job_row(admin_db, assigned["id"])["status"] == "assigned"
 
     # assigned -> cancelled at once; the worker is fenced out and its slot freed
-    reply = api.rpc(owner.token, "cancel_job", {"p_job_id": assigned["id"]})
+    reply = api.call(owner.token, rpc.cancel_job(assigned["id"]))
     assert (reply.status, reply.body["status"]) == (200, "cancelled")
     assert svc.start(assigned, worker) is False
     assert worker_row(admin_db, worker)["current_jobs"] == 1
 
     # processing -> cancel requested; the worker learns it from its heartbeat
-    reply = api.rpc(owner.token, "cancel_job", {"p_job_id": processing["id"]})
+    reply = api.call(owner.token, rpc.cancel_job(processing["id"]))
     assert (reply.status, reply.body["status"], reply.body["cancel_requested"]) == (
         200,
         "processing",
@@ -448,13 +424,13 @@ def test_cancel_pending_assigned_processing_and_finished(
     assert ended["status"] == "cancelled"  # not retried
 
     # finished -> returned unchanged
-    reply = api.rpc(owner.token, "cancel_job", {"p_job_id": done["id"]})
+    reply = api.call(owner.token, rpc.cancel_job(done["id"]))
     assert (reply.status, reply.body["status"], reply.body["result"]) == (
         200,
         "completed",
         {"ok": 1},
     )
-    reply = api.rpc(owner.token, "cancel_job", {"p_job_id": str(uuid.uuid4())})
+    reply = api.call(owner.token, rpc.cancel_job(uuid.uuid4()))
     assert (reply.status, reply.code) == (404, "PT404")
 
     assert [e[0] for e in events(admin_db, processing["id"])] == [
@@ -482,7 +458,7 @@ def test_release_and_deregister_hand_jobs_back_without_spending_a_retry(
     a, b, c, d = svc.claim(worker, 4)
     assert svc.start(a, worker) and svc.progress(a, worker, 50, "half")
 
-    assert svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [a["id"], b["id"]]}) == 2
+    assert svc.call(rpc.release_jobs(worker, ids(a["id"], b["id"]))) == 2
     for job in (a, b):
         row = job_row(admin_db, job["id"])
         assert (
@@ -497,7 +473,7 @@ def test_release_and_deregister_hand_jobs_back_without_spending_a_retry(
     assert worker_row(admin_db, worker)["current_jobs"] == 2
     assert [e[0] for e in events(admin_db, a["id"])][-1] == "released"
 
-    svc.rpc("deregister_worker", {"p_worker_id": worker})
+    svc.call(rpc.deregister_worker(worker))
     assert {job_row(admin_db, j["id"])["status"] for j in (c, d)} == {"pending"}
     assert (
         worker_row(admin_db, worker)["status"],
@@ -520,8 +496,8 @@ def test_heartbeat_reports_and_never_writes_job_rows(
     svc.register(worker, slots=3, queues=[queue])
     a, b, c = svc.claim(worker, 3)
     assert svc.start(a, worker)
-    svc.rpc("cancel_job", {"p_job_id": a["id"]})  # processing: cancel requested
-    svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [c["id"]]})  # c is gone
+    svc.call(rpc.cancel_job(a["id"]))  # processing: cancel requested
+    svc.call(rpc.release_jobs(worker, ids(c["id"])))  # c is gone
     ghost = str(uuid.uuid4())
 
     def snapshot() -> list[tuple[Any, ...]]:
@@ -555,9 +531,7 @@ def test_heartbeat_reports_and_never_writes_job_rows(
         (worker,),
     ).fetchone() == (True,)
 
-    reply_404 = api.rpc(
-        stack.service_role_key, "heartbeat_worker", {"p_worker_id": unique("nobody")}
-    )
+    reply_404 = api.call(stack.service_role_key, rpc.heartbeat_worker(unique("nobody"), []))
     assert (reply_404.status, reply_404.code) == (404, "PT404")
 
 
@@ -572,7 +546,7 @@ def test_registering_again_fails_the_previous_process_jobs(
     crashes its worker still reaches max_attempts however fast the restart."""
     queue = unique("restart")
     user = make_user()
-    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, p_max_attempts=2)
+    (job_id,) = sql_enqueue(admin_db, make_documents(admin_db, user, 1), queue, max_attempts=2)
     worker = unique("w-restart")
     svc.register(worker, queues=[queue])
     (job,) = svc.claim(worker)
@@ -590,32 +564,39 @@ def test_registering_again_fails_the_previous_process_jobs(
 
 def test_worker_argument_errors(api: Api, stack: StackConfig, unique: Callable[[str], str]) -> None:
     key = stack.service_role_key
-    cases: list[tuple[str, dict[str, Any], int, str]] = [
-        ("register_worker", {"p_worker_id": ""}, 400, "22023"),
-        ("register_worker", {"p_worker_id": unique("w"), "p_max_concurrent_jobs": 0}, 400, "22023"),
-        ("register_worker", {"p_worker_id": unique("w"), "p_capabilities": []}, 400, "22023"),
-        ("register_worker", {"p_worker_id": unique("w"), "p_queues": []}, 400, "22023"),
-        ("set_worker_status", {"p_worker_id": unique("w"), "p_status": "active"}, 404, "PT404"),
-        ("set_worker_status", {"p_worker_id": unique("w"), "p_status": "offline"}, 400, "22023"),
-        ("deregister_worker", {"p_worker_id": unique("nobody")}, 404, "PT404"),
-        ("complete_jobs", {"p_worker_id": unique("w"), "p_jobs": {"id": 1}}, 400, "22023"),
+
+    def register(worker_id: str, slots: int = 1) -> RpcCall[Any]:
+        return rpc.register_worker(
+            worker_id,
+            worker_name=None,
+            max_concurrent_jobs=slots,
+            capabilities={},
+            queues=None,
+            host=None,
+            version=None,
+        )
+
+    # A call of rpc.py, or RAW (function, parameters) for what rpc.py never sends.
+    cases: list[tuple[RpcCall[Any] | tuple[str, dict[str, Any]], int, str]] = [
+        (register(""), 400, "22023"),
+        (register(unique("w"), slots=0), 400, "22023"),
+        (("register_worker", {"p_worker_id": unique("w"), "p_capabilities": []}), 400, "22023"),
+        (("register_worker", {"p_worker_id": unique("w"), "p_queues": []}), 400, "22023"),
+        (rpc.set_worker_status(unique("w"), WorkerStatus.ACTIVE), 404, "PT404"),
+        (rpc.set_worker_status(unique("w"), WorkerStatus.OFFLINE), 400, "22023"),
+        (rpc.deregister_worker(unique("nobody")), 404, "PT404"),
+        (("complete_jobs", {"p_worker_id": unique("w"), "p_jobs": {"id": 1}}), 400, "22023"),
         (
-            "complete_jobs",
-            {"p_worker_id": unique("w"), "p_jobs": [{"id": str(uuid.uuid4())}]},
+            ("complete_jobs", {"p_worker_id": unique("w"), "p_jobs": [{"id": str(uuid.uuid4())}]}),
             400,
             "22023",
         ),
-        (
-            "report_progress",
-            {"p_job_id": str(uuid.uuid4()), "p_worker_id": "w", "p_attempt": 1, "p_percent": 101},
-            400,
-            "22023",
-        ),
-        ("purge_finished_jobs", {"p_older_than": "-1 day"}, 400, "22023"),
+        (rpc.report_progress(uuid.uuid4(), "w", 1, 101, None), 400, "22023"),
+        (rpc.purge_finished_jobs(-86400), 400, "22023"),  # -1 day
     ]
-    for fn, params, status, code in cases:
-        reply = api.rpc(key, fn, params)
-        assert (reply.status, reply.code) == (status, code), (fn, params, reply.body)
+    for sent, status, code in cases:
+        reply = api.call(key, sent) if isinstance(sent, RpcCall) else api.rpc(key, *sent)
+        assert (reply.status, reply.code) == (status, code), (sent, reply.body)
 
 
 # -- housekeeping ---------------------------------------------------------------------------
@@ -628,7 +609,7 @@ def test_purge_removes_old_completed_and_cancelled_jobs_with_their_events(
     queue = unique("purge")
     user = make_user()
     old_done, old_cancelled, old_failed, new_done = sql_enqueue(
-        admin_db, make_documents(admin_db, user, 4), queue, p_max_attempts=1
+        admin_db, make_documents(admin_db, user, 4), queue, max_attempts=1
     )
     worker = unique("w-purge")
     svc.register(worker, slots=4, queues=[queue])
@@ -636,15 +617,15 @@ def test_purge_removes_old_completed_and_cancelled_jobs_with_their_events(
     svc.complete(jobs[str(old_done)], worker)
     svc.complete(jobs[str(new_done)], worker)
     svc.fail(jobs[str(old_failed)], worker, "kept for inspection")
-    svc.rpc("release_jobs", {"p_worker_id": worker, "p_job_ids": [str(old_cancelled)]})
-    svc.rpc("cancel_job", {"p_job_id": str(old_cancelled)})
+    svc.call(rpc.release_jobs(worker, [old_cancelled]))
+    svc.call(rpc.cancel_job(old_cancelled))
     admin_db.execute(
         "update public.processing_queue set completed_at = now() - interval '2 hours'"
         " where id = any(%s)",
         ([old_done, old_cancelled, old_failed],),
     )
 
-    assert svc.rpc("purge_finished_jobs", {"p_older_than": "1 hour"}) >= 2
+    assert svc.call(rpc.purge_finished_jobs(3600)) >= 2  # an hour
     left = {
         r[0]
         for r in admin_db.execute(
@@ -668,7 +649,7 @@ def test_queue_stats_counts(
 ) -> None:
     queue = unique("stats")
     user = make_user()
-    sql_enqueue(admin_db, make_documents(admin_db, user, 5), queue, p_max_attempts=1)
+    sql_enqueue(admin_db, make_documents(admin_db, user, 5), queue, max_attempts=1)
     worker = unique("w-stats")
     svc.register(worker, slots=3, queues=[queue])
     a, b, c = svc.claim(worker, 3)
@@ -680,7 +661,7 @@ def test_queue_stats_counts(
         " where queue = %s and status = 'pending'",
         (queue,),
     )
-    stats = svc.rpc("queue_stats")
+    stats = svc.call(rpc.queue_stats())
     assert stats["by_queue"][queue] == {
         "pending": 2,
         "assigned": 0,
@@ -719,17 +700,13 @@ def test_settings_payload_limit_is_configurable(
     payload = {"blob": "x" * 100}
     try:
         admin_db.execute("update public.queue_settings set max_payload_bytes = 50")
-        reply = api.rpc(
-            stack.service_role_key,
-            "enqueue_job",
-            {"p_user_document_id": str(doc), "p_payload": payload, "p_queue": unique("limit")},
+        reply = api.call(
+            stack.service_role_key, rpc.enqueue_job(doc, payload=payload, queue=unique("limit"))
         )
         assert (reply.status, reply.code) == (413, "PT413")
     finally:
         admin_db.execute("update public.queue_settings set max_payload_bytes = %s", (limit,))
-    reply = api.rpc(
-        stack.service_role_key,
-        "enqueue_job",
-        {"p_user_document_id": str(doc), "p_payload": payload, "p_queue": unique("limit")},
+    reply = api.call(
+        stack.service_role_key, rpc.enqueue_job(doc, payload=payload, queue=unique("limit"))
     )
     assert reply.status == 200 and reply.body["payload"] == payload

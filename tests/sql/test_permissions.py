@@ -7,13 +7,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
+from supaworker import rpc
+from supaworker.exceptions import PermissionDenied
+from supaworker.models import WorkerStatus
+from supaworker.rpc import RpcCall
+from supaworker.transport import SupabaseSyncTransport
 from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
-from tests.sql.conftest import Admin, Api, Svc, make_documents, sql_enqueue
+from tests.sql.conftest import Admin, Api, Svc, make_documents, send, sql_enqueue
 
 pytestmark = pytest.mark.stack
 
@@ -56,68 +62,69 @@ def ctx(
     return Ctx(owner, stranger, queue, doc, str(job), worker, tokens)
 
 
-Params = Callable[[Ctx], dict[str, Any]]
-# function, parameters, expected status per role
-FUNCTIONS: list[tuple[str, Params, dict[str, int]]] = [
+def _register(worker_id: str) -> RpcCall[Any]:
+    return rpc.register_worker(
+        worker_id,
+        worker_name=None,
+        max_concurrent_jobs=1,
+        capabilities={},
+        queues=None,
+        host=None,
+        version=None,
+    )
+
+
+Calls = Callable[[Ctx], RpcCall[Any]]
+# the call (rpc.py's), expected status per role
+FUNCTIONS: list[tuple[Calls, dict[str, int]]] = [
     (
-        "enqueue_job",
-        lambda c: {"p_user_document_id": str(c.doc), "p_queue": c.queue},
+        lambda c: rpc.enqueue_job(c.doc, queue=c.queue),
         {"anon": 401, "stranger": 403, "owner": 200, "service": 200},
     ),
     (
-        "cancel_job",
-        lambda c: {"p_job_id": c.job},
+        lambda c: rpc.cancel_job(c.job),
         {"anon": 401, "stranger": 403, "owner": 200, "service": 200},
     ),
+    (lambda c: rpc.claim_next_job(c.worker, 1, [c.queue + "-none"]), SERVICE_ONLY),
+    (lambda c: rpc.start_job(uuid.UUID(c.job), c.worker, 1), SERVICE_ONLY),
+    (lambda c: rpc.report_progress(uuid.UUID(c.job), c.worker, 1, 5, None), SERVICE_ONLY),
+    (lambda c: rpc.complete_job(uuid.UUID(c.job), c.worker, 1, None), SERVICE_ONLY),
+    (lambda c: rpc.complete_jobs(c.worker, []), SERVICE_ONLY),
+    (lambda c: rpc.complete_and_claim(c.worker, [], 0, None), SERVICE_ONLY),
     (
-        "claim_next_job",
-        lambda c: {"p_worker_id": c.worker, "p_queues": [c.queue + "-none"]},
+        lambda c: rpc.fail_job(uuid.UUID(c.job), c.worker, 1, "x", retryable=True),
         SERVICE_ONLY,
     ),
-    (
-        "start_job",
-        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1},
-        SERVICE_ONLY,
-    ),
-    (
-        "report_progress",
-        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1, "p_percent": 5},
-        SERVICE_ONLY,
-    ),
-    (
-        "complete_job",
-        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1},
-        SERVICE_ONLY,
-    ),
-    ("complete_jobs", lambda c: {"p_worker_id": c.worker, "p_jobs": []}, SERVICE_ONLY),
-    ("complete_and_claim", lambda c: {"p_worker_id": c.worker, "p_jobs": []}, SERVICE_ONLY),
-    (
-        "fail_job",
-        lambda c: {"p_job_id": c.job, "p_worker_id": c.worker, "p_attempt": 1, "p_error": "x"},
-        SERVICE_ONLY,
-    ),
-    ("release_jobs", lambda c: {"p_worker_id": c.worker}, SERVICE_ONLY),
-    ("register_worker", lambda c: {"p_worker_id": c.worker + "-2"}, SERVICE_ONLY),
-    ("heartbeat_worker", lambda c: {"p_worker_id": c.worker}, SERVICE_ONLY),
-    ("set_worker_status", lambda c: {"p_worker_id": c.worker, "p_status": "active"}, SERVICE_ONLY),
-    ("retry_job", lambda c: {"p_job_id": c.job}, SERVICE_ONLY),
-    ("retry_failed_jobs", lambda c: {"p_queue": c.queue}, SERVICE_ONLY),
-    ("reap_stale_jobs", lambda c: {}, SERVICE_ONLY),
-    ("queue_stats", lambda c: {}, SERVICE_ONLY),
-    ("purge_finished_jobs", lambda c: {"p_older_than": "100 years"}, SERVICE_ONLY),
-    ("deregister_worker", lambda c: {"p_worker_id": c.worker}, DENIED | {"service": 204}),
+    (lambda c: rpc.release_jobs(c.worker), SERVICE_ONLY),
+    (lambda c: _register(c.worker + "-2"), SERVICE_ONLY),
+    (lambda c: rpc.heartbeat_worker(c.worker, []), SERVICE_ONLY),
+    (lambda c: rpc.set_worker_status(c.worker, WorkerStatus.ACTIVE), SERVICE_ONLY),
+    (lambda c: rpc.retry_job(c.job), SERVICE_ONLY),
+    (lambda c: rpc.retry_failed_jobs(c.queue), SERVICE_ONLY),
+    (lambda c: rpc.reap_stale_jobs(), SERVICE_ONLY),
+    (lambda c: rpc.queue_stats(), SERVICE_ONLY),
+    (lambda c: rpc.purge_finished_jobs(100 * 365 * 86400), SERVICE_ONLY),  # 100 years
+    (lambda c: rpc.deregister_worker(c.worker), DENIED | {"service": 204}),
 ]
+
+
+def _function_names() -> list[str]:
+    """The SQL functions of the matrix (its calls built with placeholder arguments)."""
+    placeholder = SimpleNamespace(doc=uuid.uuid4(), job=str(uuid.uuid4()), worker="w", queue="q")
+    return [make(cast(Ctx, placeholder)).function for make, _ in FUNCTIONS]
 
 
 def test_function_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
     seen: dict[tuple[str, str], int] = {}
-    for fn, params, _expected in FUNCTIONS:
+    wanted: dict[tuple[str, str], int] = {}
+    for make, expected in FUNCTIONS:
+        fn = make(ctx).function
         for role in ROLES:
-            reply = api.rpc(ctx.tokens[role], fn, params(ctx))
+            reply = api.call(ctx.tokens[role], make(ctx))
             seen[(fn, role)] = reply.status
+            wanted[(fn, role)] = expected[role]
             if reply.status in (401, 403) and role != "service":
                 assert reply.code in ("42501", "PT403"), (fn, role, reply.body)
-    wanted = {(fn, role): expected[role] for fn, _, expected in FUNCTIONS for role in ROLES}
     assert seen == wanted
     # The denied calls really did nothing: the owner's job was cancelled once (by the owner)
     # and re-queued once (service_role's retry_job); no other call touched it.
@@ -279,7 +286,7 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
         user_callable = name in ("enqueue_job", "cancel_job") or name.startswith("admin_")
         assert authenticated == user_callable, name
 
-    queue_functions = [fn for fn, _, _ in FUNCTIONS]
+    queue_functions = _function_names()
     definers = admin_db.execute(
         """
         select p.proname, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner),
@@ -361,6 +368,6 @@ def test_stranger_cannot_see_or_cancel_through_supabase_py(ctx: Ctx) -> None:
         .data
     )
     assert mine == [{"id": ctx.job, "status": "pending"}]
-    with pytest.raises(Exception) as err:
-        ctx.stranger.client.rpc("cancel_job", {"p_job_id": ctx.job}).execute()
-    assert getattr(err.value, "code", None) == "PT403"
+    with pytest.raises(PermissionDenied) as err:
+        send(SupabaseSyncTransport(ctx.stranger.client), rpc.cancel_job(ctx.job))
+    assert err.value.code == "PT403"

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from supaworker import rpc
 from supaworker_local.config import StackConfig
 from tests.conftest import StackUser
 from tests.sql.conftest import (
@@ -57,23 +58,23 @@ def test_dead_workers_jobs_are_rescued(
     queue = unique("rescue")
     user = make_user()
     d = make_documents(admin_db, user, 5)
-    retryable = sql_enqueue(admin_db, d[:2], queue, p_max_attempts=3)
-    (last_try,) = sql_enqueue(admin_db, d[2:3], queue, p_max_attempts=1)
-    (to_cancel,) = sql_enqueue(admin_db, d[3:4], queue, p_max_attempts=3)
-    (other,) = sql_enqueue(admin_db, d[4:5], queue, p_priority=-1)
+    retryable = sql_enqueue(admin_db, d[:2], queue, max_attempts=3)
+    (last_try,) = sql_enqueue(admin_db, d[2:3], queue, max_attempts=1)
+    (to_cancel,) = sql_enqueue(admin_db, d[3:4], queue, max_attempts=3)
+    (other,) = sql_enqueue(admin_db, d[4:5], queue, priority=-1)
     dead, alive = unique("w-dead"), unique("w-alive")
     svc.register(dead, slots=4, queues=[queue])
     jobs = {j["id"]: j for j in svc.claim(dead, 4)}
     assert set(jobs) == {str(i) for i in [*retryable, last_try, to_cancel]}
     assert svc.start(jobs[str(retryable[0])], dead)
     assert svc.start(jobs[str(to_cancel)], dead)
-    svc.rpc("cancel_job", {"p_job_id": str(to_cancel)})  # processing: cancel requested
+    svc.call(rpc.cancel_job(to_cancel))  # processing: cancel requested
     svc.register(alive, slots=1, queues=[queue])
     (alive_job,) = svc.claim(alive)
     assert alive_job["id"] == str(other)
 
     make_stale(admin_db, dead)
-    assert svc.rpc("reap_stale_jobs") >= 0
+    assert svc.call(rpc.reap_stale_jobs()) >= 0
     assert worker_row(admin_db, dead)["status"] == "offline"
     assert worker_row(admin_db, dead)["current_jobs"] == 0
     for job_id in retryable:
@@ -114,7 +115,7 @@ def test_jobs_of_unregistered_workers_and_timed_out_jobs_are_rescued(
     queue = unique("timeout")
     user = make_user()
     d = make_documents(admin_db, user, 3)
-    (slow,) = sql_enqueue(admin_db, d[:1], queue, p_timeout_seconds=5)
+    (slow,) = sql_enqueue(admin_db, d[:1], queue, timeout_seconds=5)
     (untimed,) = sql_enqueue(admin_db, d[1:2], queue)
     worker, vanished = unique("w-slow"), unique("w-vanished")
     svc.register(worker, slots=2, queues=[queue])
@@ -132,7 +133,7 @@ def test_jobs_of_unregistered_workers_and_timed_out_jobs_are_rescued(
     (orphan_job,) = svc.claim(vanished)
     admin_db.execute("delete from public.vps_workers where worker_id = %s", (vanished,))
 
-    svc.rpc("reap_stale_jobs")
+    svc.call(rpc.reap_stale_jobs())
     row = job_row(admin_db, slow)
     assert (row["status"], row["retry_count"], row["error_message"]) == (
         "pending",

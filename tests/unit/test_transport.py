@@ -19,7 +19,7 @@ from supaworker.exceptions import (
     RequestTimeout,
     ServerError,
 )
-from supaworker.transport import SupabaseAsyncTransport, SupabaseSyncTransport
+from supaworker.transport import SupabaseAsyncTransport, SupabaseSyncTransport, last_http_status
 
 URL = "http://queue.test"
 RPC = f"{URL}/rest/v1/rpc/queue_stats"
@@ -66,8 +66,9 @@ async def test_dropped_connection_mid_request_is_outcome_unknown() -> None:
 )
 async def test_server_errors_are_transient(status: int, body: str) -> None:
     respx.post(RPC).mock(return_value=httpx.Response(status, text=body))
-    with pytest.raises(ServerError):
+    with pytest.raises(ServerError) as info:
         await (await _client()).stats()
+    assert info.value.status == status
 
 
 @respx.mock
@@ -91,6 +92,7 @@ async def test_database_refusals_map_by_sqlstate(
     with pytest.raises(error) as info:
         await (await _client()).stats()
     assert "do this instead" in str(info.value)
+    assert (info.value.code, info.value.status) == (code, status)  # type: ignore[attr-defined]
 
 
 @respx.mock
@@ -144,3 +146,19 @@ def test_sync_client_translates_the_same_way() -> None:
     with pytest.raises(RequestTimeout):
         client.stats()
     client.close()
+
+
+@respx.mock
+async def test_the_status_of_a_success_is_known_too() -> None:
+    """A void function answers 204, a value 200: a permission matrix needs to tell them."""
+    respx.post(f"{URL}/rest/v1/rpc/deregister_worker").mock(return_value=httpx.Response(204))
+    respx.post(RPC).mock(return_value=httpx.Response(200, json={"by_status": {}}))
+    client = await _client()
+    await client.deregister_worker("w1")
+    assert last_http_status() == 204
+    await client.stats()
+    assert last_http_status() == 200
+    sync = SupabaseSyncTransport.connect(URL, KEY)
+    sync.call("deregister_worker", {"p_worker_id": "w1"})
+    assert last_http_status() == 204
+    sync.close()

@@ -1,0 +1,173 @@
+"""The two backends of the contract suite and its RPC registry.
+
+Every contract test runs twice: against `supaworker.testing.InMemoryTransport` and against the
+real SQL functions through PostgREST. Each test names the RPCs it pins down with `@covers`;
+`test_rpc_coverage.py` fails when a function of `supaworker.rpc` is named by no test, and the
+fixture below fails a test that names an RPC it never called, so the registry cannot lie.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from supaworker import rpc
+from supaworker.client import AsyncQueueClient
+from supaworker.testing import InMemoryTransport
+from supaworker.transport import AsyncTransport
+from tests.conftest import StackUser
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc_functions() -> set[str]:
+    """The SQL functions `supaworker.rpc` can call: its public functions returning RpcCall."""
+    return {
+        name
+        for name, fn in vars(rpc).items()
+        if inspect.isfunction(fn)
+        and fn.__module__ == rpc.__name__
+        and not name.startswith("_")
+        and str(inspect.signature(fn).return_annotation).startswith("RpcCall")
+    }
+
+
+def covers(*functions: str) -> Callable[[F], F]:
+    """Marks a contract test as pinning down these RPCs (by their SQL name)."""
+    unknown = set(functions) - rpc_functions()
+    if unknown:
+        raise ValueError(f"not functions of supaworker.rpc: {sorted(unknown)}")
+
+    def mark(test: F) -> F:
+        test.__rpc_covers__ = frozenset(functions)  # type: ignore[attr-defined]
+        return test
+
+    return mark
+
+
+@dataclass
+class Recording:
+    """A transport that remembers which functions it was asked to call."""
+
+    inner: AsyncTransport
+    called: set[str] = field(default_factory=set)
+
+    async def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        self.called.add(function)
+        return await self.inner.call(function, params)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class Backend:
+    queue: AsyncQueueClient
+    new_document: Callable[[], uuid.UUID]
+    queue_name: str
+    # State a test cannot reach through the API (a dead worker, time passing), set directly.
+    make_stale: Callable[[str], None]
+    shift_back: Callable[[uuid.UUID, str, timedelta], None]
+    set_last_rescue: Callable[[timedelta | None], None]  # how long ago; None: never
+
+    async def raw(self, function: str, params: Mapping[str, Any]) -> Any:
+        """A call that bypasses rpc.py: for arguments rpc.py would never send."""
+        return await self.queue.transport.call(function, params)
+
+    async def worker(
+        self,
+        worker_id: str | None = None,
+        slots: int = 5,
+        capabilities: dict[str, object] | None = None,
+    ) -> str:
+        wid = worker_id or f"c-{uuid.uuid4().hex[:8]}"
+        await self.queue.register_worker(
+            wid,
+            worker_name=wid,
+            max_concurrent_jobs=slots,
+            capabilities=capabilities or {},
+            queues=[self.queue_name],
+            host="test",
+            version="t",
+        )
+        return wid
+
+    async def enqueue(self, **kw: object) -> uuid.UUID:
+        job = await self.queue.enqueue(self.new_document(), queue=self.queue_name, **kw)  # type: ignore[arg-type]
+        return job.id
+
+
+_SHIFTABLE = ("run_at", "assigned_at", "started_at", "completed_at")
+
+
+def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
+    fake = InMemoryTransport()
+
+    def make_stale(worker_id: str) -> None:
+        fake.workers[worker_id]["last_heartbeat"] -= timedelta(hours=1)
+
+    def shift_back(job_id: uuid.UUID, column: str, by: timedelta) -> None:
+        assert column in _SHIFTABLE
+        fake.jobs[job_id][column] -= by
+
+    def set_last_rescue(ago: timedelta | None) -> None:
+        fake.settings.last_rescue_at = None if ago is None else fake.clock() - ago
+
+    hooks = {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    return fake, hooks
+
+
+def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
+    def make_stale(worker_id: str) -> None:
+        admin_db.execute(
+            "update public.vps_workers set last_heartbeat = last_heartbeat - interval '1 hour'"
+            " where worker_id = %s",
+            (worker_id,),
+        )
+
+    def shift_back(job_id: uuid.UUID, column: str, by: timedelta) -> None:
+        assert column in _SHIFTABLE  # a fixed column name, never user input
+        admin_db.execute(
+            f"update public.processing_queue set {column} = {column} - %s where id = %s",
+            (by, job_id),
+        )
+
+    def set_last_rescue(ago: timedelta | None) -> None:
+        admin_db.execute(
+            "update public.queue_settings set last_rescue_at = now() - %s::interval", (ago,)
+        )
+
+    return {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+
+
+@pytest.fixture(params=["memory", "supabase"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    name = f"contract-{uuid.uuid4().hex[:8]}"
+    if request.param == "memory":
+        fake, hooks = _memory()
+        recording = Recording(fake)
+        new_document: Callable[[], uuid.UUID] = fake.add_document
+    else:
+        stack = request.getfixturevalue("stack")
+        admin_db: psycopg.Connection[tuple[object, ...]] = request.getfixturevalue("admin_db")
+        user: StackUser = request.getfixturevalue("make_user")()
+        hooks = _sql(admin_db)
+        real = await AsyncQueueClient.connect(stack.api_url, stack.service_role_key)
+        recording = Recording(real.transport)
+
+        def new_document() -> uuid.UUID:
+            return user.create_document(admin_db)
+
+    backend = Backend(AsyncQueueClient(recording), new_document, name, **hooks)
+    yield backend
+    await recording.aclose()
+    claimed: frozenset[str] = getattr(request.function, "__rpc_covers__", frozenset())
+    missing = claimed - recording.called
+    assert not missing, f"@covers names {sorted(missing)}, which the test never called"
