@@ -38,6 +38,8 @@ _SECONDS = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)?\s*")
 
 # An SQL default applies only to an argument left out; an explicit null stays null.
 _OMITTED: Any = object()
+# The owner of jobs without one in owner_clock (they take turns like one more owner).
+_NIL = uuid.UUID(int=0)
 
 
 def _now() -> datetime:
@@ -94,6 +96,8 @@ class InMemoryTransport:
     jobs: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # supaworker_private.owner_clock: (queue, priority, owner) -> [last tag, uses_priority]
+    owner_clock: dict[tuple[str, int, uuid.UUID], list[Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_next: dict[str, Exception] = field(default_factory=dict)
 
@@ -153,6 +157,34 @@ class InMemoryTransport:
         else:
             return
         self._record(job, event, old["status"], job["assigned_to"] or old["assigned_to"])
+
+    def _next_fair_tag(
+        self, queue: str, priority: int, owner: uuid.UUID | None, user_priority: int
+    ) -> int:
+        """supaworker_private.next_fair_tag: greatest(V, the owner's last tag + 1), V the
+        tag of the level's first due pending job in claim order, or (none due) its highest."""
+        now = self.clock()
+        due = [
+            j
+            for j in self.jobs.values()
+            if j["status"] == "pending"
+            and j["queue"] == queue
+            and j["priority"] == priority
+            and j["run_at"] <= now
+        ]
+        level = [c[0] for (q, p, _), c in self.owner_clock.items() if (q, p) == (queue, priority)]
+        if due:
+            virtual = min(due, key=lambda j: (j["fair_tag"], j["created_at"]))["fair_tag"]
+        else:
+            virtual = max(level, default=0)
+        key = (queue, priority, owner or _NIL)
+        clock = self.owner_clock.get(key)
+        if clock is None:
+            clock = self.owner_clock[key] = [virtual, user_priority != 0]
+        else:
+            clock[0] = max(virtual, clock[0] + 1)
+            clock[1] = clock[1] or user_priority != 0
+        return int(clock[0])
 
     def _record(
         self, job: dict[str, Any], event: str, from_status: str | None, worker: str | None
@@ -247,6 +279,8 @@ class InMemoryTransport:
         existing = next((j for j in self.jobs.values() if j["user_document_id"] == doc_id), None)
         if existing and existing["status"] not in FINISHED:
             return self._row(existing)
+        # The model is the service role: priority orders across owners, user_priority is 0.
+        tag = self._next_fair_tag(queue, priority, self.documents[doc_id], 0)
         fields = {
             "user_id": self.documents[doc_id],
             "queue": queue,
@@ -267,6 +301,9 @@ class InMemoryTransport:
             "assigned_at": None,
             "started_at": None,
             "completed_at": None,
+            "fair_tag": tag,
+            "user_priority": 0,
+            "owner_seq": tag,
         }
         if existing:  # a finished entry starts a new cycle; attempt is never reset
             self._update(existing, **fields)
@@ -311,9 +348,15 @@ class InMemoryTransport:
         return [self._row(j) for j in rows[:p_limit]]
 
     def _new_cycle(self, job: dict[str, Any]) -> None:
-        """retry_job / retry_failed_jobs: pending now, as if never tried in this cycle."""
+        """retry_job / retry_failed_jobs: pending now, as if never tried in this cycle, with
+        a new fair-order tag."""
+        tag = self._next_fair_tag(
+            job["queue"], job["priority"], job["user_id"], job["user_priority"]
+        )
         self._update(
             job,
+            fair_tag=tag,
+            owner_seq=tag,
             status="pending",
             run_at=self.clock(),
             retry_count=0,
@@ -339,11 +382,14 @@ class InMemoryTransport:
         return self._row(job)  # pending: unchanged
 
     def fn_retry_failed_jobs(self, p_queue: str | None = None) -> int:
-        failed = [
-            j
-            for j in self.jobs.values()
-            if j["status"] == "failed" and (p_queue is None or j["queue"] == p_queue)
-        ]
+        failed = sorted(
+            (
+                j
+                for j in self.jobs.values()
+                if j["status"] == "failed" and (p_queue is None or j["queue"] == p_queue)
+            ),
+            key=lambda j: j["id"],  # the SQL takes tags in id order
+        )
         for job in failed:
             self._new_cycle(job)
         return len(failed)
@@ -637,8 +683,34 @@ class InMemoryTransport:
             and (wanted is None or j["queue"] in wanted)
             and jsonb_contains(worker["capabilities"], j["requires"])
         ]
-        ready.sort(key=lambda j: (-j["priority"], j["run_at"], j["created_at"]))
-        claimed = ready[: max(0, min(limit, free))]
+        ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
+        claimed: list[dict[str, Any]] = []
+        while ready and len(claimed) < min(limit, free):
+            # The first ready job decides whose turn it is; the owner's best job fills it.
+            turn = ready[0]
+            job = turn
+            if (
+                turn["user_id"] is not None
+                and self.owner_clock.get(
+                    (turn["queue"], turn["priority"], turn["user_id"]), [0, False]
+                )[1]
+            ):
+                job = min(
+                    (
+                        j
+                        for j in ready
+                        if (j["queue"], j["priority"], j["user_id"])
+                        == (turn["queue"], turn["priority"], turn["user_id"])
+                    ),
+                    key=lambda j: (-j["user_priority"], j["owner_seq"]),
+                )
+                if job is not turn:  # the displaced job takes the best one's place
+                    best_tag = job["fair_tag"]
+                    job["fair_tag"] = turn["fair_tag"]
+                    self._update(turn, fair_tag=best_tag)
+                    ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
+            ready.remove(job)
+            claimed.append(job)
         for job in claimed:
             self._update(
                 job,

@@ -70,8 +70,10 @@ class Recording:
 @dataclass
 class Backend:
     queue: AsyncQueueClient
-    new_document: Callable[[], uuid.UUID]
+    new_document: Callable[[], uuid.UUID]  # all of one owner, as in SQL (one user per test)
     queue_name: str
+    # Another owner: a function making documents that belong to a new user.
+    new_owner: Callable[[], Callable[[], uuid.UUID]]
     # State a test cannot reach through the API (a dead worker, time passing), set directly.
     make_stale: Callable[[str], None]
     shift_back: Callable[[uuid.UUID, str, timedelta], None]
@@ -153,7 +155,12 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         fake, hooks = _memory()
         recording = Recording(fake)
-        new_document: Callable[[], uuid.UUID] = fake.add_document
+
+        def new_owner() -> Callable[[], uuid.UUID]:
+            owner = uuid.uuid4()
+            return lambda: fake.add_document(owner)
+
+        new_document = new_owner()
     else:
         stack = request.getfixturevalue("stack")
         admin_db: psycopg.Connection[tuple[object, ...]] = request.getfixturevalue("admin_db")
@@ -162,10 +169,14 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         real = await AsyncQueueClient.connect(stack.api_url, stack.service_role_key)
         recording = Recording(real.transport)
 
+        def new_owner() -> Callable[[], uuid.UUID]:
+            owner: StackUser = request.getfixturevalue("make_user")()
+            return lambda: owner.create_document(admin_db)
+
         def new_document() -> uuid.UUID:
             return user.create_document(admin_db)
 
-    backend = Backend(AsyncQueueClient(recording), new_document, name, **hooks)
+    backend = Backend(AsyncQueueClient(recording), new_document, name, new_owner, **hooks)
     yield backend
     await recording.aclose()
     claimed: frozenset[str] = getattr(request.function, "__rpc_covers__", frozenset())

@@ -164,6 +164,14 @@ create table public.processing_queue (
   completed_at     timestamptz,
   created_at       timestamptz not null default now(),
   updated_at       timestamptz not null default now(),
+  -- Fair order across owners (migration 20261128001700): the job's start tag within its
+  -- (queue, priority), from supaworker_private.next_fair_tag; the claim orders by it.
+  fair_tag         bigint not null default 0,
+  -- The priority an end user chose (-10..10): it orders only that owner's own jobs.
+  user_priority    integer not null default 0 check (user_priority between -10 and 10),
+  -- The job's place in its owner's own order: its tag when it became pending. The claim's
+  -- tag swaps (a user_priority filling a turn) leave it, so equal user_priority stays FIFO.
+  owner_seq        bigint not null default 0,
   -- A running job always has an owner; a waiting one never has.
   constraint processing_queue_running_has_owner
     check (status not in ('assigned', 'processing') or assigned_to is not null),
@@ -180,9 +188,10 @@ comment on column public.processing_queue.attempt is
 comment on column public.processing_queue.retry_count is
   'Failed attempts in this cycle (reset when the job is re-queued as a new cycle).';
 
--- The claim: pending jobs of a queue in claim order (priority desc, run_at, created_at).
+-- The claim: pending jobs of a queue in claim order (priority desc, fair_tag, created_at);
+-- also next_fair_tag's probe for the first due tag of a (queue, priority).
 create index processing_queue_claim_idx on public.processing_queue
-  (queue, priority desc, run_at, created_at) where status = 'pending';
+  (queue, priority desc, fair_tag, created_at) where status = 'pending';
 -- The reaper, heartbeats and free-slot counts: running jobs by owner.
 create index processing_queue_running_idx on public.processing_queue (assigned_to)
   where status in ('assigned', 'processing');
@@ -195,7 +204,36 @@ create index processing_queue_finished_idx on public.processing_queue (completed
 -- without it such a worker read and sorted the whole pending backlog on every claim,
 -- 64 ms at 10^5 pending in bench/growth.py, 0.7 ms with it).
 create index processing_queue_claim_order_idx on public.processing_queue
-  (priority desc, run_at, created_at) where status = 'pending';
+  (priority desc, fair_tag, created_at) where status = 'pending';
+-- The claim's choice within an owner's turn: that owner's best pending job of a (queue,
+-- priority) by user_priority, then its own order (migration 20261128001700).
+create index processing_queue_owner_order_idx on public.processing_queue
+  (queue, priority, user_id, user_priority desc, owner_seq) where status = 'pending';
+
+-- ---------------------------------------------------------------------------------------
+-- owner_clock: the last fair-order tag given to each owner (migration 20261128001700)
+-- ---------------------------------------------------------------------------------------
+-- Written only by next_fair_tag (enqueue and the new-cycle paths), so only one owner's own
+-- concurrent enqueues ever contend on a row; the claim only reads uses_priority.
+-- user_id is the nil uuid for jobs without an owner (they take turns like one more owner).
+create table supaworker_private.owner_clock (
+  queue         text    not null,
+  priority      integer not null,
+  user_id       uuid    not null,
+  last_tag      bigint  not null,
+  uses_priority boolean not null default false,
+  primary key (queue, priority, user_id)
+);
+comment on table supaworker_private.owner_clock is
+  'Fair order: the last start tag given to each owner per (queue, priority), and whether the '
+  'owner ever set a user_priority (the claim then picks the owner''s best job for its turn).';
+-- next_fair_tag's virtual time when no due job is pending: the highest tag of the level.
+create index owner_clock_level_idx on supaworker_private.owner_clock
+  (queue, priority, last_tag);
+-- The claim's fast-path test: does any owner of these queues use user_priority?
+create index owner_clock_uses_priority_idx on supaworker_private.owner_clock (queue)
+  where uses_priority;
+alter table supaworker_private.owner_clock enable row level security;
 
 -- ---------------------------------------------------------------------------------------
 -- job_events: append-only history, written by triggers on processing_queue

@@ -193,3 +193,47 @@ comment on function supaworker_private.release(text, uuid[]) is
   'Puts a worker''s running jobs (all, or p_job_ids) back to pending without spending a '
   'retry (retry_count unchanged, run_at kept); jobs with a cancel request become cancelled. '
   'Caller holds the worker row lock.';
+
+-- next_fair_tag(p_queue, p_priority, p_user_id, p_user_priority) -> bigint
+-- Fair order across owners (issue 18, docs/queue-semantics.md "Fair order"): the start tag
+-- of a job that becomes pending as new work for owner p_user_id (null: the nil uuid, one
+-- shared owner for jobs without one) at (p_queue, p_priority):
+--   tag = greatest(V, last tag of this owner at this level + 1)
+-- where V, the level's virtual time, is the tag of its first due pending job in claim order,
+-- or when none is due the highest tag ever given at the level (so an owner who was idle gets
+-- no credit and one who was busy no debt). Records the tag in owner_clock, and that the
+-- owner uses user_priority when p_user_priority is not 0. Cost: one probe of
+-- processing_queue_claim_idx, one of owner_clock_level_idx when nothing is due, one upsert
+-- of the owner's clock row (contended only by that owner's own enqueues).
+-- Who: enqueue_job, retry_job, retry_failed_jobs. Raises nothing of its own.
+create function supaworker_private.next_fair_tag(
+  p_queue text, p_priority integer, p_user_id uuid, p_user_priority integer
+) returns bigint
+language plpgsql volatile set search_path = '' as $$
+declare
+  v_owner   uuid := coalesce(p_user_id, '00000000-0000-0000-0000-000000000000'::uuid);
+  v_virtual bigint;
+  v_tag     bigint;
+begin
+  select q.fair_tag into v_virtual from public.processing_queue q
+   where q.status = 'pending' and q.queue = p_queue and q.priority = p_priority
+     and q.run_at <= now()
+   order by q.fair_tag, q.created_at
+   limit 1;
+  if v_virtual is null then
+    select max(c.last_tag) into v_virtual from supaworker_private.owner_clock c
+     where c.queue = p_queue and c.priority = p_priority;
+  end if;
+  insert into supaworker_private.owner_clock as c
+    (queue, priority, user_id, last_tag, uses_priority)
+  values (p_queue, p_priority, v_owner, coalesce(v_virtual, 0), coalesce(p_user_priority, 0) <> 0)
+  on conflict (queue, priority, user_id) do update
+    set last_tag = greatest(excluded.last_tag, c.last_tag + 1),
+        uses_priority = c.uses_priority or excluded.uses_priority
+  returning c.last_tag into v_tag;
+  return v_tag;
+end $$;
+comment on function supaworker_private.next_fair_tag(text, integer, uuid, integer) is
+  'Fair order: the start tag of a new pending job of an owner at (queue, priority): '
+  'greatest(V, the owner''s last tag + 1), V the first due pending tag of the level or, none '
+  'being due, its highest tag. Records it in owner_clock.';

@@ -12,10 +12,12 @@
 -- Queues a document; idempotent per document (one processing_queue row per document): an
 -- active entry (pending/assigned/processing) is returned unchanged, a finished one
 -- (completed/failed/cancelled) is re-queued as a new cycle (pending, retry_count 0,
--- result/error/progress/cancel cleared; attempt, the fencing token, is kept).
--- Who: service_role (any document, priority -1000..1000, every option) and authenticated
--- (own documents only, priority clamped to -10..10, other options refused by the trigger
--- refuse_user_job_options in 15_triggers.sql).
+-- result/error/progress/cancel cleared; attempt, the fencing token, is kept). A job that is
+-- written (new, or a new cycle) gets its fair-order tag from next_fair_tag.
+-- Who: service_role (any document, priority -1000..1000 ordering across owners, every
+-- option) and authenticated (own documents only; p_priority, clamped to -10..10, is stored
+-- as user_priority and orders only the caller's own jobs, priority stays 0; other options
+-- refused by the trigger refuse_user_job_options in 15_triggers.sql).
 -- Errors: 22023 bad argument (document id missing, payload/requires not an object, queue
 -- name, max_attempts outside 1..100, timeout <= 0, service priority outside -1000..1000),
 -- PT404 unknown document, PT403 not the owner (or a refused option), PT413 payload over
@@ -40,6 +42,8 @@ declare
   v_queue        text    := coalesce(p_queue, 'default');
   v_requires     jsonb   := coalesce(p_requires, '{}'::jsonb);
   v_max_attempts integer;
+  v_user_priority integer := 0;
+  v_tag          bigint;
   v_job          public.processing_queue;
 begin
   select * into v_settings from public.queue_settings;
@@ -86,7 +90,10 @@ begin
         'Higher runs first; 0 is normal.');
     end if;
   else
-    v_priority := greatest(-10, least(10, v_priority));  -- end users: the normal range
+    -- End users order their own jobs only (issue 18): the clamped value is their
+    -- user_priority; priority, which orders across owners, stays the service role's.
+    v_user_priority := greatest(-10, least(10, v_priority));
+    v_priority := 0;
   end if;
 
   select d.user_id into v_owner from public.user_documents d where d.id = p_user_document_id;
@@ -101,32 +108,43 @@ begin
       'Users can only enqueue their own documents.');
   end if;
 
-  insert into public.processing_queue as q
-    (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
-     timeout_seconds, requires)
-  values
-    (p_user_document_id, v_owner, v_queue, v_priority, v_payload, v_max_attempts,
-     coalesce(p_run_at, now()), p_timeout_seconds, v_requires)
-  on conflict (user_document_id) do nothing
-  returning q.* into v_job;
-  if found then
-    return v_job;
-  end if;
-
-  -- The document already has an entry: an active one is returned as is, a finished one
-  -- starts a new cycle (attempt, the fencing token, is never reset).
+  -- An active entry is returned as is (before any tag is taken, so that repeating a call
+  -- costs the owner no turn); a finished one starts a new cycle (attempt, the fencing token,
+  -- is never reset).
   select * into v_job from public.processing_queue q
    where q.user_document_id = p_user_document_id
    for update;
-  if not found then
-    perform supaworker_private.raise_error('PT409',
-      'the queue entry of this document was removed concurrently', 'Call enqueue_job again.');
+  if v_job.id is not null and v_job.status not in ('completed', 'failed', 'cancelled') then
+    return v_job;
+  end if;
+  v_tag := supaworker_private.next_fair_tag(v_queue, v_priority, v_owner, v_user_priority);
+  if v_job.id is null then
+    insert into public.processing_queue as q
+      (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
+       timeout_seconds, requires, user_priority, fair_tag, owner_seq)
+    values
+      (p_user_document_id, v_owner, v_queue, v_priority, v_payload, v_max_attempts,
+       coalesce(p_run_at, now()), p_timeout_seconds, v_requires, v_user_priority, v_tag, v_tag)
+    on conflict (user_document_id) do nothing
+    returning q.* into v_job;
+    if found then
+      return v_job;
+    end if;
+    -- Inserted concurrently by another call: that entry is active, or finished by now.
+    select * into v_job from public.processing_queue q
+     where q.user_document_id = p_user_document_id
+     for update;
+    if not found then
+      perform supaworker_private.raise_error('PT409',
+        'the queue entry of this document was removed concurrently', 'Call enqueue_job again.');
+    end if;
   end if;
   if v_job.status in ('completed', 'failed', 'cancelled') then
     update public.processing_queue q set
       status = 'pending', user_id = v_owner, queue = v_queue, priority = v_priority,
       payload = v_payload, max_attempts = v_max_attempts, run_at = coalesce(p_run_at, now()),
       timeout_seconds = p_timeout_seconds, requires = v_requires,
+      user_priority = v_user_priority, fair_tag = v_tag, owner_seq = v_tag,
       retry_count = 0, result = null, error_message = null, progress_percent = null,
       progress_message = null, cancel_requested = false, assigned_to = null,
       assigned_at = null, started_at = null, completed_at = null
@@ -141,7 +159,8 @@ comment on function public.enqueue_job(uuid, integer, jsonb, text, integer, time
   'document: an active entry (pending/assigned/processing) is returned unchanged; a finished '
   'one (completed/failed/cancelled) is re-queued as a new cycle (pending, retry_count 0, '
   'result/error/progress/cancel cleared, attempt kept). service_role: any document, priority '
-  '-1000..1000. authenticated: own documents only, priority clamped to -10..10. '
+  '-1000..1000 (orders across owners). authenticated: own documents only, p_priority clamped '
+  'to -10..10 and stored as user_priority (orders only the caller''s own jobs). '
   'Errors: 22023 bad argument (payload/requires not an object, queue name, max_attempts '
   '1..100, timeout > 0), PT404 unknown document, PT403 not the owner, PT413 payload over '
   'queue_settings.max_payload_bytes.';
@@ -219,13 +238,14 @@ comment on function public.cancel_job(uuid) is
 
 -- retry_job(p_job_id) -> processing_queue
 -- A failed or cancelled job becomes pending now as a new cycle (retry_count 0, error and
--- result cleared, attempt kept); a pending job is returned unchanged.
+-- result cleared, attempt kept, a new fair-order tag); a pending job is returned unchanged.
 -- Who: service_role; queue admins through admin_retry_job.
 -- Errors: PT404 unknown job, PT409 running (assigned/processing) or completed job.
 create function public.retry_job(p_job_id uuid) returns public.processing_queue
 language plpgsql volatile security definer set search_path = '' as $$
 declare
   v_job public.processing_queue;
+  v_tag bigint;
 begin
   select * into v_job from public.processing_queue q where q.id = p_job_id for update;
   if not found then
@@ -243,8 +263,11 @@ begin
       'To process the document again, call enqueue_job.');
   end if;
   if v_job.status in ('failed', 'cancelled') then
+    v_tag := supaworker_private.next_fair_tag(v_job.queue, v_job.priority, v_job.user_id,
+                                              v_job.user_priority);
     update public.processing_queue q set
       status = 'pending', run_at = now(), retry_count = 0, result = null,
+      fair_tag = v_tag, owner_seq = v_tag,
       error_message = null, progress_percent = null, progress_message = null,
       cancel_requested = false, assigned_to = null, assigned_at = null, started_at = null,
       completed_at = null
@@ -259,19 +282,31 @@ comment on function public.retry_job(uuid) is
   '(assigned/processing) or completed job, PT404 unknown job.';
 
 -- retry_failed_jobs(p_queue null) -> integer
--- Re-queues every failed job (of p_queue, or of every queue) as a new cycle; returns how
--- many. Cancelled jobs are not touched. Who: service_role. Raises nothing of its own.
+-- Re-queues every failed job (of p_queue, or of every queue) as a new cycle (each with a new
+-- fair-order tag, in the order the rows are updated); returns how many. Cancelled jobs are not touched. Who: service_role. Raises nothing of its own.
 create function public.retry_failed_jobs(p_queue text default null) returns integer
 language plpgsql volatile security definer set search_path = '' as $$
 declare
   v_count integer;
 begin
+  -- Tags are taken in the failed jobs' id order, one call per job (each sees the last).
+  with tagged as (
+    select f.id, supaworker_private.next_fair_tag(f.queue, f.priority, f.user_id,
+                                                  f.user_priority) as tag
+      from (select q.id, q.queue, q.priority, q.user_id, q.user_priority
+              from public.processing_queue q
+             where q.status = 'failed' and (p_queue is null or q.queue = p_queue)
+             order by q.id
+             for update) f
+  )
   update public.processing_queue q set
     status = 'pending', run_at = now(), retry_count = 0, result = null,
+    fair_tag = t.tag, owner_seq = t.tag,
     error_message = null, progress_percent = null, progress_message = null,
     cancel_requested = false, assigned_to = null, assigned_at = null, started_at = null,
     completed_at = null
-  where q.status = 'failed' and (p_queue is null or q.queue = p_queue);
+  from tagged t
+  where q.id = t.id;
   get diagnostics v_count = row_count;
   return v_count;
 end $$;

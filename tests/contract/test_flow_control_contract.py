@@ -1,0 +1,80 @@
+"""Flow control (issue 18) in the contract: the in-memory model and the SQL claim take turns
+across owners the same way (docs/queue-semantics.md, "Fair order")."""
+
+from __future__ import annotations
+
+import uuid
+
+from supaworker.models import Job
+from tests.contract.conftest import Backend, covers
+
+
+async def claim_one_by_one(backend: Backend, worker: str, count: int) -> list[uuid.UUID]:
+    order = []
+    for _ in range(count):
+        (job,) = await backend.queue.claim(worker, 1, [backend.queue_name])
+        assert await backend.queue.complete(job, worker, None)
+        order.append(job.id)
+    return order
+
+
+async def enqueue_for(backend: Backend, owner: object, count: int, **kw: object) -> list[uuid.UUID]:
+    make = owner if callable(owner) else backend.new_document
+    jobs: list[Job] = [
+        await backend.queue.enqueue(make(), queue=backend.queue_name, **kw)  # type: ignore[arg-type]
+        for _ in range(count)
+    ]
+    return [j.id for j in jobs]
+
+
+@covers("enqueue_job", "claim_next_job", "complete_job")
+async def test_claim_takes_turns_across_owners(backend: Backend) -> None:
+    a = await enqueue_for(backend, backend.new_document, 5)
+    b = await enqueue_for(backend, backend.new_owner(), 2)
+    wid = await backend.worker(slots=1)
+    order = await claim_one_by_one(backend, wid, 7)
+    assert order == [a[0], b[0], a[1], b[1], a[2], a[3], a[4]]
+
+
+@covers("enqueue_job", "claim_next_job")
+async def test_a_batch_claim_takes_the_same_turns(backend: Backend) -> None:
+    a = await enqueue_for(backend, backend.new_document, 3)
+    b = await enqueue_for(backend, backend.new_owner(), 3)
+    c = await enqueue_for(backend, backend.new_owner(), 1)
+    wid = await backend.worker(slots=10)
+    batch = await backend.queue.claim(wid, 5, [backend.queue_name])
+    assert [j.id for j in batch] == [a[0], b[0], c[0], a[1], b[1]]
+
+
+@covers("enqueue_job", "claim_next_job", "complete_job")
+async def test_an_owner_back_from_idle_takes_the_current_turn(backend: Backend) -> None:
+    wid = await backend.worker(slots=1)
+    await enqueue_for(backend, backend.new_document, 4)
+    await claim_one_by_one(backend, wid, 4)  # the level is idle; this owner's last tag is 3
+    b = await enqueue_for(backend, backend.new_owner(), 4)
+    (again,) = await enqueue_for(backend, backend.new_document, 1)
+    order = await claim_one_by_one(backend, wid, 5)
+    assert order == [b[0], b[1], again, b[2], b[3]]
+
+
+@covers("enqueue_job", "claim_next_job")
+async def test_service_priority_still_orders_across_owners(backend: Backend) -> None:
+    a = await enqueue_for(backend, backend.new_document, 2)
+    (urgent,) = await enqueue_for(backend, backend.new_owner(), 1, priority=3)
+    wid = await backend.worker(slots=10)
+    batch = await backend.queue.claim(wid, 3, [backend.queue_name])
+    assert [j.id for j in batch] == [urgent, a[0], a[1]]
+
+
+@covers("fail_job", "retry_job")
+async def test_a_retry_keeps_its_turn_a_new_cycle_goes_to_the_back(backend: Backend) -> None:
+    a = await enqueue_for(backend, backend.new_document, 3)
+    b = await enqueue_for(backend, backend.new_owner(), 1)
+    wid = await backend.worker(slots=1)
+    (first,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    assert first.id == a[0]
+    failed = await backend.queue.fail(first, wid, "corrupt", retryable=False)
+    assert failed is not None
+    await backend.queue.retry(a[0])  # a new cycle: after the owner's last job (a[2])
+    order = await claim_one_by_one(backend, wid, 4)
+    assert order == [b[0], a[1], a[2], a[0]]
