@@ -14,7 +14,8 @@
     │       ├── PermissionDenied  42501, PT403, PGRST301 / HTTP 401, 403
     │       ├── NotFound          PT404 / HTTP 404
     │       ├── Conflict          PT409 / HTTP 409
-    │       └── PayloadTooLarge   PT413 / HTTP 413
+    │       ├── PayloadTooLarge   PT413 / HTTP 413
+    │       └── QuotaExceeded     PT429 / HTTP 429 (queue_settings.max_pending_per_user)
     └── PermanentError            raised by a handler: fail the job now, no retry
 
 The local stack's errors (`supaworker_local.errors`) are not part of this tree.
@@ -111,6 +112,11 @@ class Conflict(RpcError):
 
 class PayloadTooLarge(RpcError):
     """The payload is larger than the queue accepts."""
+
+
+class QuotaExceeded(RpcError):
+    """The owner already has queue_settings.max_pending_per_user pending or running jobs;
+    nothing was enqueued. The message names the limit and the count."""
 
 
 class PermanentError(SupaworkerError):

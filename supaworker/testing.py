@@ -24,7 +24,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from supaworker.exceptions import Conflict, InvalidArgument, NotFound, PayloadTooLarge
+from supaworker.exceptions import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+)
 from supaworker.models import jsonb_contains
 
 STATUSES = ("pending", "assigned", "processing", "completed", "failed", "cancelled")
@@ -84,6 +90,8 @@ class _Settings:
     retention: timedelta = timedelta(days=7)
     timeout_grace: timedelta = timedelta(seconds=30)
     last_rescue_at: datetime | None = None
+    max_running_per_user: int | None = None
+    max_pending_per_user: int | None = None
 
 
 @dataclass
@@ -157,6 +165,22 @@ class InMemoryTransport:
         else:
             return
         self._record(job, event, old["status"], job["assigned_to"] or old["assigned_to"])
+
+    def _check_pending_quota(self, owner: uuid.UUID | None, adding: int) -> None:
+        """supaworker_private.check_pending_quota: PT429 when the owner's pending and
+        running jobs plus `adding` would exceed max_pending_per_user."""
+        limit = self.settings.max_pending_per_user
+        if limit is None or owner is None:
+            return
+        active = sum(
+            1 for j in self.jobs.values() if j["user_id"] == owner and j["status"] not in FINISHED
+        )
+        if active + adding > limit:
+            raise QuotaExceeded(
+                f"user {owner} has {active} pending or running jobs;"
+                f" max_pending_per_user is {limit}",
+                code="PT429",
+            )
 
     def _next_fair_tag(
         self, queue: str, priority: int, owner: uuid.UUID | None, user_priority: int
@@ -279,6 +303,7 @@ class InMemoryTransport:
         existing = next((j for j in self.jobs.values() if j["user_document_id"] == doc_id), None)
         if existing and existing["status"] not in FINISHED:
             return self._row(existing)
+        self._check_pending_quota(self.documents[doc_id], 1)
         # The model is the service role: priority orders across owners, user_priority is 0.
         tag = self._next_fair_tag(queue, priority, self.documents[doc_id], 0)
         fields = {
@@ -685,9 +710,23 @@ class InMemoryTransport:
         ]
         ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
         claimed: list[dict[str, Any]] = []
-        while ready and len(claimed) < min(limit, free):
+        cap = self.settings.max_running_per_user
+        budget = min(limit, free) + 32  # turns looked at, as the SQL bounds them
+        while ready and len(claimed) < min(limit, free) and budget > 0:
+            budget -= 1
             # The first ready job decides whose turn it is; the owner's best job fills it.
             turn = ready[0]
+            if cap is not None and turn["user_id"] is not None:
+                taking = {j["id"] for j in claimed}
+                owned = sum(
+                    1
+                    for j in self.jobs.values()
+                    if j["user_id"] == turn["user_id"]
+                    and (j["status"] in RUNNING or j["id"] in taking)
+                )
+                if owned >= cap:  # max_running_per_user: skip the owner for this claim
+                    ready = [j for j in ready if j["user_id"] != turn["user_id"]]
+                    continue
             job = turn
             if (
                 turn["user_id"] is not None

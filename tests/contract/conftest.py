@@ -78,6 +78,8 @@ class Backend:
     make_stale: Callable[[str], None]
     shift_back: Callable[[uuid.UUID, str, timedelta], None]
     set_last_rescue: Callable[[timedelta | None], None]  # how long ago; None: never
+    # queue_settings.max_running_per_user / max_pending_per_user (None: off); reset after.
+    set_limits: Callable[[int | None, int | None], None]
 
     async def raw(self, function: str, params: Mapping[str, Any]) -> Any:
         """A call that bypasses rpc.py: for arguments rpc.py would never send."""
@@ -122,7 +124,16 @@ def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
     def set_last_rescue(ago: timedelta | None) -> None:
         fake.settings.last_rescue_at = None if ago is None else fake.clock() - ago
 
-    hooks = {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    def set_limits(running: int | None, pending: int | None) -> None:
+        fake.settings.max_running_per_user = running
+        fake.settings.max_pending_per_user = pending
+
+    hooks = {
+        "make_stale": make_stale,
+        "shift_back": shift_back,
+        "set_last_rescue": set_last_rescue,
+        "set_limits": set_limits,
+    }
     return fake, hooks
 
 
@@ -146,7 +157,18 @@ def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
             "update public.queue_settings set last_rescue_at = now() - %s::interval", (ago,)
         )
 
-    return {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    def set_limits(running: int | None, pending: int | None) -> None:
+        admin_db.execute(
+            "update public.queue_settings set max_running_per_user = %s, max_pending_per_user = %s",
+            (running, pending),
+        )
+
+    return {
+        "make_stale": make_stale,
+        "shift_back": shift_back,
+        "set_last_rescue": set_last_rescue,
+        "set_limits": set_limits,
+    }
 
 
 @pytest.fixture(params=["memory", "supabase"])
@@ -177,7 +199,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             return user.create_document(admin_db)
 
     backend = Backend(AsyncQueueClient(recording), new_document, name, new_owner, **hooks)
-    yield backend
+    try:
+        yield backend
+    finally:
+        backend.set_limits(None, None)  # global in SQL: never leak into the next test
     await recording.aclose()
     claimed: frozenset[str] = getattr(request.function, "__rpc_covers__", frozenset())
     missing = claimed - recording.called

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
+from supaworker.exceptions import QuotaExceeded
 from supaworker.models import Job
 from tests.contract.conftest import Backend, covers
 
@@ -78,3 +81,34 @@ async def test_a_retry_keeps_its_turn_a_new_cycle_goes_to_the_back(backend: Back
     await backend.queue.retry(a[0])  # a new cycle: after the owner's last job (a[2])
     order = await claim_one_by_one(backend, wid, 4)
     assert order == [b[0], a[1], a[2], a[0]]
+
+
+@covers("claim_next_job", "complete_job")
+async def test_max_running_per_user_caps_an_owner_over_workers(backend: Backend) -> None:
+    a = await enqueue_for(backend, backend.new_document, 4)
+    b = await enqueue_for(backend, backend.new_owner(), 2)
+    backend.set_limits(2, None)
+    one, two = await backend.worker(slots=10), await backend.worker(slots=10)
+    first = await backend.queue.claim(one, 10, [backend.queue_name])
+    assert [j.id for j in first] == [a[0], b[0], a[1], b[1]]
+    assert await backend.queue.claim(two, 10, [backend.queue_name]) == []
+    assert await backend.queue.complete(first[0], one, None)
+    assert [j.id for j in await backend.queue.claim(two, 10, [backend.queue_name])] == [a[2]]
+
+
+@covers("enqueue_job")
+async def test_max_pending_per_user_refuses_new_work_only(backend: Backend) -> None:
+    backend.set_limits(None, 2)
+    docs = [backend.new_document() for _ in range(3)]
+    first = await backend.queue.enqueue(docs[0], queue=backend.queue_name)
+    await backend.queue.enqueue(docs[1], queue=backend.queue_name)
+    with pytest.raises(QuotaExceeded) as refused:
+        await backend.queue.enqueue(docs[2], queue=backend.queue_name)
+    assert refused.value.code == "PT429"
+    assert "has 2 pending or running jobs; max_pending_per_user is 2" in str(refused.value)
+    listed = await backend.queue.jobs(queue=backend.queue_name)
+    assert len(listed) == 2  # nothing was written for the refused document
+    again = await backend.queue.enqueue(docs[0], queue=backend.queue_name)
+    assert again.id == first.id  # repeating an active enqueue is not new work
+    other = await enqueue_for(backend, backend.new_owner(), 2)  # another owner's own quota
+    assert len(other) == 2

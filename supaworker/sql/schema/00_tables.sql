@@ -95,6 +95,9 @@ create table public.queue_settings (
                        check (timeout_grace >= interval '0'),
   last_rescue_at       timestamptz,
   updated_at           timestamptz not null default now(),
+  -- Per-owner limits (migration 20261128001800; null: none).
+  max_running_per_user integer check (max_running_per_user >= 1),
+  max_pending_per_user integer check (max_pending_per_user >= 1),
   constraint queue_settings_backoff_range check (backoff_max_seconds >= backoff_base_seconds)
 );
 comment on table public.queue_settings is
@@ -102,7 +105,10 @@ comment on table public.queue_settings is
   'is older is dead and its jobs are rescued. rescue_interval: claim_next_job runs the reaper '
   'at most this often. backoff: delay = least(base * 2^(retry_count-1), max) * random [0.5, 1). '
   'timeout_grace: extra time after timeout_seconds before a running job counts as timed out. '
-  'retention: purge_finished_jobs default age.';
+  'retention: purge_finished_jobs default age. max_running_per_user: at most this many jobs '
+  'of one owner assigned/processing at once, over all workers (null: no cap). '
+  'max_pending_per_user: enqueue refuses (PT429) an owner with this many pending, assigned '
+  'or processing jobs (null: no quota).';
 insert into public.queue_settings (id) values (true);
 
 -- ---------------------------------------------------------------------------------------
@@ -197,6 +203,10 @@ create index processing_queue_running_idx on public.processing_queue (assigned_t
   where status in ('assigned', 'processing');
 -- RLS (owner reads) and Realtime filters on user_id.
 create index processing_queue_user_id_idx on public.processing_queue (user_id);
+-- Per-owner limits (migration 20261128001800): the claim counts an owner's running jobs
+-- (status assigned/processing, at most the cap), enqueue its active ones (at most the quota).
+create index processing_queue_active_by_owner_idx on public.processing_queue (user_id, status)
+  where status in ('pending', 'assigned', 'processing');
 -- purge_finished_jobs and the throughput figures of queue_stats.
 create index processing_queue_finished_idx on public.processing_queue (completed_at)
   where status in ('completed', 'failed', 'cancelled');

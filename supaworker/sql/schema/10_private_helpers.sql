@@ -237,3 +237,36 @@ comment on function supaworker_private.next_fair_tag(text, integer, uuid, intege
   'Fair order: the start tag of a new pending job of an owner at (queue, priority): '
   'greatest(V, the owner''s last tag + 1), V the first due pending tag of the level or, none '
   'being due, its highest tag. Records it in owner_clock.';
+
+-- check_pending_quota(p_user_id, p_adding) -> void
+-- queue_settings.max_pending_per_user (null: nothing to check; so are jobs without an owner):
+-- refuses, with PT429 (HTTP 429) naming the limit and the count, when the owner's pending,
+-- assigned and processing jobs plus p_adding would exceed it. Takes the owner's quota lock
+-- (a waiting transaction-level advisory lock: enqueues of one owner may wait for each other,
+-- the claim never takes it) before counting, so two enqueues cannot both see "one below".
+-- Cost: one count through processing_queue_active_by_owner_idx, bounded by the quota.
+-- Who: enqueue_job (and the bulk enqueue), before anything is written. Errors: PT429.
+create function supaworker_private.check_pending_quota(p_user_id uuid, p_adding integer)
+returns void language plpgsql volatile set search_path = '' as $$
+declare
+  v_limit  integer;
+  v_active integer;
+begin
+  select s.max_pending_per_user into v_limit from public.queue_settings s;
+  if v_limit is null or p_user_id is null then
+    return;
+  end if;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('supaworker.pending_quota'),
+                                           pg_catalog.hashtext(p_user_id::text));
+  select count(*) into v_active from public.processing_queue q
+   where q.user_id = p_user_id and q.status in ('pending', 'assigned', 'processing');
+  if v_active + p_adding > v_limit then
+    perform supaworker_private.raise_error('PT429',
+      pg_catalog.format('user %s has %s pending or running jobs; max_pending_per_user is %s',
+                        p_user_id, v_active, v_limit),
+      'Wait until some of them finish, or raise queue_settings.max_pending_per_user.');
+  end if;
+end $$;
+comment on function supaworker_private.check_pending_quota(uuid, integer) is
+  'max_pending_per_user: PT429 (naming the limit and the count) when the owner''s pending, '
+  'assigned and processing jobs plus p_adding would exceed it; under the owner''s quota lock.';

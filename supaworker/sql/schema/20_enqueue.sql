@@ -21,7 +21,9 @@
 -- Errors: 22023 bad argument (document id missing, payload/requires not an object, queue
 -- name, max_attempts outside 1..100, timeout <= 0, service priority outside -1000..1000),
 -- PT404 unknown document, PT403 not the owner (or a refused option), PT413 payload over
--- queue_settings.max_payload_bytes, PT409 the entry was deleted concurrently (call again).
+-- queue_settings.max_payload_bytes, PT429 the owner is at queue_settings.max_pending_per_user
+-- (check_pending_quota; nothing written), PT409 the entry was deleted concurrently (call
+-- again).
 create function public.enqueue_job(
   p_user_document_id uuid,
   p_priority         integer     default 0,
@@ -108,14 +110,24 @@ begin
       'Users can only enqueue their own documents.');
   end if;
 
-  -- An active entry is returned as is (before any tag is taken, so that repeating a call
-  -- costs the owner no turn); a finished one starts a new cycle (attempt, the fencing token,
-  -- is never reset).
+  -- An active entry is returned as is, before the quota and before any tag is taken: a
+  -- repeated call costs the owner no turn and works at the quota.
+  select * into v_job from public.processing_queue q
+   where q.user_document_id = p_user_document_id
+     and q.status in ('pending', 'assigned', 'processing');
+  if found then
+    return v_job;
+  end if;
+  -- PT429 when the owner is at max_pending_per_user: nothing written. Its lock (the owner's
+  -- quota lock, only when a quota is set) is taken before the job row: one lock order.
+  perform supaworker_private.check_pending_quota(v_owner, 1);
+
+  -- A finished entry starts a new cycle (attempt, the fencing token, is never reset).
   select * into v_job from public.processing_queue q
    where q.user_document_id = p_user_document_id
    for update;
   if v_job.id is not null and v_job.status not in ('completed', 'failed', 'cancelled') then
-    return v_job;
+    return v_job;  -- became active meanwhile
   end if;
   v_tag := supaworker_private.next_fair_tag(v_queue, v_priority, v_owner, v_user_priority);
   if v_job.id is null then
@@ -163,7 +175,7 @@ comment on function public.enqueue_job(uuid, integer, jsonb, text, integer, time
   'to -10..10 and stored as user_priority (orders only the caller''s own jobs). '
   'Errors: 22023 bad argument (payload/requires not an object, queue name, max_attempts '
   '1..100, timeout > 0), PT404 unknown document, PT403 not the owner, PT413 payload over '
-  'queue_settings.max_payload_bytes.';
+  'queue_settings.max_payload_bytes, PT429 the owner is at max_pending_per_user.';
 
 -- cancel_job(p_job_id) -> processing_queue
 -- pending/assigned -> cancelled at once (an assigned job's worker is fenced out of

@@ -19,8 +19,12 @@
 -- processing_queue_claim_idx / _claim_order_idx). When an owner of these queues has set a
 -- user_priority, the job that fills that owner's turn is its best claimable job of the same
 -- (queue, priority) by user_priority desc, owner_seq, and the two swap tags so the owner's
--- later turns keep their places (processing_queue_owner_order_idx); otherwise the claim is
--- one UPDATE over a FOR UPDATE SKIP LOCKED selection. Claimed jobs get assigned_to,
+-- later turns keep their places (processing_queue_owner_order_idx). With
+-- queue_settings.max_running_per_user set, an owner with that many assigned/processing jobs
+-- (over all workers) is skipped, and so is one whose jobs another claim is taking at that
+-- moment (a try-lock per owner; the count under processing_queue_active_by_owner_idx). Both
+-- cases take one turn per statement, at most v_slots + 32 turns looked at; otherwise the
+-- claim is one UPDATE over a FOR UPDATE SKIP LOCKED selection. Claimed jobs get assigned_to,
 -- assigned_at and attempt + 1 (the fencing token) and become assigned, or with p_start
 -- processing with started_at = now(). Sets current_jobs. Returns them in claim order. An
 -- unknown, paused or offline worker gets nothing.
@@ -44,6 +48,10 @@ declare
   v_best    public.processing_queue;
   v_job     public.processing_queue;
   v_budget  integer;
+  v_cap     integer;
+  v_skip    uuid[] := '{}';  -- owners at their cap, or being claimed by another transaction
+  v_locked  uuid[] := '{}';  -- owners whose cap lock this transaction holds
+  v_owned   integer;
 begin
   if p_worker_id is null or p_worker_id = '' then
     perform supaworker_private.raise_error('22023', 'p_worker_id is required', null);
@@ -69,8 +77,9 @@ begin
    where q.assigned_to = p_worker_id and q.status in ('assigned', 'processing');
   v_slots := least(p_limit, v_worker.max_concurrent_jobs + p_prefetch - v_running);
   v_queues := coalesce(p_queues, v_worker.queues);
+  select s.max_running_per_user into v_cap from public.queue_settings s;
 
-  if v_slots > 0 and not exists (
+  if v_slots > 0 and v_cap is null and not exists (
     select from supaworker_private.owner_clock c
      where c.uses_priority and (v_queues is null or c.queue = any (v_queues))
   ) then
@@ -101,8 +110,9 @@ begin
     get diagnostics v_claimed = row_count;
   elsif v_slots > 0 then
     -- One turn at a time: the first claimable row in claim order decides whose turn it is,
-    -- the owner's best job fills it. Bounded: at most v_slots turns.
-    v_budget := v_slots;
+    -- the owner's best job fills it. Bounded: at most v_slots claimed turns plus 32 skipped
+    -- ones (a claim may then return fewer jobs than slots; the next one continues).
+    v_budget := v_slots + 32;
     while v_claimed < v_slots and v_budget > 0 loop
       v_budget := v_budget - 1;
       select * into v_turn from public.processing_queue q
@@ -111,10 +121,33 @@ begin
          and q.run_at <= now()
          and (v_queues is null or q.queue = any (v_queues))
          and q.requires <@ v_worker.capabilities
+         and (q.user_id is null or q.user_id <> all (v_skip))
        order by q.priority desc, q.fair_tag, q.created_at
        limit 1
        for update skip locked;
       exit when not found;
+      if v_cap is not null and v_turn.user_id is not null then
+        -- max_running_per_user. Only claims raise an owner's running count, so only claims
+        -- take this lock; a try-lock, so a claim never waits for another: an owner being
+        -- claimed elsewhere is skipped this time. The count runs in a statement after the
+        -- lock (a new snapshot in READ COMMITTED), so it sees every claim of the lock's
+        -- previous holder, and the lock is held to commit: no two claims see "one below".
+        if not v_turn.user_id = any (v_locked) then
+          if not pg_catalog.pg_try_advisory_xact_lock(
+                   pg_catalog.hashtext('supaworker.running_cap'),
+                   pg_catalog.hashtext(v_turn.user_id::text)) then
+            v_skip := v_skip || v_turn.user_id;
+            continue;
+          end if;
+          v_locked := v_locked || v_turn.user_id;
+        end if;
+        select count(*) into v_owned from public.processing_queue q
+         where q.user_id = v_turn.user_id and q.status in ('assigned', 'processing');
+        if v_owned >= v_cap then
+          v_skip := v_skip || v_turn.user_id;
+          continue;
+        end if;
+      end if;
       v_job := v_turn;
       if v_turn.user_id is not null and exists (
         select from supaworker_private.owner_clock c
@@ -159,7 +192,7 @@ comment on function supaworker_private.claim_jobs(text, integer, text[], boolean
   'The claim behind claim_next_job and complete_and_claim: up to p_limit jobs, never more '
   'than max_concurrent_jobs + p_prefetch minus the worker''s assigned/processing jobs, in '
   'fair order (priority desc, fair_tag, created_at; an owner''s turn filled by its best '
-  'user_priority).';
+  'user_priority), never more than max_running_per_user running jobs of one owner.';
 
 -- claim_next_job(p_worker_id, p_limit 1, p_queues null, p_start false) -> setof job
 -- claim_jobs without prefetch: never more than the worker's free slots. Without p_start the
@@ -183,7 +216,8 @@ comment on function public.claim_next_job(text, integer, text[], boolean) is
   'now(), not cancel-requested, in p_queues (null: the worker''s queues; null: all) and '
   'whose requires is contained in the worker''s capabilities. Claimed jobs get assigned_to, '
   'assigned_at and attempt + 1 (the fencing token to pass back) and become assigned, or with '
-  'p_start processing with started_at = now() (no start_job needed). Unknown, paused or '
+  'p_start processing with started_at = now() (no start_job needed). An owner with '
+  'queue_settings.max_running_per_user assigned/processing jobs is skipped. Unknown, paused or '
   'offline worker: empty set. Runs the reaper first, at most once per '
   'queue_settings.rescue_interval. 22023 for p_limit outside 0..1000.';
 
