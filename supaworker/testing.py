@@ -31,7 +31,7 @@ from supaworker.exceptions import (
     PayloadTooLarge,
     QuotaExceeded,
 )
-from supaworker.models import jsonb_contains
+from supaworker.models import COMPARISONS, requires_met
 
 STATUSES = ("pending", "assigned", "processing", "completed", "failed", "cancelled")
 RUNNING = ("assigned", "processing")
@@ -166,6 +166,22 @@ class InMemoryTransport:
             return
         self._record(job, event, old["status"], job["assigned_to"] or old["assigned_to"])
 
+    @staticmethod
+    def _check_requires(requires: dict[str, Any]) -> None:
+        """supaworker_private.requires_problem, raised as enqueue_job does (keys in order)."""
+        for key, wanted in sorted(requires.items()):
+            if not isinstance(wanted, dict) or not set(wanted) & COMPARISONS:
+                continue
+            if set(wanted) - COMPARISONS:
+                raise _invalid(
+                    f"p_requires.{key} mixes comparisons (gte, lte, eq, in) with other keys"
+                )
+            bounds = [wanted[op] for op in ("gte", "lte") if op in wanted]
+            if any(not isinstance(b, int | float) or isinstance(b, bool) for b in bounds):
+                raise _invalid(f"p_requires.{key}: gte and lte take a number")
+            if "in" in wanted and (not isinstance(wanted["in"], list) or not wanted["in"]):
+                raise _invalid(f"p_requires.{key}: in takes a non-empty array")
+
     def _check_pending_quota(self, owner: uuid.UUID | None, adding: int) -> None:
         """supaworker_private.check_pending_quota: PT429 when the owner's pending and
         running jobs plus `adding` would exceed max_pending_per_user."""
@@ -290,6 +306,7 @@ class InMemoryTransport:
             )
         if not isinstance(requires, dict):
             raise _invalid("p_requires must be a JSON object")
+        self._check_requires(requires)
         if not _QUEUE_NAME.fullmatch(queue):
             raise _invalid(f"invalid queue name {queue!r}")
         _in_range("p_max_attempts", max_attempts, 1, 100)
@@ -469,7 +486,25 @@ class InMemoryTransport:
             "completed_last_hour": finished("completed", hour),
             "failed_last_minute": finished("failed", minute),
             "failed_last_hour": finished("failed", hour),
+            "no_capable_worker": self._no_capable_worker(every),
         }
+
+    def _no_capable_worker(self, every: list[dict[str, Any]]) -> dict[str, int]:
+        live = [
+            w
+            for w in self.workers.values()
+            if w["status"] == "active"
+            and w["last_heartbeat"] > self.clock() - self.settings.dead_worker_horizon
+        ]
+        stuck: dict[str, int] = {}
+        for job in every:
+            if job["status"] == "pending" and not any(
+                (w["queues"] is None or job["queue"] in w["queues"])
+                and requires_met(w["capabilities"], job["requires"])
+                for w in live
+            ):
+                stuck[job["queue"]] = stuck.get(job["queue"], 0) + 1
+        return stuck
 
     # -- operations -----------------------------------------------------------------------
     def fn_reap_stale_jobs(self) -> int:
@@ -706,7 +741,7 @@ class InMemoryTransport:
             and not j["cancel_requested"]
             and j["run_at"] <= now
             and (wanted is None or j["queue"] in wanted)
-            and jsonb_contains(worker["capabilities"], j["requires"])
+            and requires_met(worker["capabilities"], j["requires"])
         ]
         ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
         claimed: list[dict[str, Any]] = []

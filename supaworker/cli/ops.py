@@ -127,6 +127,11 @@ def status(as_json: JsonFlag = False) -> None:
         if key in data:
             console.print(f"{key.replace('_', ' ')}: {data[key]}")
     console.print("workers: " + ", ".join(f"{k} {v}" for k, v in stats.workers.items()))
+    if stats.no_capable_worker:
+        # Routing that matches no live worker (queues, requires): these wait for a worker
+        # that may never come; say so instead of letting them look merely slow.
+        for queue_name, count in sorted(stats.no_capable_worker.items()):
+            console.print(f"pending, no capable worker: {queue_name} {count}", soft_wrap=True)
 
 
 def workers(as_json: JsonFlag = False) -> None:

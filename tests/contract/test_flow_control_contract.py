@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from supaworker.exceptions import QuotaExceeded
+from supaworker.exceptions import InvalidArgument, QuotaExceeded
 from supaworker.models import Job
 from tests.contract.conftest import Backend, covers
 
@@ -112,3 +112,27 @@ async def test_max_pending_per_user_refuses_new_work_only(backend: Backend) -> N
     assert again.id == first.id  # repeating an active enqueue is not new work
     other = await enqueue_for(backend, backend.new_owner(), 2)  # another owner's own quota
     assert len(other) == 2
+
+
+@covers("enqueue_job", "claim_next_job", "queue_stats")
+async def test_routing_by_numbers(backend: Backend) -> None:
+    big = await backend.enqueue(requires={"max_file_size": {"gte": 20971520}})
+    picky = await backend.enqueue(requires={"lang": {"in": ["de", "fr"]}, "ocr": True})
+    stats = await backend.queue.stats()
+    assert stats.no_capable_worker.get(backend.queue_name) == 2
+    seed = await backend.worker(capabilities={"max_file_size": 10485760, "lang": "de"})
+    assert await backend.queue.claim(seed, 5, [backend.queue_name]) == []
+    large = await backend.worker(
+        capabilities={"max_file_size": 52428800, "lang": "de", "ocr": True}
+    )
+    claimed = await backend.queue.claim(large, 5, [backend.queue_name])
+    assert [j.id for j in claimed] == [big, picky]
+
+
+@covers("enqueue_job")
+async def test_a_malformed_comparison_is_an_invalid_argument(backend: Backend) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        await backend.enqueue(requires={"max_file_size": {"gte": "20MB"}})
+    assert refused.value.code == "22023"
+    assert "p_requires.max_file_size: gte and lte take a number" in str(refused.value)
+    assert await backend.queue.jobs(queue=backend.queue_name) == []

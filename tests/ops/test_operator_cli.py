@@ -107,6 +107,20 @@ def test_status_workers_jobs_pause_resume(
     worker.stop()
 
 
+def test_status_names_pending_jobs_no_live_worker_can_take(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    submit: Submit,
+    unique: Callable[[str], str],
+) -> None:
+    name = unique("q-huge")
+    submit(2, queue_name=name, requires={"max_file_size": {"gte": 2**40}})
+    out = cli("status")
+    assert out.returncode == 0, out.stderr
+    assert f"pending, no capable worker: {name} 2" in out.stdout.splitlines()
+    stats = json.loads(cli("status", "--json").stdout)
+    assert stats["no_capable_worker"][name] == 2
+
+
 def test_retry_all_failed_and_purge(
     cli: Callable[..., subprocess.CompletedProcess[str]],
     submit: Submit,

@@ -270,3 +270,95 @@ end $$;
 comment on function supaworker_private.check_pending_quota(uuid, integer) is
   'max_pending_per_user: PT429 (naming the limit and the count) when the owner''s pending, '
   'assigned and processing jobs plus p_adding would exceed it; under the owner''s quota lock.';
+
+-- requires_met(p_requires, p_capabilities) -> boolean
+-- Routing (issue 18, docs/queue-semantics.md "Routing"): true when a worker with
+-- p_capabilities may take a job with p_requires. Each key of p_requires must be satisfied:
+--   a comparison, an object whose keys are all among gte, lte, eq, in, e.g.
+--     {"max_file_size": {"gte": 20971520}}: the capability exists and
+--     gte / lte: is a number >= / <= the bound; eq: equals the value (jsonb equality, so
+--     1 = 1.0); in: equals one of the array's elements;
+--   anything else: jsonb containment of {key: value} in p_capabilities, as before
+--     ({"langs": ["de"]} is satisfied by {"langs": ["en", "de"]}).
+-- An empty p_requires is always met. Immutable (the claim evaluates it per candidate row).
+-- Who: the claim, queue_stats. Raises nothing (enqueue_job checks the comparisons first,
+-- requires_problem).
+create function supaworker_private.requires_met(p_requires jsonb, p_capabilities jsonb)
+returns boolean
+language plpgsql immutable parallel safe set search_path = '' as $$
+declare
+  v_key    text;
+  v_wanted jsonb;
+  v_have   jsonb;
+begin
+  for v_key, v_wanted in select r.key, r.value from jsonb_each(p_requires) r loop
+    if jsonb_typeof(v_wanted) = 'object' and v_wanted <> '{}'::jsonb
+       and not exists (select from jsonb_object_keys(v_wanted) k
+                        where k not in ('gte', 'lte', 'eq', 'in')) then
+      v_have := p_capabilities -> v_key;
+      if v_have is null then
+        return false;
+      end if;
+      -- jsonb orders numbers numerically; both sides are checked to be numbers first.
+      if v_wanted ? 'gte' and not (jsonb_typeof(v_have) = 'number'
+                                   and jsonb_typeof(v_wanted -> 'gte') = 'number'
+                                   and v_have >= v_wanted -> 'gte') then
+        return false;
+      end if;
+      if v_wanted ? 'lte' and not (jsonb_typeof(v_have) = 'number'
+                                   and jsonb_typeof(v_wanted -> 'lte') = 'number'
+                                   and v_have <= v_wanted -> 'lte') then
+        return false;
+      end if;
+      if v_wanted ? 'eq' and v_have <> v_wanted -> 'eq' then
+        return false;
+      end if;
+      if v_wanted ? 'in' and not (jsonb_typeof(v_wanted -> 'in') = 'array'
+                                  and exists (select from jsonb_array_elements(v_wanted -> 'in') e
+                                               where e.value = v_have)) then
+        return false;
+      end if;
+    elsif not jsonb_build_object(v_key, v_wanted) <@ p_capabilities then
+      return false;
+    end if;
+  end loop;
+  return true;
+end $$;
+comment on function supaworker_private.requires_met(jsonb, jsonb) is
+  'Routing: true when capabilities satisfy every key of requires: a comparison object '
+  '({"gte": n}, {"lte": n}, {"eq": v}, {"in": [..]}, combinable) compares the capability, '
+  'any other value must be contained (jsonb @>).';
+
+-- requires_problem(p_requires) -> text
+-- What is wrong with the comparisons in p_requires (an object), or null: a value whose keys
+-- include one of gte, lte, eq, in must use only those; gte and lte take numbers, in a
+-- non-empty array. The message names the key. Who: enqueue_job and enqueue_jobs, which
+-- raise it as 22023. Raises nothing.
+create function supaworker_private.requires_problem(p_requires jsonb)
+returns text language plpgsql immutable set search_path = '' as $$
+declare
+  v_key    text;
+  v_wanted jsonb;
+begin
+  for v_key, v_wanted in select r.key, r.value from jsonb_each(p_requires) r order by r.key loop
+    continue when jsonb_typeof(v_wanted) <> 'object'
+      or not v_wanted ?| array['gte', 'lte', 'eq', 'in'];
+    if exists (select from jsonb_object_keys(v_wanted) k where k not in ('gte', 'lte', 'eq', 'in'))
+    then
+      return pg_catalog.format(
+        'p_requires.%s mixes comparisons (gte, lte, eq, in) with other keys', v_key);
+    end if;
+    if (v_wanted ? 'gte' and jsonb_typeof(v_wanted -> 'gte') <> 'number')
+       or (v_wanted ? 'lte' and jsonb_typeof(v_wanted -> 'lte') <> 'number') then
+      return pg_catalog.format('p_requires.%s: gte and lte take a number', v_key);
+    end if;
+    if v_wanted ? 'in' and (jsonb_typeof(v_wanted -> 'in') <> 'array'
+                            or jsonb_array_length(v_wanted -> 'in') = 0) then
+      return pg_catalog.format('p_requires.%s: in takes a non-empty array', v_key);
+    end if;
+  end loop;
+  return null;
+end $$;
+comment on function supaworker_private.requires_problem(jsonb) is
+  'Routing: what is malformed in the comparisons of requires (operators mixed with other '
+  'keys, gte/lte not a number, in not a non-empty array), or null.';

@@ -18,8 +18,8 @@
 -- option) and authenticated (own documents only; p_priority, clamped to -10..10, is stored
 -- as user_priority and orders only the caller's own jobs, priority stays 0; other options
 -- refused by the trigger refuse_user_job_options in 15_triggers.sql).
--- Errors: 22023 bad argument (document id missing, payload/requires not an object, queue
--- name, max_attempts outside 1..100, timeout <= 0, service priority outside -1000..1000),
+-- Errors: 22023 bad argument (document id missing, payload/requires not an object, a
+-- malformed comparison in requires (requires_problem), queue name, max_attempts outside 1..100, timeout <= 0, service priority outside -1000..1000),
 -- PT404 unknown document, PT403 not the owner (or a refused option), PT413 payload over
 -- queue_settings.max_payload_bytes, PT429 the owner is at queue_settings.max_pending_per_user
 -- (check_pending_quota; nothing written), PT409 the entry was deleted concurrently (call
@@ -69,6 +69,11 @@ begin
   if jsonb_typeof(v_requires) <> 'object' then
     perform supaworker_private.raise_error('22023', 'p_requires must be a JSON object',
       'Pass required capabilities as an object, e.g. {"gpu": true}.');
+  end if;
+  if supaworker_private.requires_problem(v_requires) is not null then
+    perform supaworker_private.raise_error('22023',
+      supaworker_private.requires_problem(v_requires),
+      'Compare with {"gte": n}, {"lte": n}, {"eq": value} or {"in": [values]} (combinable).');
   end if;
   if v_queue !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' then
     perform supaworker_private.raise_error('22023',

@@ -13,9 +13,10 @@
 -- worker's claims so its slots cannot be over-committed), claims up to
 -- least(p_limit, max_concurrent_jobs + p_prefetch - its assigned/processing jobs) jobs among
 -- the claimable ones: pending, run_at <= now(), not cancel-requested, queue in p_queues
--- (null: the worker's queues; null again: every queue), requires contained in the worker's
--- capabilities. Claim order (docs/queue-semantics.md, "Fair order"): priority desc, fair_tag,
--- created_at, which takes turns across owners within a (queue, priority) (indexes
+-- (null: the worker's queues; null again: every queue), requires met by the worker's
+-- capabilities (requires_met: comparisons and containment). Claim order
+-- (docs/queue-semantics.md, "Fair order"): priority desc, fair_tag, created_at, which takes
+-- turns across owners within a (queue, priority) (indexes
 -- processing_queue_claim_idx / _claim_order_idx). When an owner of these queues has set a
 -- user_priority, the job that fills that owner's turn is its best claimable job of the same
 -- (queue, priority) by user_priority desc, owner_seq, and the two swap tags so the owner's
@@ -92,7 +93,8 @@ begin
          and not q.cancel_requested
          and q.run_at <= now()
          and (v_queues is null or q.queue = any (v_queues))
-         and q.requires <@ v_worker.capabilities
+         and (q.requires = '{}'::jsonb
+              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
        order by q.priority desc, q.fair_tag, q.created_at
        limit v_slots
        for update skip locked
@@ -120,7 +122,8 @@ begin
          and not q.cancel_requested
          and q.run_at <= now()
          and (v_queues is null or q.queue = any (v_queues))
-         and q.requires <@ v_worker.capabilities
+         and (q.requires = '{}'::jsonb
+              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
          and (q.user_id is null or q.user_id <> all (v_skip))
        order by q.priority desc, q.fair_tag, q.created_at
        limit 1
@@ -160,7 +163,8 @@ begin
            and q.user_id = v_turn.user_id
            and not q.cancel_requested
            and q.run_at <= now()
-           and q.requires <@ v_worker.capabilities
+           and (q.requires = '{}'::jsonb
+              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
          order by q.user_priority desc, q.owner_seq
          limit 1
          for update skip locked;
@@ -214,7 +218,8 @@ comment on function public.claim_next_job(text, integer, text[], boolean) is
   '(max_concurrent_jobs - its assigned/processing jobs), FOR UPDATE SKIP LOCKED, in fair '
   'order (priority desc, fair_tag, created_at: turns across owners); only jobs with run_at <= '
   'now(), not cancel-requested, in p_queues (null: the worker''s queues; null: all) and '
-  'whose requires is contained in the worker''s capabilities. Claimed jobs get assigned_to, '
+  'whose requires the worker''s capabilities meet (comparisons gte/lte/eq/in, else '
+  'containment). Claimed jobs get assigned_to, '
   'assigned_at and attempt + 1 (the fencing token to pass back) and become assigned, or with '
   'p_start processing with started_at = now() (no start_job needed). An owner with '
   'queue_settings.max_running_per_user assigned/processing jobs is skipped. Unknown, paused or '
