@@ -22,7 +22,7 @@ import httpx
 from supaworker import rpc
 from supaworker.exceptions import ConfigurationError
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
-from supaworker.rpc import EnqueueOptions, WorkerRegistration
+from supaworker.rpc import BulkItem, EnqueueOptions, WorkerRegistration
 from supaworker.transport import (
     DEFAULT_TIMEOUT,
     AsyncTransport,
@@ -87,6 +87,20 @@ class AsyncQueueClient:
     async def enqueue(self, document_id: DocumentId, **options: Unpack[EnqueueOptions]) -> Job:
         """Queue a document (idempotent: an active job for it is returned as is)."""
         return await execute(self.transport, rpc.enqueue_job(document_id, **options))
+
+    async def enqueue_many(
+        self, documents: Sequence[BulkItem], **defaults: Unpack[EnqueueOptions]
+    ) -> list[Job]:
+        """Queue many documents, each `defaults` overlaid by its own options (an item is an
+        id or `(id, options)`); one job per item, in order. One `enqueue_jobs` call per
+        10,000 documents: each call is all or nothing (a bad element refuses it, naming its
+        index), idempotent per document, and counts against the owners' quotas."""
+        jobs: list[Job] = []
+        for start in range(0, len(documents), rpc.MAX_BULK):
+            chunk = documents[start : start + rpc.MAX_BULK]
+            batch: list[Job] = await execute(self.transport, rpc.enqueue_jobs(chunk, **defaults))
+            jobs.extend(batch)
+        return jobs
 
     async def get(self, job_id: DocumentId) -> Job:
         return await execute(self.transport, rpc.get_job(job_id))
@@ -226,6 +240,17 @@ class QueueClient:
     def enqueue(self, document_id: DocumentId, **options: Unpack[EnqueueOptions]) -> Job:
         """Queue a document (idempotent: an active job for it is returned as is)."""
         return execute_sync(self.transport, rpc.enqueue_job(document_id, **options))
+
+    def enqueue_many(
+        self, documents: Sequence[BulkItem], **defaults: Unpack[EnqueueOptions]
+    ) -> list[Job]:
+        """AsyncQueueClient.enqueue_many, blocking."""
+        jobs: list[Job] = []
+        for start in range(0, len(documents), rpc.MAX_BULK):
+            chunk = documents[start : start + rpc.MAX_BULK]
+            batch: list[Job] = execute_sync(self.transport, rpc.enqueue_jobs(chunk, **defaults))
+            jobs.extend(batch)
+        return jobs
 
     def get(self, job_id: DocumentId) -> Job:
         return execute_sync(self.transport, rpc.get_job(job_id))

@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 RpcName = Literal[
     "enqueue_job",
+    "enqueue_jobs",
     "claim_next_job",
     "start_job",
     "complete_job",
@@ -142,6 +143,35 @@ def enqueue_job(
     if "timeout_seconds" in options:
         params["p_timeout_seconds"] = options["timeout_seconds"]
     return RpcCall("enqueue_job", params, _model(Job))
+
+
+# What one call of enqueue_jobs takes at most (the SQL function refuses more).
+MAX_BULK = 10_000
+
+# A document to enqueue in bulk: its id, or its id with options of its own.
+BulkItem = uuid.UUID | str | tuple[uuid.UUID | str, EnqueueOptions]
+
+
+def _bulk_element(item: BulkItem, defaults: EnqueueOptions) -> dict[str, Any]:
+    doc, own = item if isinstance(item, tuple) else (item, EnqueueOptions())
+    options: dict[str, Any] = {**defaults, **own}
+    element: dict[str, Any] = {"user_document_id": str(doc), **options}
+    if "run_at" in options:
+        element["run_at"] = options["run_at"].isoformat()
+    for key in ("payload", "requires"):
+        if key in options:
+            element[key] = dict(options[key])
+    return element
+
+
+def enqueue_jobs(
+    items: Sequence[BulkItem], **defaults: Unpack[EnqueueOptions]
+) -> RpcCall[list[Job]]:
+    """Bulk enqueue_job: one call for up to MAX_BULK documents, each with `defaults` overlaid
+    by its own options; one job per item, in order (all or nothing)."""
+    if len(items) > MAX_BULK:
+        raise ValueError(f"enqueue_jobs takes at most {MAX_BULK} documents, got {len(items)}")
+    return RpcCall("enqueue_jobs", {"p_jobs": [_bulk_element(i, defaults) for i in items]}, _jobs)
 
 
 def retry_job(job_id: uuid.UUID | str) -> RpcCall[Job]:

@@ -31,7 +31,8 @@ from supaworker.exceptions import (
     PayloadTooLarge,
     QuotaExceeded,
 )
-from supaworker.models import COMPARISONS, requires_met
+from supaworker.models import requires_met
+from supaworker.testing_bulk import bulk_problem, requires_problem
 
 STATUSES = ("pending", "assigned", "processing", "completed", "failed", "cancelled")
 RUNNING = ("assigned", "processing")
@@ -168,19 +169,10 @@ class InMemoryTransport:
 
     @staticmethod
     def _check_requires(requires: dict[str, Any]) -> None:
-        """supaworker_private.requires_problem, raised as enqueue_job does (keys in order)."""
-        for key, wanted in sorted(requires.items()):
-            if not isinstance(wanted, dict) or not set(wanted) & COMPARISONS:
-                continue
-            if set(wanted) - COMPARISONS:
-                raise _invalid(
-                    f"p_requires.{key} mixes comparisons (gte, lte, eq, in) with other keys"
-                )
-            bounds = [wanted[op] for op in ("gte", "lte") if op in wanted]
-            if any(not isinstance(b, int | float) or isinstance(b, bool) for b in bounds):
-                raise _invalid(f"p_requires.{key}: gte and lte take a number")
-            if "in" in wanted and (not isinstance(wanted["in"], list) or not wanted["in"]):
-                raise _invalid(f"p_requires.{key}: in takes a non-empty array")
+        """enqueue_job's 22023 for supaworker_private.requires_problem."""
+        problem = requires_problem(requires)
+        if problem:
+            raise _invalid(problem)
 
     def _check_pending_quota(self, owner: uuid.UUID | None, adding: int) -> None:
         """supaworker_private.check_pending_quota: PT429 when the owner's pending and
@@ -199,10 +191,28 @@ class InMemoryTransport:
             )
 
     def _next_fair_tag(
-        self, queue: str, priority: int, owner: uuid.UUID | None, user_priority: int
+        self,
+        queue: str,
+        priority: int,
+        owner: uuid.UUID | None,
+        user_priority: int,
+        virtual: int | None = None,
     ) -> int:
         """supaworker_private.next_fair_tag: greatest(V, the owner's last tag + 1), V the
-        tag of the level's first due pending job in claim order, or (none due) its highest."""
+        tag of the level's first due pending job in claim order, or (none due) its highest
+        (`virtual` given: the bulk enqueue's V, next_fair_tags)."""
+        if virtual is None:
+            virtual = self._virtual_time(queue, priority)
+        key = (queue, priority, owner or _NIL)
+        clock = self.owner_clock.get(key)
+        if clock is None:
+            clock = self.owner_clock[key] = [virtual, user_priority != 0]
+        else:
+            clock[0] = max(virtual, clock[0] + 1)
+            clock[1] = clock[1] or user_priority != 0
+        return int(clock[0])
+
+    def _virtual_time(self, queue: str, priority: int) -> int:
         now = self.clock()
         due = [
             j
@@ -214,17 +224,8 @@ class InMemoryTransport:
         ]
         level = [c[0] for (q, p, _), c in self.owner_clock.items() if (q, p) == (queue, priority)]
         if due:
-            virtual = min(due, key=lambda j: (j["fair_tag"], j["created_at"]))["fair_tag"]
-        else:
-            virtual = max(level, default=0)
-        key = (queue, priority, owner or _NIL)
-        clock = self.owner_clock.get(key)
-        if clock is None:
-            clock = self.owner_clock[key] = [virtual, user_priority != 0]
-        else:
-            clock[0] = max(virtual, clock[0] + 1)
-            clock[1] = clock[1] or user_priority != 0
-        return int(clock[0])
+            return int(min(due, key=lambda j: (j["fair_tag"], j["created_at"]))["fair_tag"])
+        return int(max(level, default=0))
 
     def _record(
         self, job: dict[str, Any], event: str, from_status: str | None, worker: str | None
@@ -285,6 +286,29 @@ class InMemoryTransport:
         p_timeout_seconds: int | None = None,
         p_requires: Any = None,
     ) -> dict[str, Any]:
+        return self._enqueue(
+            p_user_document_id,
+            p_priority,
+            p_payload,
+            p_queue,
+            p_max_attempts,
+            p_run_at,
+            p_timeout_seconds,
+            p_requires,
+        )
+
+    def _enqueue(
+        self,
+        p_user_document_id: str | None,
+        p_priority: int | None = 0,
+        p_payload: Any = None,
+        p_queue: str | None = "default",
+        p_max_attempts: int | None = None,
+        p_run_at: str | None = None,
+        p_timeout_seconds: int | None = None,
+        p_requires: Any = None,
+        virtual: int | None = None,  # the bulk enqueue's V, taken before the call
+    ) -> dict[str, Any]:
         doc_id = None if p_user_document_id is None else _uuid(p_user_document_id)
         priority = 0 if p_priority is None else p_priority
         payload = {} if p_payload is None else p_payload
@@ -322,7 +346,7 @@ class InMemoryTransport:
             return self._row(existing)
         self._check_pending_quota(self.documents[doc_id], 1)
         # The model is the service role: priority orders across owners, user_priority is 0.
-        tag = self._next_fair_tag(queue, priority, self.documents[doc_id], 0)
+        tag = self._next_fair_tag(queue, priority, self.documents[doc_id], 0, virtual)
         fields = {
             "user_id": self.documents[doc_id],
             "queue": queue,
@@ -357,6 +381,73 @@ class InMemoryTransport:
         self.jobs[job_id] = job
         self._record(job, "enqueued", None, None)
         return self._row(job)
+
+    def fn_enqueue_jobs(self, p_jobs: Any) -> list[dict[str, Any]]:
+        """public.enqueue_jobs: every check before any change, then enqueue_job's effect per
+        document; each owner's new work gets consecutive tags from the level's V as it was
+        before the call."""
+        if not isinstance(p_jobs, list):
+            raise _invalid("p_jobs must be a JSON array of objects")
+        if len(p_jobs) > 10000:
+            raise _invalid(f"p_jobs has {len(p_jobs)} elements, at most 10000")
+        errors = {"22023": InvalidArgument, "PT413": PayloadTooLarge}
+        for i, element in enumerate(p_jobs):
+            problem = bulk_problem(element, self.settings.max_payload_bytes)
+            if problem:
+                raise errors[problem[0]](f"p_jobs[{i}]: {problem[1]}", code=problem[0])
+        for i, element in enumerate(p_jobs):
+            if element.get("run_at") is not None:
+                try:
+                    self._timestamp(element["run_at"])
+                except InvalidArgument:
+                    raise _invalid(
+                        f"p_jobs[{i}]: run_at {element['run_at']} is not a timestamp"
+                    ) from None
+        docs = [uuid.UUID(e["user_document_id"]) for e in p_jobs]
+        for i, doc in enumerate(docs):
+            if doc not in self.documents:
+                raise NotFound(f"p_jobs[{i}]: document {doc} not found", code="PT404")
+        active = {j["user_document_id"] for j in self.jobs.values() if j["status"] not in FINISHED}
+        first = {doc: i for i, doc in reversed(list(enumerate(docs)))}
+        work = sorted((i for doc, i in first.items() if doc not in active))
+        self._check_bulk_quota(docs, work)
+        # V per level before any of the call's tags, then consecutive tags per owner.
+        virtual: dict[tuple[str, int], int] = {}
+        for i in work:
+            level = (p_jobs[i].get("queue") or "default", p_jobs[i].get("priority") or 0)
+            if level not in virtual:
+                virtual[level] = self._virtual_time(*level)
+        for i in work:
+            options = {k: v for k, v in p_jobs[i].items() if v is not None}
+            level = (options.get("queue", "default"), options.get("priority", 0))
+            options.pop("user_document_id")
+            self._enqueue(
+                str(docs[i]),
+                **{f"p_{k}": v for k, v in options.items()},
+                virtual=virtual[level],
+            )
+        by_doc = {j["user_document_id"]: j for j in self.jobs.values()}
+        return [self._row(by_doc[doc]) for doc in docs]
+
+    def _check_bulk_quota(self, docs: list[uuid.UUID], work: list[int]) -> None:
+        limit = self.settings.max_pending_per_user
+        if limit is None:
+            return
+        adding: dict[uuid.UUID, list[int]] = {}
+        for i in work:
+            adding.setdefault(self.documents[docs[i]], []).append(i)
+        for owner, items in sorted(adding.items(), key=lambda kv: kv[1][0]):
+            count = sum(
+                1
+                for j in self.jobs.values()
+                if j["user_id"] == owner and j["status"] not in FINISHED
+            )
+            if count + len(items) > limit:
+                raise QuotaExceeded(
+                    f"p_jobs[{items[0]}]: user {owner} has {count} pending or running jobs and"
+                    f" this call adds {len(items)}; max_pending_per_user is {limit}",
+                    code="PT429",
+                )
 
     @staticmethod
     def _timestamp(value: str) -> datetime:

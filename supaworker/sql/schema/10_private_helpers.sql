@@ -362,3 +362,137 @@ end $$;
 comment on function supaworker_private.requires_problem(jsonb) is
   'Routing: what is malformed in the comparisons of requires (operators mixed with other '
   'keys, gte/lte not a number, in not a non-empty array), or null.';
+
+-- next_fair_tags(p_queue, p_priority, p_user_id, p_uses_priority, p_count, p_virtual)
+--   -> bigint
+-- next_fair_tag for p_count new jobs of one owner at once (the bulk enqueue): the first of
+-- p_count consecutive tags greatest(p_virtual, last + 1) .., recorded in owner_clock with one
+-- upsert. p_virtual is the level's V as next_fair_tag computes it, taken by the caller
+-- before any of its upserts (so that one owner's batch does not push another's V when the
+-- level is idle). p_uses_priority: one of the jobs has a user_priority.
+-- Who: enqueue_jobs. Raises nothing of its own.
+create function supaworker_private.next_fair_tags(
+  p_queue text, p_priority integer, p_user_id uuid, p_uses_priority boolean, p_count integer,
+  p_virtual bigint
+) returns bigint
+language plpgsql volatile set search_path = '' as $$
+declare
+  v_owner uuid := coalesce(p_user_id, '00000000-0000-0000-0000-000000000000'::uuid);
+  v_last  bigint;
+begin
+  insert into supaworker_private.owner_clock as c
+    (queue, priority, user_id, last_tag, uses_priority)
+  values (p_queue, p_priority, v_owner, coalesce(p_virtual, 0) + p_count - 1,
+          coalesce(p_uses_priority, false))
+  on conflict (queue, priority, user_id) do update
+    set last_tag = greatest(excluded.last_tag, c.last_tag + p_count),
+        uses_priority = c.uses_priority or excluded.uses_priority
+  returning c.last_tag into v_last;
+  return v_last - p_count + 1;
+end $$;
+comment on function supaworker_private.next_fair_tags(text, integer, uuid, boolean, integer,
+                                                      bigint) is
+  'Fair order for p_count new jobs of one owner at (queue, priority): the first of p_count '
+  'consecutive tags from greatest(p_virtual, the owner''s last tag + 1); records the last.';
+
+-- bulk_items(p_jobs, p_privileged) -> table
+-- The elements of enqueue_jobs' p_jobs (already checked by enqueue_jobs) as typed rows with
+-- enqueue_job's defaults applied: i (0-based index), the document, its options; a user's
+-- priority becomes user_priority (clamped to -10..10) and priority 0, as in enqueue_job.
+-- Who: enqueue_jobs. Raises nothing on checked input.
+create function supaworker_private.bulk_items(p_jobs jsonb, p_privileged boolean)
+returns table (
+  i               integer,
+  doc             uuid,
+  queue           text,
+  priority        integer,
+  user_priority   integer,
+  payload         jsonb,
+  max_attempts    integer,
+  run_at          timestamptz,
+  timeout_seconds integer,
+  requires        jsonb
+)
+language sql stable set search_path = '' as $$
+  select (e.n - 1)::integer,
+         (e.v ->> 'user_document_id')::uuid,
+         coalesce(e.v ->> 'queue', 'default'),
+         case when p_privileged then coalesce((e.v ->> 'priority')::integer, 0) else 0 end,
+         case when p_privileged then 0
+              else greatest(-10, least(10, coalesce((e.v ->> 'priority')::numeric, 0)))::integer
+         end,
+         coalesce(nullif(e.v -> 'payload', 'null'::jsonb), '{}'::jsonb),
+         coalesce((e.v ->> 'max_attempts')::integer,
+                  (select s.default_max_attempts from public.queue_settings s)),
+         coalesce((e.v ->> 'run_at')::timestamptz, now()),
+         (e.v ->> 'timeout_seconds')::integer,
+         coalesce(nullif(e.v -> 'requires', 'null'::jsonb), '{}'::jsonb)
+    from jsonb_array_elements(p_jobs) with ordinality as e(v, n)
+$$;
+comment on function supaworker_private.bulk_items(jsonb, boolean) is
+  'enqueue_jobs: the checked elements of p_jobs as typed rows with enqueue_job''s defaults.';
+
+-- bulk_problem(p_job, p_privileged, p_max_payload_bytes) -> text
+-- The first thing wrong with one element of enqueue_jobs' p_jobs, as 'SQLSTATE:message', or
+-- null. In the order enqueue_job checks its arguments; every cast below is reached only
+-- after the check that makes it safe (CASE evaluates in order). run_at is checked by
+-- enqueue_jobs itself (a timestamp's validity needs a cast). Who: enqueue_jobs.
+create function supaworker_private.bulk_problem(
+  p_job jsonb, p_privileged boolean, p_max_payload_bytes integer
+) returns text
+language sql immutable set search_path = '' as $$
+  select case
+    when jsonb_typeof(p_job) <> 'object' then '22023:must be a JSON object'
+    when k.unknown is not null then pg_catalog.format('22023:unknown key %s', k.unknown)
+    when k.service_only is not null and not p_privileged then
+      pg_catalog.format('PT403:only the service role may set %s', k.service_only)
+    when jsonb_typeof(p_job -> 'user_document_id') is distinct from 'string'
+         or (p_job ->> 'user_document_id') !~*
+            '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' then
+      '22023:user_document_id must be the id (a uuid) of a row of public.user_documents'
+    when jsonb_typeof(p_job -> 'priority') not in ('number', 'null')
+         or (p_job ->> 'priority') !~ '^-?[0-9]{1,9}$' then
+      pg_catalog.format('22023:priority must be an integer, got %s', p_job -> 'priority')
+    when p_privileged and (p_job ->> 'priority')::integer not between -1000 and 1000 then
+      pg_catalog.format('22023:priority must be between -1000 and 1000, got %s',
+                        p_job ->> 'priority')
+    when jsonb_typeof(p_job -> 'payload') not in ('object', 'null') then
+      '22023:payload must be a JSON object'
+    when octet_length((p_job -> 'payload')::text) > p_max_payload_bytes then
+      pg_catalog.format('PT413:payload is %s bytes, more than max_payload_bytes (%s)',
+                        octet_length((p_job -> 'payload')::text), p_max_payload_bytes)
+    when jsonb_typeof(p_job -> 'requires') not in ('object', 'null') then
+      '22023:requires must be a JSON object'
+    when jsonb_typeof(p_job -> 'requires') = 'object'
+         and supaworker_private.requires_problem(p_job -> 'requires') is not null then
+      '22023:' || supaworker_private.requires_problem(p_job -> 'requires')
+    when jsonb_typeof(p_job -> 'queue') not in ('string', 'null')
+         or (p_job ->> 'queue') !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' then
+      pg_catalog.format('22023:invalid queue name %s', p_job -> 'queue')
+    when jsonb_typeof(p_job -> 'max_attempts') not in ('number', 'null')
+         or (p_job ->> 'max_attempts') !~ '^-?[0-9]{1,9}$'
+         or (p_job ->> 'max_attempts')::integer not between 1 and 100 then
+      pg_catalog.format('22023:max_attempts must be between 1 and 100, got %s',
+                        p_job -> 'max_attempts')
+    when jsonb_typeof(p_job -> 'timeout_seconds') not in ('number', 'null')
+         or (p_job ->> 'timeout_seconds') !~ '^-?[0-9]{1,9}$'
+         or (p_job ->> 'timeout_seconds')::integer <= 0 then
+      pg_catalog.format('22023:timeout_seconds must be a positive integer, got %s',
+                        p_job -> 'timeout_seconds')
+    when jsonb_typeof(p_job -> 'run_at') not in ('string', 'null') then
+      '22023:run_at must be a timestamp (ISO 8601 text)'
+  end
+  from (select
+          (select min(x) from jsonb_object_keys(case when jsonb_typeof(p_job) = 'object'
+                                                      then p_job else '{}' end) x
+            where x not in ('user_document_id', 'priority', 'payload', 'queue',
+                            'max_attempts', 'run_at', 'timeout_seconds', 'requires'))
+            as unknown,
+          (select min(x) from jsonb_object_keys(case when jsonb_typeof(p_job) = 'object'
+                                                      then p_job else '{}' end) x
+            where x in ('payload', 'max_attempts', 'run_at', 'timeout_seconds', 'requires')
+              and p_job -> x <> 'null'::jsonb)
+            as service_only) k
+$$;
+comment on function supaworker_private.bulk_problem(jsonb, boolean, integer) is
+  'enqueue_jobs: the first problem of one element of p_jobs as ''SQLSTATE:message'', or null.';

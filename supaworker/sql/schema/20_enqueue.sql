@@ -182,6 +182,205 @@ comment on function public.enqueue_job(uuid, integer, jsonb, text, integer, time
   '1..100, timeout > 0), PT404 unknown document, PT403 not the owner, PT413 payload over '
   'queue_settings.max_payload_bytes, PT429 the owner is at max_pending_per_user.';
 
+-- enqueue_jobs(p_jobs) -> jsonb (an array of processing_queue rows)
+-- Bulk enqueue_job (issue 18): p_jobs is a JSON array of up to 10,000 objects, each
+-- {user_document_id, priority?, payload?, queue?, max_attempts?, run_at?, timeout_seconds?,
+-- requires?} with enqueue_job's meaning and defaults. Returns a JSON array of the rows, one
+-- per element, in p_jobs order (one jsonb value, not a set: PostgREST caps a set's rows at
+-- its max-rows, 1000 on Supabase). Per document exactly what enqueue_job does (idempotent: an active entry is
+-- returned unchanged, a finished one re-queued as a new cycle, a new one inserted; a
+-- document listed twice is one job); each owner's new jobs get consecutive fair-order tags
+-- in p_jobs order, the tags as many single enqueues would give them. All or nothing: the
+-- first bad element refuses the whole call, with its 0-based index in the message
+-- ("p_jobs[3]: ..."), and nothing is written. Quotas apply (max_pending_per_user counts the
+-- call's new documents per owner; owners are locked in uuid order, so two bulk calls cannot
+-- deadlock). A set-based statement per step, not a call per document.
+-- Who: service_role (every option) and authenticated (own documents only; only
+-- user_document_id, priority (clamped to -10..10, stored as user_priority) and queue).
+-- Errors: 22023 p_jobs not an array, more than 10,000 elements, or an element's bad
+-- argument; PT404 unknown document; PT403 not the owner or an option only the service role
+-- may set; PT413 payload over max_payload_bytes; PT429 an owner over max_pending_per_user.
+create function public.enqueue_jobs(p_jobs jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_settings   public.queue_settings;
+  v_privileged boolean := supaworker_private.caller_is_privileged();
+  v_count      integer;
+  v_bad        record;
+begin
+  select * into v_settings from public.queue_settings;
+  if p_jobs is null or jsonb_typeof(p_jobs) <> 'array' then
+    perform supaworker_private.raise_error('22023', 'p_jobs must be a JSON array of objects',
+      'Pass [{"user_document_id": "..."}, ...].');
+  end if;
+  v_count := jsonb_array_length(p_jobs);
+  if v_count > 10000 then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_jobs has %s elements, at most 10000', v_count),
+      'Split the documents over several calls.');
+  end if;
+  if v_count = 0 then
+    return '[]'::jsonb;
+  end if;
+
+  -- 1. Every element's arguments, first problem by index.
+  select e.n - 1 as i, p.problem into v_bad
+    from jsonb_array_elements(p_jobs) with ordinality as e(v, n)
+   cross join lateral (select supaworker_private.bulk_problem(e.v, v_privileged,
+                                                              v_settings.max_payload_bytes)
+                                as problem) p
+   where p.problem is not null
+   order by e.n
+   limit 1;
+  if found then
+    perform supaworker_private.raise_error(split_part(v_bad.problem, ':', 1),
+      pg_catalog.format('p_jobs[%s]: %s', v_bad.i,
+                        substr(v_bad.problem, strpos(v_bad.problem, ':') + 1)),
+      'Nothing was enqueued. Fix this element and send the call again.');
+  end if;
+  -- A timestamp's validity needs the cast; only when one fails is the element looked for.
+  begin
+    perform (e.v ->> 'run_at')::timestamptz from jsonb_array_elements(p_jobs) e(v)
+     where jsonb_typeof(e.v -> 'run_at') = 'string';
+  exception when others then
+    select e.n - 1 as i, e.v ->> 'run_at' as run_at into v_bad
+      from jsonb_array_elements(p_jobs) with ordinality as e(v, n)
+     where jsonb_typeof(e.v -> 'run_at') = 'string'
+       and (e.v ->> 'run_at') !~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$'
+     order by e.n limit 1;
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_jobs[%s]: run_at %s is not a timestamp',
+                        coalesce(v_bad.i::text, '?'), coalesce(v_bad.run_at, '')),
+      'Nothing was enqueued. Use ISO 8601, e.g. 2026-12-01T10:00:00Z.');
+  end;
+
+  -- 2. The documents: they exist and, for a user, are theirs.
+  select b.i, b.doc, d.id is null as missing into v_bad
+    from supaworker_private.bulk_items(p_jobs, v_privileged) b
+    left join public.user_documents d on d.id = b.doc
+   where d.id is null
+      or (not v_privileged and (auth.uid() is null or d.user_id is distinct from auth.uid()))
+   order by b.i
+   limit 1;
+  if found and v_bad.missing then
+    perform supaworker_private.raise_error('PT404',
+      pg_catalog.format('p_jobs[%s]: document %s not found', v_bad.i, v_bad.doc),
+      'Nothing was enqueued. Create the row in public.user_documents first.');
+  elsif found then
+    perform supaworker_private.raise_error('PT403',
+      pg_catalog.format('p_jobs[%s]: document %s does not belong to you', v_bad.i, v_bad.doc),
+      'Nothing was enqueued. Users can only enqueue their own documents.');
+  end if;
+
+  -- 3. Quotas: each owner's active jobs plus the call's new documents (not active now).
+  if v_settings.max_pending_per_user is not null then
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('supaworker.pending_quota'),
+                                             pg_catalog.hashtext(o.user_id::text))
+       from (select distinct d.user_id
+               from supaworker_private.bulk_items(p_jobs, v_privileged) b
+               join public.user_documents d on d.id = b.doc
+              where d.user_id is not null
+              order by d.user_id) o;
+    select n.user_id, n.first_i, n.adding,
+           (select count(*) from public.processing_queue q
+             where q.user_id = n.user_id
+               and q.status in ('pending', 'assigned', 'processing')) as active
+      into v_bad
+      from (select d.user_id, min(b.i) as first_i, count(distinct b.doc) as adding
+              from supaworker_private.bulk_items(p_jobs, v_privileged) b
+              join public.user_documents d on d.id = b.doc
+             where d.user_id is not null
+               and not exists (select from public.processing_queue q
+                                where q.user_document_id = b.doc
+                                  and q.status in ('pending', 'assigned', 'processing'))
+             group by d.user_id) n
+     where (select count(*) from public.processing_queue q
+             where q.user_id = n.user_id
+               and q.status in ('pending', 'assigned', 'processing')) + n.adding
+           > v_settings.max_pending_per_user
+     order by n.first_i
+     limit 1;
+    if found then
+      perform supaworker_private.raise_error('PT429',
+        pg_catalog.format('p_jobs[%s]: user %s has %s pending or running jobs and this call '
+                          'adds %s; max_pending_per_user is %s', v_bad.first_i, v_bad.user_id,
+                          v_bad.active, v_bad.adding, v_settings.max_pending_per_user),
+        'Nothing was enqueued. Wait until some jobs finish, or raise '
+        'queue_settings.max_pending_per_user.');
+    end if;
+  end if;
+
+  -- 4. The writes: the first element of each document that is not active is new work; each
+  -- owner's new work at a (queue, priority) gets consecutive tags in p_jobs order.
+  with items as (
+    select b.*, d.user_id,
+           coalesce(d.user_id, '00000000-0000-0000-0000-000000000000'::uuid) as owner
+      from supaworker_private.bulk_items(p_jobs, v_privileged) b
+      join public.user_documents d on d.id = b.doc
+  ), work as (
+    select distinct on (i.doc) i.*, q.id as job_id
+      from items i
+      left join public.processing_queue q on q.user_document_id = i.doc
+     where q.id is null or q.status in ('completed', 'failed', 'cancelled')
+     order by i.doc, i.i
+  ), groups as (
+    select w.queue, w.priority, w.owner, count(*)::integer as n,
+           bool_or(w.user_priority <> 0) as uses_priority
+      from work w group by w.queue, w.priority, w.owner
+  ), levels as (
+    -- V per (queue, priority), as next_fair_tag takes it; this statement's snapshot does not
+    -- see the tags next_fair_tags records below, so every owner's batch starts from it.
+    select l.queue, l.priority,
+           coalesce((select q.fair_tag from public.processing_queue q
+                      where q.status = 'pending' and q.queue = l.queue
+                        and q.priority = l.priority and q.run_at <= now()
+                      order by q.fair_tag, q.created_at limit 1),
+                    (select max(c.last_tag) from supaworker_private.owner_clock c
+                      where c.queue = l.queue and c.priority = l.priority)) as virtual
+      from (select distinct g.queue, g.priority from groups g) l
+  ), bases as (
+    select g.*, supaworker_private.next_fair_tags(g.queue, g.priority, g.owner,
+                                                   g.uses_priority, g.n, l.virtual) as base
+      from groups g join levels l on (l.queue, l.priority) = (g.queue, g.priority)
+  ), tagged as (
+    select w.*, b.base + row_number() over (partition by w.queue, w.priority, w.owner
+                                            order by w.i) - 1 as tag
+      from work w
+      join bases b on (b.queue, b.priority, b.owner) = (w.queue, w.priority, w.owner)
+  ), inserted as (
+    insert into public.processing_queue as q
+      (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
+       timeout_seconds, requires, user_priority, fair_tag, owner_seq)
+    select t.doc, t.user_id, t.queue, t.priority, t.payload, t.max_attempts, t.run_at,
+           t.timeout_seconds, t.requires, t.user_priority, t.tag, t.tag
+      from tagged t where t.job_id is null
+     order by t.i
+    on conflict (user_document_id) do nothing  -- inserted concurrently: returned as it is
+  )
+  update public.processing_queue q set
+    status = 'pending', user_id = t.user_id, queue = t.queue, priority = t.priority,
+    payload = t.payload, max_attempts = t.max_attempts, run_at = t.run_at,
+    timeout_seconds = t.timeout_seconds, requires = t.requires,
+    user_priority = t.user_priority, fair_tag = t.tag, owner_seq = t.tag,
+    retry_count = 0, result = null, error_message = null, progress_percent = null,
+    progress_message = null, cancel_requested = false, assigned_to = null,
+    assigned_at = null, started_at = null, completed_at = null
+  from tagged t
+  where t.job_id is not null and q.id = t.job_id
+    and q.status in ('completed', 'failed', 'cancelled');
+
+  return (select jsonb_agg(to_jsonb(q.*) order by b.i)
+            from supaworker_private.bulk_items(p_jobs, v_privileged) b
+            join public.processing_queue q on q.user_document_id = b.doc);
+end $$;
+comment on function public.enqueue_jobs(jsonb) is
+  'Bulk enqueue_job: p_jobs is a JSON array of up to 10,000 {user_document_id, priority?, '
+  'payload?, queue?, max_attempts?, run_at?, timeout_seconds?, requires?}; one row per '
+  'element in order; idempotent per document like enqueue_job; all or nothing (the first bad '
+  'element refuses the call, "p_jobs[i]: ..."); quotas apply. service_role: every option; '
+  'authenticated: own documents, user_document_id / priority (user_priority) / queue only. '
+  'Errors: 22023, PT404, PT403, PT413, PT429.';
+
 -- cancel_job(p_job_id) -> processing_queue
 -- pending/assigned -> cancelled at once (an assigned job's worker is fenced out of
 -- start_job); processing -> cancel_requested = true (the worker learns it from

@@ -47,6 +47,7 @@ grant execute on function supaworker_private.is_queue_admin() to authenticated;
 -- ---------------------------------------------------------------------------------------
 revoke all on function
   public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.retry_job(uuid),
   public.retry_failed_jobs(text),
@@ -79,6 +80,7 @@ from public, anon, authenticated, service_role;
 -- The service role (API servers, workers, the CLI): everything.
 grant execute on function
   public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.retry_job(uuid),
   public.retry_failed_jobs(text),
@@ -112,6 +114,7 @@ to service_role;
 -- and the admin_* functions (queue admins only, checked inside). anon: nothing.
 grant execute on function
   public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.admin_queue_stats(),
   public.admin_recent_failures(integer),
