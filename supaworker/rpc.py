@@ -124,6 +124,8 @@ class EnqueueOptions(TypedDict, total=False):
     run_at: datetime  # not before this moment
     timeout_seconds: int  # per-attempt limit, wins over the worker's --job-timeout
     requires: Mapping[str, Any]  # capabilities a worker must offer
+    concurrency_key: str  # counts against public.concurrency_limits for this key
+    rate_limit_key: str  # takes a token of public.rate_limits for this key to start
 
 
 def enqueue_job(
@@ -142,6 +144,11 @@ def enqueue_job(
         params["p_run_at"] = options["run_at"].isoformat()
     if "timeout_seconds" in options:
         params["p_timeout_seconds"] = options["timeout_seconds"]
+    # Sent only when set, so that enqueue keeps working against a database without them.
+    if "concurrency_key" in options:
+        params["p_concurrency_key"] = options["concurrency_key"]
+    if "rate_limit_key" in options:
+        params["p_rate_limit_key"] = options["rate_limit_key"]
     return RpcCall("enqueue_job", params, _model(Job))
 
 

@@ -105,6 +105,11 @@ class InMemoryTransport:
     jobs: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # public.concurrency_limits (key -> max_running), public.rate_limits (key -> (per_second,
+    # burst)) and supaworker_private.rate_buckets (key -> [tokens, refilled_at]).
+    concurrency_limits: dict[str, int] = field(default_factory=dict)
+    rate_limits: dict[str, tuple[float, int]] = field(default_factory=dict)
+    rate_buckets: dict[str, list[Any]] = field(default_factory=dict)
     # supaworker_private.owner_clock: (queue, priority, owner) -> [last tag, uses_priority]
     owner_clock: dict[tuple[str, int, uuid.UUID], list[Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
@@ -285,6 +290,8 @@ class InMemoryTransport:
         p_run_at: str | None = None,
         p_timeout_seconds: int | None = None,
         p_requires: Any = None,
+        p_concurrency_key: str | None = None,
+        p_rate_limit_key: str | None = None,
     ) -> dict[str, Any]:
         return self._enqueue(
             p_user_document_id,
@@ -295,6 +302,8 @@ class InMemoryTransport:
             p_run_at,
             p_timeout_seconds,
             p_requires,
+            p_concurrency_key,
+            p_rate_limit_key,
         )
 
     def _enqueue(
@@ -307,6 +316,8 @@ class InMemoryTransport:
         p_run_at: str | None = None,
         p_timeout_seconds: int | None = None,
         p_requires: Any = None,
+        p_concurrency_key: str | None = None,
+        p_rate_limit_key: str | None = None,
         virtual: int | None = None,  # the bulk enqueue's V, taken before the call
     ) -> dict[str, Any]:
         doc_id = None if p_user_document_id is None else _uuid(p_user_document_id)
@@ -336,6 +347,12 @@ class InMemoryTransport:
         _in_range("p_max_attempts", max_attempts, 1, 100)
         if p_timeout_seconds is not None and p_timeout_seconds <= 0:
             raise _invalid(f"p_timeout_seconds must be positive, got {p_timeout_seconds}")
+        if any(
+            k is not None and not 1 <= len(k) <= 200 for k in (p_concurrency_key, p_rate_limit_key)
+        ):
+            raise _invalid(
+                "p_concurrency_key and p_rate_limit_key must be texts of 1-200 characters"
+            )
         _in_range("p_priority", priority, -1000, 1000)  # the model is always service_role
         if doc_id not in self.documents:
             raise NotFound(f"document {doc_id} not found", code="PT404")
@@ -370,6 +387,8 @@ class InMemoryTransport:
             "fair_tag": tag,
             "user_priority": 0,
             "owner_seq": tag,
+            "concurrency_key": p_concurrency_key,
+            "rate_limit_key": p_rate_limit_key,
         }
         if existing:  # a finished entry starts a new cycle; attempt is never reset
             self._update(existing, **fields)
@@ -869,11 +888,15 @@ class InMemoryTransport:
                     ),
                     key=lambda j: (-j["user_priority"], j["owner_seq"]),
                 )
-                if job is not turn:  # the displaced job takes the best one's place
-                    best_tag = job["fair_tag"]
-                    job["fair_tag"] = turn["fair_tag"]
-                    self._update(turn, fair_tag=best_tag)
-                    ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
+            refused = self._admit_keys(job, {j["id"] for j in claimed})
+            if refused:  # that key is left out of the rest of this claim
+                ready = [j for j in ready if j[refused] != job[refused]]
+                continue
+            if job is not turn:  # the displaced job takes the best one's place
+                best_tag = job["fair_tag"]
+                job["fair_tag"] = turn["fair_tag"]
+                self._update(turn, fair_tag=best_tag)
+                ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
             ready.remove(job)
             claimed.append(job)
         for job in claimed:
@@ -889,6 +912,30 @@ class InMemoryTransport:
             )
         self._sync_current_jobs([worker_id])
         return [self._row(j) for j in claimed]
+
+    def _admit_keys(self, job: dict[str, Any], taking: set[uuid.UUID]) -> str | None:
+        """supaworker_private.admit_keys: None when the job may start (a rate token is
+        spent), else the column of the key that refuses."""
+        key = job["concurrency_key"]
+        if key is not None and key in self.concurrency_limits:
+            running = sum(
+                1
+                for j in self.jobs.values()
+                if j["concurrency_key"] == key and (j["status"] in RUNNING or j["id"] in taking)
+            )
+            if running >= self.concurrency_limits[key]:
+                return "concurrency_key"
+        key = job["rate_limit_key"]
+        if key is not None and key in self.rate_limits:
+            per_second, burst = self.rate_limits[key]
+            now = self.clock()
+            bucket = self.rate_buckets.setdefault(key, [float(burst), now])
+            elapsed = max(0.0, (now - bucket[1]).total_seconds())
+            tokens = min(float(burst), bucket[0] + per_second * elapsed)
+            if tokens < 1:
+                return "rate_limit_key"
+            bucket[:] = [tokens - 1, now]
+        return None
 
     def fn_start_job(self, p_job_id: str, p_worker_id: str, p_attempt: int) -> bool:
         job = self._fenced(p_job_id, p_worker_id, p_attempt)  # assigned or processing

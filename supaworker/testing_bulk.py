@@ -18,8 +18,18 @@ KEYS = (
     "run_at",
     "timeout_seconds",
     "requires",
+    "concurrency_key",
+    "rate_limit_key",
 )
-SERVICE_ONLY = ("payload", "max_attempts", "run_at", "timeout_seconds", "requires")
+SERVICE_ONLY = (
+    "payload",
+    "max_attempts",
+    "run_at",
+    "timeout_seconds",
+    "requires",
+    "concurrency_key",
+    "rate_limit_key",
+)
 _UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
 _INTEGER = re.compile(r"-?[0-9]{1,9}")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -102,4 +112,8 @@ def _option_problem(job: dict[str, Any], max_payload_bytes: int) -> tuple[str, s
     run_at = job.get("run_at")
     if run_at is not None and not isinstance(run_at, str):
         return "22023", "run_at must be a timestamp (ISO 8601 text)"
+    for key in ("concurrency_key", "rate_limit_key"):
+        value = job.get(key)
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 200):
+            return "22023", f"{key} must be a text of 1-200 characters"
     return None

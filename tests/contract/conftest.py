@@ -80,6 +80,10 @@ class Backend:
     set_last_rescue: Callable[[timedelta | None], None]  # how long ago; None: never
     # queue_settings.max_running_per_user / max_pending_per_user (None: off); reset after.
     set_limits: Callable[[int | None, int | None], None]
+    # A row of concurrency_limits (key, max_running) / rate_limits (key, per_second, burst);
+    # removed after the test.
+    set_concurrency_limit: Callable[[str, int], None]
+    set_rate_limit: Callable[[str, float, int], None]
 
     async def raw(self, function: str, params: Mapping[str, Any]) -> Any:
         """A call that bypasses rpc.py: for arguments rpc.py would never send."""
@@ -128,11 +132,19 @@ def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
         fake.settings.max_running_per_user = running
         fake.settings.max_pending_per_user = pending
 
+    def set_concurrency_limit(key: str, max_running: int) -> None:
+        fake.concurrency_limits[key] = max_running
+
+    def set_rate_limit(key: str, per_second: float, burst: int) -> None:
+        fake.rate_limits[key] = (per_second, burst)
+
     hooks = {
         "make_stale": make_stale,
         "shift_back": shift_back,
         "set_last_rescue": set_last_rescue,
         "set_limits": set_limits,
+        "set_concurrency_limit": set_concurrency_limit,
+        "set_rate_limit": set_rate_limit,
     }
     return fake, hooks
 
@@ -163,11 +175,36 @@ def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
             (running, pending),
         )
 
+    keys: list[str] = []  # the limit rows this test added, removed at its end
+
+    def set_concurrency_limit(key: str, max_running: int) -> None:
+        keys.append(key)
+        admin_db.execute(
+            "insert into public.concurrency_limits (key, max_running) values (%s, %s)",
+            (key, max_running),
+        )
+
+    def set_rate_limit(key: str, per_second: float, burst: int) -> None:
+        keys.append(key)
+        admin_db.execute(
+            "insert into public.rate_limits (key, per_second, burst) values (%s, %s, %s)",
+            (key, per_second, burst),
+        )
+
+    def set_limits_and_forget_keys(running: int | None, pending: int | None) -> None:
+        set_limits(running, pending)
+        if running is None and pending is None and keys:  # the fixture's reset
+            for table in ("public.concurrency_limits", "public.rate_limits"):
+                admin_db.execute(f"delete from {table} where key = any(%s)", (keys,))
+            keys.clear()
+
     return {
         "make_stale": make_stale,
         "shift_back": shift_back,
         "set_last_rescue": set_last_rescue,
-        "set_limits": set_limits,
+        "set_limits": set_limits_and_forget_keys,
+        "set_concurrency_limit": set_concurrency_limit,
+        "set_rate_limit": set_rate_limit,
     }
 
 

@@ -136,3 +136,29 @@ async def test_a_malformed_comparison_is_an_invalid_argument(backend: Backend) -
     assert refused.value.code == "22023"
     assert "p_requires.max_file_size: gte and lte take a number" in str(refused.value)
     assert await backend.queue.jobs(queue=backend.queue_name) == []
+
+
+@covers("enqueue_job", "claim_next_job", "complete_job")
+async def test_a_concurrency_key_caps_its_jobs_over_workers(backend: Backend) -> None:
+    key = f"gpu-{uuid.uuid4().hex[:8]}"
+    backend.set_concurrency_limit(key, 2)
+    gpu = await enqueue_for(backend, backend.new_document, 3, concurrency_key=key)
+    plain = await enqueue_for(backend, backend.new_owner(), 2)
+    one, two = await backend.worker(slots=10), await backend.worker(slots=10)
+    first = await backend.queue.claim(one, 10, [backend.queue_name])
+    # The key's third job waits; other work is not held up behind it.
+    assert [j.id for j in first] == [gpu[0], plain[0], gpu[1], plain[1]]
+    assert await backend.queue.claim(two, 10, [backend.queue_name]) == []
+    assert await backend.queue.complete(first[0], one, None)
+    assert [j.id for j in await backend.queue.claim(two, 10, [backend.queue_name])] == [gpu[2]]
+
+
+@covers("enqueue_job", "claim_next_job")
+async def test_a_rate_limit_never_starts_more_than_the_bucket_holds(backend: Backend) -> None:
+    key = f"ocr-api-{uuid.uuid4().hex[:8]}"
+    backend.set_rate_limit(key, 0.001, 3)  # a burst of 3, then one per 1000 s
+    limited = await enqueue_for(backend, backend.new_document, 5, rate_limit_key=key)
+    wid = await backend.worker(slots=10)
+    first = await backend.queue.claim(wid, 10, [backend.queue_name])
+    assert [j.id for j in first] == limited[:3]
+    assert await backend.queue.claim(wid, 10, [backend.queue_name]) == []

@@ -178,6 +178,10 @@ create table public.processing_queue (
   -- The job's place in its owner's own order: its tag when it became pending. The claim's
   -- tag swaps (a user_priority filling a turn) leave it, so equal user_priority stays FIFO.
   owner_seq        bigint not null default 0,
+  -- Limits the app chooses (migration 20261128002100): the job counts against
+  -- concurrency_limits / takes a token of rate_limits for these keys (null: none).
+  concurrency_key  text check (length(concurrency_key) between 1 and 200),
+  rate_limit_key   text check (length(rate_limit_key) between 1 and 200),
   -- A running job always has an owner; a waiting one never has.
   constraint processing_queue_running_has_owner
     check (status not in ('assigned', 'processing') or assigned_to is not null),
@@ -244,6 +248,45 @@ create index owner_clock_level_idx on supaworker_private.owner_clock
 create index owner_clock_uses_priority_idx on supaworker_private.owner_clock (queue)
   where uses_priority;
 alter table supaworker_private.owner_clock enable row level security;
+-- Concurrency keys (migration 20261128002100): the claim counts a key's running jobs.
+create index processing_queue_running_by_key_idx on public.processing_queue (concurrency_key)
+  where status in ('assigned', 'processing') and concurrency_key is not null;
+
+-- ---------------------------------------------------------------------------------------
+-- concurrency_limits, rate_limits: limits per key the app chooses (migration 20261128002100)
+-- ---------------------------------------------------------------------------------------
+-- A job names its keys at enqueue (p_concurrency_key, p_rate_limit_key; service role only).
+-- A key without a row here has no limit. service_role reads and writes these tables.
+create table public.concurrency_limits (
+  key         text primary key check (length(key) between 1 and 200),
+  max_running integer not null check (max_running >= 1),
+  updated_at  timestamptz not null default now()
+);
+comment on table public.concurrency_limits is
+  'At most max_running jobs with this concurrency_key assigned/processing at once, over all '
+  'workers (enforced by the claim). A key without a row has no limit.';
+create table public.rate_limits (
+  key        text primary key check (length(key) between 1 and 200),
+  per_second numeric not null check (per_second > 0),
+  burst      integer not null check (burst >= 1),
+  updated_at timestamptz not null default now()
+);
+comment on table public.rate_limits is
+  'A token bucket per rate_limit_key: the claim starts a job with this key only by taking a '
+  'token; tokens refill at per_second up to burst, cluster-wide. A key without a row has no '
+  'limit.';
+alter table public.concurrency_limits enable row level security;
+alter table public.rate_limits enable row level security;
+
+-- The bucket state, written only by the claim (one row per key, locked SKIP LOCKED).
+create table supaworker_private.rate_buckets (
+  key         text primary key,
+  tokens      numeric not null,
+  refilled_at timestamptz not null
+);
+comment on table supaworker_private.rate_buckets is
+  'Token buckets of rate_limits: tokens left at refilled_at. Written by the claim only.';
+alter table supaworker_private.rate_buckets enable row level security;
 
 -- ---------------------------------------------------------------------------------------
 -- job_events: append-only history, written by triggers on processing_queue

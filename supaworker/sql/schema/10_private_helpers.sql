@@ -411,7 +411,9 @@ returns table (
   max_attempts    integer,
   run_at          timestamptz,
   timeout_seconds integer,
-  requires        jsonb
+  requires        jsonb,
+  concurrency_key text,
+  rate_limit_key  text
 )
 language sql stable set search_path = '' as $$
   select (e.n - 1)::integer,
@@ -426,7 +428,9 @@ language sql stable set search_path = '' as $$
                   (select s.default_max_attempts from public.queue_settings s)),
          coalesce((e.v ->> 'run_at')::timestamptz, now()),
          (e.v ->> 'timeout_seconds')::integer,
-         coalesce(nullif(e.v -> 'requires', 'null'::jsonb), '{}'::jsonb)
+         coalesce(nullif(e.v -> 'requires', 'null'::jsonb), '{}'::jsonb),
+         e.v ->> 'concurrency_key',
+         e.v ->> 'rate_limit_key'
     from jsonb_array_elements(p_jobs) with ordinality as e(v, n)
 $$;
 comment on function supaworker_private.bulk_items(jsonb, boolean) is
@@ -481,18 +485,95 @@ language sql immutable set search_path = '' as $$
                         p_job -> 'timeout_seconds')
     when jsonb_typeof(p_job -> 'run_at') not in ('string', 'null') then
       '22023:run_at must be a timestamp (ISO 8601 text)'
+    when jsonb_typeof(p_job -> 'concurrency_key') not in ('string', 'null')
+         or length(p_job ->> 'concurrency_key') not between 1 and 200 then
+      '22023:concurrency_key must be a text of 1-200 characters'
+    when jsonb_typeof(p_job -> 'rate_limit_key') not in ('string', 'null')
+         or length(p_job ->> 'rate_limit_key') not between 1 and 200 then
+      '22023:rate_limit_key must be a text of 1-200 characters'
   end
   from (select
           (select min(x) from jsonb_object_keys(case when jsonb_typeof(p_job) = 'object'
                                                       then p_job else '{}' end) x
             where x not in ('user_document_id', 'priority', 'payload', 'queue',
-                            'max_attempts', 'run_at', 'timeout_seconds', 'requires'))
+                            'max_attempts', 'run_at', 'timeout_seconds', 'requires',
+                            'concurrency_key', 'rate_limit_key'))
             as unknown,
           (select min(x) from jsonb_object_keys(case when jsonb_typeof(p_job) = 'object'
                                                       then p_job else '{}' end) x
-            where x in ('payload', 'max_attempts', 'run_at', 'timeout_seconds', 'requires')
+            where x in ('payload', 'max_attempts', 'run_at', 'timeout_seconds', 'requires',
+                        'concurrency_key', 'rate_limit_key')
               and p_job -> x <> 'null'::jsonb)
             as service_only) k
 $$;
 comment on function supaworker_private.bulk_problem(jsonb, boolean, integer) is
   'enqueue_jobs: the first problem of one element of p_jobs as ''SQLSTATE:message'', or null.';
+
+-- admit_keys(p_concurrency_key, p_rate_limit_key) -> text
+-- Whether the claim may start a job with these keys now (issue 18). null: yes, and a token of
+-- its rate limit has been spent; 'concurrency': its key has concurrency_limits.max_running
+-- jobs assigned/processing (over all workers), or another claim is taking that key's jobs
+-- right now (a try-lock, as for the owner cap: the count, in the statement after the lock,
+-- sees every claim of the lock's previous holder); 'rate': the key's token bucket
+-- (rate_limits: per_second refill up to burst, cluster-wide) has no whole token, or another
+-- claim holds it (SKIP LOCKED: nobody waits). A key without a row has no limit. The bucket
+-- row is written only when a token is taken.
+-- Who: claim_jobs. Raises nothing.
+create function supaworker_private.admit_keys(p_concurrency_key text, p_rate_limit_key text)
+returns text language plpgsql volatile set search_path = '' as $$
+declare
+  v_limit   integer;
+  v_running integer;
+  v_rate    public.rate_limits;
+  v_bucket  supaworker_private.rate_buckets;
+  v_tokens  numeric;
+begin
+  if p_concurrency_key is not null then
+    select l.max_running into v_limit from public.concurrency_limits l
+     where l.key = p_concurrency_key;
+    if found then
+      if not pg_catalog.pg_try_advisory_xact_lock(
+               pg_catalog.hashtext('supaworker.concurrency_key'),
+               pg_catalog.hashtext(p_concurrency_key)) then
+        return 'concurrency';
+      end if;
+      select count(*) into v_running from public.processing_queue q
+       where q.concurrency_key = p_concurrency_key and q.status in ('assigned', 'processing');
+      if v_running >= v_limit then
+        return 'concurrency';
+      end if;
+    end if;
+  end if;
+  if p_rate_limit_key is not null then
+    select * into v_rate from public.rate_limits r where r.key = p_rate_limit_key;
+    if found then
+      if not exists (select from supaworker_private.rate_buckets b
+                      where b.key = p_rate_limit_key) then
+        insert into supaworker_private.rate_buckets (key, tokens, refilled_at)
+        values (p_rate_limit_key, v_rate.burst, clock_timestamp())
+        on conflict (key) do nothing;
+      end if;
+      select * into v_bucket from supaworker_private.rate_buckets b
+       where b.key = p_rate_limit_key
+       for update skip locked;
+      if not found then
+        return 'rate';
+      end if;
+      -- clock_timestamp, not now(): bucket holders follow each other in lock order, and
+      -- each must refill from the moment the previous one spent.
+      v_tokens := least(v_rate.burst, v_bucket.tokens + v_rate.per_second
+                        * greatest(0, extract(epoch from clock_timestamp() - v_bucket.refilled_at)));
+      if v_tokens < 1 then
+        return 'rate';
+      end if;
+      update supaworker_private.rate_buckets b
+         set tokens = v_tokens - 1, refilled_at = clock_timestamp()
+       where b.key = p_rate_limit_key;
+    end if;
+  end if;
+  return null;
+end $$;
+comment on function supaworker_private.admit_keys(text, text) is
+  'The claim''s check of a job''s concurrency key (concurrency_limits, a try-lock and a count) '
+  'and rate limit (rate_limits token bucket, SKIP LOCKED; a token is spent): null when it may '
+  'start, else ''concurrency'' or ''rate''.';

@@ -113,7 +113,8 @@ create trigger job_events_append_only before update on public.job_events
 --   p_run_at (past)    jumps ahead of every job of the same priority;
 --   p_requires         routes the job to one chosen worker (`supaworker.worker_id`);
 --   p_max_attempts     100 attempts of a document that crashes its worker instead of 5;
---   p_timeout_seconds  a tiny timeout makes the thread executor abandon the handler thread.
+--   p_timeout_seconds  a tiny timeout makes the thread executor abandon the handler thread;
+--   p_concurrency_key, p_rate_limit_key  (migration 20261128002100) another app's limits.
 -- For anon/authenticated callers it raises PT403 "only the service role may set <options>"
 -- on both paths into the row (INSERT of a new job, UPDATE that re-queues a finished one). A
 -- default spelled out (`{}`, the default attempts, a start not in the past) passes, and so
@@ -148,6 +149,14 @@ begin
      and (v_insert or new.timeout_seconds is distinct from old.timeout_seconds) then
     v_refused := v_refused || 'p_timeout_seconds'::text;
   end if;
+  if new.concurrency_key is not null
+     and (v_insert or new.concurrency_key is distinct from old.concurrency_key) then
+    v_refused := v_refused || 'p_concurrency_key'::text;
+  end if;
+  if new.rate_limit_key is not null
+     and (v_insert or new.rate_limit_key is distinct from old.rate_limit_key) then
+    v_refused := v_refused || 'p_rate_limit_key'::text;
+  end if;
 
   if cardinality(v_refused) > 0 then
     perform supaworker_private.raise_error('PT403',
@@ -160,11 +169,13 @@ begin
 end $$;
 comment on function supaworker_private.refuse_user_job_options() is
   'BEFORE INSERT/UPDATE trigger on processing_queue: for anon/authenticated callers, refuses '
-  '(PT403) a payload, requires, max_attempts or timeout_seconds other than the defaults, and '
+  '(PT403) a payload, requires, max_attempts, timeout_seconds, concurrency_key or '
+  'rate_limit_key other than the defaults, and '
   'a run_at in the past, unless the value is carried over unchanged by an UPDATE. '
   'Privileged callers (service_role, trusted SQL) pass.';
 
 create trigger processing_queue_user_options
-  before insert or update of payload, run_at, requires, max_attempts, timeout_seconds
+  before insert or update of payload, run_at, requires, max_attempts, timeout_seconds,
+                             concurrency_key, rate_limit_key
   on public.processing_queue
   for each row execute function supaworker_private.refuse_user_job_options();

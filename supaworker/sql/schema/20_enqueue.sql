@@ -7,7 +7,8 @@
 -- write a new migration (docs/architecture.md, "Changing the schema").
 
 -- enqueue_job(p_user_document_id, p_priority 0, p_payload '{}', p_queue 'default',
---             p_max_attempts null, p_run_at null, p_timeout_seconds null, p_requires '{}')
+--             p_max_attempts null, p_run_at null, p_timeout_seconds null, p_requires '{}',
+--             p_concurrency_key null, p_rate_limit_key null)
 --   -> processing_queue
 -- Queues a document; idempotent per document (one processing_queue row per document): an
 -- active entry (pending/assigned/processing) is returned unchanged, a finished one
@@ -32,7 +33,9 @@ create function public.enqueue_job(
   p_max_attempts     integer     default null,
   p_run_at           timestamptz default null,
   p_timeout_seconds  integer     default null,
-  p_requires         jsonb       default '{}'::jsonb
+  p_requires         jsonb       default '{}'::jsonb,
+  p_concurrency_key  text        default null,
+  p_rate_limit_key   text        default null
 ) returns public.processing_queue
 language plpgsql volatile security definer set search_path = '' as $$
 declare
@@ -90,6 +93,12 @@ begin
       pg_catalog.format('p_timeout_seconds must be positive, got %s', p_timeout_seconds),
       'Pass null for no timeout.');
   end if;
+  if length(p_concurrency_key) not between 1 and 200
+     or length(p_rate_limit_key) not between 1 and 200 then
+    perform supaworker_private.raise_error('22023',
+      'p_concurrency_key and p_rate_limit_key must be texts of 1-200 characters',
+      'Pass null for no limit; the limits are rows of concurrency_limits / rate_limits.');
+  end if;
   if v_privileged then
     if v_priority not between -1000 and 1000 then
       perform supaworker_private.raise_error('22023',
@@ -138,10 +147,12 @@ begin
   if v_job.id is null then
     insert into public.processing_queue as q
       (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
-       timeout_seconds, requires, user_priority, fair_tag, owner_seq)
+       timeout_seconds, requires, user_priority, fair_tag, owner_seq, concurrency_key,
+       rate_limit_key)
     values
       (p_user_document_id, v_owner, v_queue, v_priority, v_payload, v_max_attempts,
-       coalesce(p_run_at, now()), p_timeout_seconds, v_requires, v_user_priority, v_tag, v_tag)
+       coalesce(p_run_at, now()), p_timeout_seconds, v_requires, v_user_priority, v_tag, v_tag,
+       p_concurrency_key, p_rate_limit_key)
     on conflict (user_document_id) do nothing
     returning q.* into v_job;
     if found then
@@ -162,6 +173,7 @@ begin
       payload = v_payload, max_attempts = v_max_attempts, run_at = coalesce(p_run_at, now()),
       timeout_seconds = p_timeout_seconds, requires = v_requires,
       user_priority = v_user_priority, fair_tag = v_tag, owner_seq = v_tag,
+      concurrency_key = p_concurrency_key, rate_limit_key = p_rate_limit_key,
       retry_count = 0, result = null, error_message = null, progress_percent = null,
       progress_message = null, cancel_requested = false, assigned_to = null,
       assigned_at = null, started_at = null, completed_at = null
@@ -171,7 +183,7 @@ begin
   return v_job;
 end $$;
 comment on function public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz,
-                                       integer, jsonb) is
+                                       integer, jsonb, text, text) is
   'Queue a document for processing; returns its processing_queue row. Idempotent per '
   'document: an active entry (pending/assigned/processing) is returned unchanged; a finished '
   'one (completed/failed/cancelled) is re-queued as a new cycle (pending, retry_count 0, '
@@ -180,13 +192,15 @@ comment on function public.enqueue_job(uuid, integer, jsonb, text, integer, time
   'to -10..10 and stored as user_priority (orders only the caller''s own jobs). '
   'Errors: 22023 bad argument (payload/requires not an object, queue name, max_attempts '
   '1..100, timeout > 0), PT404 unknown document, PT403 not the owner, PT413 payload over '
-  'queue_settings.max_payload_bytes, PT429 the owner is at max_pending_per_user.';
+  'queue_settings.max_payload_bytes, PT429 the owner is at max_pending_per_user. '
+  'p_concurrency_key / p_rate_limit_key (service role): the limits of concurrency_limits / '
+  'rate_limits that the claim applies to this job.';
 
 -- enqueue_jobs(p_jobs) -> jsonb (an array of processing_queue rows)
 -- Bulk enqueue_job (issue 18): p_jobs is a JSON array of up to 10,000 objects, each
 -- {user_document_id, priority?, payload?, queue?, max_attempts?, run_at?, timeout_seconds?,
--- requires?} with enqueue_job's meaning and defaults. Returns a JSON array of the rows, one
--- per element, in p_jobs order (one jsonb value, not a set: PostgREST caps a set's rows at
+-- requires?, concurrency_key?, rate_limit_key?} with enqueue_job's meaning and defaults.
+-- Returns a JSON array of the rows, one per element, in p_jobs order (one jsonb value, not a set: PostgREST caps a set's rows at
 -- its max-rows, 1000 on Supabase). Per document exactly what enqueue_job does (idempotent: an active entry is
 -- returned unchanged, a finished one re-queued as a new cycle, a new one inserted; a
 -- document listed twice is one job); each owner's new jobs get consecutive fair-order tags
@@ -350,9 +364,11 @@ begin
   ), inserted as (
     insert into public.processing_queue as q
       (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
-       timeout_seconds, requires, user_priority, fair_tag, owner_seq)
+       timeout_seconds, requires, user_priority, fair_tag, owner_seq, concurrency_key,
+       rate_limit_key)
     select t.doc, t.user_id, t.queue, t.priority, t.payload, t.max_attempts, t.run_at,
-           t.timeout_seconds, t.requires, t.user_priority, t.tag, t.tag
+           t.timeout_seconds, t.requires, t.user_priority, t.tag, t.tag, t.concurrency_key,
+           t.rate_limit_key
       from tagged t where t.job_id is null
      order by t.i
     on conflict (user_document_id) do nothing  -- inserted concurrently: returned as it is
@@ -362,6 +378,7 @@ begin
     payload = t.payload, max_attempts = t.max_attempts, run_at = t.run_at,
     timeout_seconds = t.timeout_seconds, requires = t.requires,
     user_priority = t.user_priority, fair_tag = t.tag, owner_seq = t.tag,
+    concurrency_key = t.concurrency_key, rate_limit_key = t.rate_limit_key,
     retry_count = 0, result = null, error_message = null, progress_percent = null,
     progress_message = null, cancel_requested = false, assigned_to = null,
     assigned_at = null, started_at = null, completed_at = null

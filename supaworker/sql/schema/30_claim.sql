@@ -23,9 +23,11 @@
 -- later turns keep their places (processing_queue_owner_order_idx). With
 -- queue_settings.max_running_per_user set, an owner with that many assigned/processing jobs
 -- (over all workers) is skipped, and so is one whose jobs another claim is taking at that
--- moment (a try-lock per owner; the count under processing_queue_active_by_owner_idx). Both
--- cases take one turn per statement, at most v_slots + 32 turns looked at; otherwise the
--- claim is one UPDATE over a FOR UPDATE SKIP LOCKED selection. Claimed jobs get assigned_to,
+-- moment (a try-lock per owner; the count under processing_queue_active_by_owner_idx). With
+-- rows in concurrency_limits or rate_limits, a job whose key is at its limit, or whose
+-- bucket has no token, is left for later (admit_keys; a taken token is spent). These cases
+-- take one turn per statement, at most v_slots + 32 turns looked at; otherwise the claim is
+-- one UPDATE over a FOR UPDATE SKIP LOCKED selection. Claimed jobs get assigned_to,
 -- assigned_at and attempt + 1 (the fencing token) and become assigned, or with p_start
 -- processing with started_at = now(). Sets current_jobs. Returns them in claim order. An
 -- unknown, paused or offline worker gets nothing.
@@ -53,6 +55,10 @@ declare
   v_skip    uuid[] := '{}';  -- owners at their cap, or being claimed by another transaction
   v_locked  uuid[] := '{}';  -- owners whose cap lock this transaction holds
   v_owned   integer;
+  v_keyed   boolean;
+  v_full    text[] := '{}';  -- concurrency keys at their limit (or being claimed elsewhere)
+  v_dry     text[] := '{}';  -- rate-limit keys whose bucket is empty (or being spent elsewhere)
+  v_refused text;
 begin
   if p_worker_id is null or p_worker_id = '' then
     perform supaworker_private.raise_error('22023', 'p_worker_id is required', null);
@@ -79,8 +85,10 @@ begin
   v_slots := least(p_limit, v_worker.max_concurrent_jobs + p_prefetch - v_running);
   v_queues := coalesce(p_queues, v_worker.queues);
   select s.max_running_per_user into v_cap from public.queue_settings s;
+  v_keyed := exists (select from public.concurrency_limits)
+             or exists (select from public.rate_limits);
 
-  if v_slots > 0 and v_cap is null and not exists (
+  if v_slots > 0 and v_cap is null and not v_keyed and not exists (
     select from supaworker_private.owner_clock c
      where c.uses_priority and (v_queues is null or c.queue = any (v_queues))
   ) then
@@ -125,6 +133,8 @@ begin
          and (q.requires = '{}'::jsonb
               or supaworker_private.requires_met(q.requires, v_worker.capabilities))
          and (q.user_id is null or q.user_id <> all (v_skip))
+         and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
+         and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
        order by q.priority desc, q.fair_tag, q.created_at
        limit 1
        for update skip locked;
@@ -165,16 +175,31 @@ begin
            and q.run_at <= now()
            and (q.requires = '{}'::jsonb
               or supaworker_private.requires_met(q.requires, v_worker.capabilities))
+           and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
+           and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
          order by q.user_priority desc, q.owner_seq
          limit 1
          for update skip locked;
         if found and v_best.id <> v_turn.id then
-          -- v_best takes this turn; v_turn takes v_best's place in the owner's order.
-          update public.processing_queue q set fair_tag = v_best.fair_tag
-           where q.id = v_turn.id;
-          v_best.fair_tag := v_turn.fair_tag;
           v_job := v_best;
         end if;
+      end if;
+      if v_keyed then
+        -- Concurrency keys and rate limits (admit_keys): a key that refuses is left out of
+        -- the rest of this claim.
+        v_refused := supaworker_private.admit_keys(v_job.concurrency_key, v_job.rate_limit_key);
+        if v_refused = 'concurrency' then
+          v_full := v_full || v_job.concurrency_key;
+          continue;
+        elsif v_refused = 'rate' then
+          v_dry := v_dry || v_job.rate_limit_key;
+          continue;
+        end if;
+      end if;
+      if v_job.id <> v_turn.id then
+        -- The owner's best job takes this turn; v_turn takes its place in the owner's order.
+        update public.processing_queue q set fair_tag = v_job.fair_tag where q.id = v_turn.id;
+        v_job.fair_tag := v_turn.fair_tag;
       end if;
       update public.processing_queue q set
         status = case when coalesce(p_start, false) then 'processing' else 'assigned' end,
@@ -196,7 +221,8 @@ comment on function supaworker_private.claim_jobs(text, integer, text[], boolean
   'The claim behind claim_next_job and complete_and_claim: up to p_limit jobs, never more '
   'than max_concurrent_jobs + p_prefetch minus the worker''s assigned/processing jobs, in '
   'fair order (priority desc, fair_tag, created_at; an owner''s turn filled by its best '
-  'user_priority), never more than max_running_per_user running jobs of one owner.';
+  'user_priority), never more than max_running_per_user running jobs of one owner, nor more '
+  'than concurrency_limits / rate_limits allow per key.';
 
 -- claim_next_job(p_worker_id, p_limit 1, p_queues null, p_start false) -> setof job
 -- claim_jobs without prefetch: never more than the worker's free slots. Without p_start the
@@ -222,7 +248,8 @@ comment on function public.claim_next_job(text, integer, text[], boolean) is
   'containment). Claimed jobs get assigned_to, '
   'assigned_at and attempt + 1 (the fencing token to pass back) and become assigned, or with '
   'p_start processing with started_at = now() (no start_job needed). An owner with '
-  'queue_settings.max_running_per_user assigned/processing jobs is skipped. Unknown, paused or '
+  'queue_settings.max_running_per_user assigned/processing jobs is skipped, and so is a job '
+  'whose concurrency key is at its limit or whose rate limit has no token. Unknown, paused or '
   'offline worker: empty set. Runs the reaper first, at most once per '
   'queue_settings.rescue_interval. 22023 for p_limit outside 0..1000.';
 

@@ -21,6 +21,11 @@ revoke all on table public.processing_queue, public.job_events, public.vps_worke
   from public, anon, authenticated, service_role;
 revoke all on sequence public.job_events_id_seq from public, anon, authenticated, service_role;
 revoke all on table supaworker_private.owner_clock from public, anon, authenticated, service_role;
+revoke all on table supaworker_private.rate_buckets from public, anon, authenticated, service_role;
+revoke all on table public.concurrency_limits, public.rate_limits
+  from public, anon, authenticated, service_role;
+grant select, insert, update, delete on table public.concurrency_limits, public.rate_limits
+  to service_role;
 
 -- Signed-in users: their own jobs and history (RLS); queue admins: everything (RLS).
 grant select on table public.processing_queue, public.job_events to authenticated;
@@ -46,7 +51,8 @@ grant execute on function supaworker_private.is_queue_admin() to authenticated;
 -- The public API
 -- ---------------------------------------------------------------------------------------
 revoke all on function
-  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb, text,
+                     text),
   public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.retry_job(uuid),
@@ -79,7 +85,8 @@ from public, anon, authenticated, service_role;
 
 -- The service role (API servers, workers, the CLI): everything.
 grant execute on function
-  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb, text,
+                     text),
   public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.retry_job(uuid),
@@ -113,7 +120,8 @@ to service_role;
 -- Signed-in users: their own documents and jobs (checked inside enqueue_job / cancel_job),
 -- and the admin_* functions (queue admins only, checked inside). anon: nothing.
 grant execute on function
-  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb, text,
+                     text),
   public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.admin_queue_stats(),
