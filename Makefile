@@ -13,7 +13,9 @@ lint:
 	.venv/bin/mypy
 
 test: setup lint
-	node_modules/.bin/deno check supabase/functions/*/index.ts
+	node_modules/.bin/tsc -p clients/js --noEmit
+	node clients/js/scripts/sync.mjs --check
+	node_modules/.bin/deno check supabase/functions/*/index.ts supabase/functions/_shared/testing_handler.ts
 	node_modules/.bin/deno lint supabase/functions
 	node_modules/.bin/deno test -A supabase/functions/
 	.venv/bin/pytest -q

@@ -11,6 +11,7 @@ Each method is one RPC (see `supaworker.rpc`); errors are `supaworker.exceptions
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -185,9 +186,27 @@ class AsyncQueueClient:
             rpc.complete_and_claim(worker_id, results, limit, queues, prefetch=prefetch),
         )
 
-    async def fail(self, job: Job, worker_id: str, error: str, *, retryable: bool) -> Job | None:
+    async def fail(
+        self,
+        job: Job,
+        worker_id: str,
+        error: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> Job | None:
+        """Fail one attempt; `retry_after` (seconds) replaces the backoff before its retry."""
+        seconds = None if retry_after is None else max(math.ceil(retry_after), 0)
         return await execute(
-            self.transport, rpc.fail_job(job.id, worker_id, job.attempt, error, retryable=retryable)
+            self.transport,
+            rpc.fail_job(
+                job.id,
+                worker_id,
+                job.attempt,
+                error,
+                retryable=retryable,
+                retry_after_seconds=seconds,
+            ),
         )
 
     async def progress(self, job: Job, worker_id: str, percent: float, message: str | None) -> bool:

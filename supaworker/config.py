@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from supaworker.exceptions import ConfigurationError
@@ -34,6 +34,15 @@ class WorkerSettings(BaseSettings):
         ),
     )
     handler: str = ""
+    # A handler outside Python (worker/command_handler.py, worker/url_handler.py): exactly
+    # one of handler, handler_command and handler_url.
+    handler_command: str | None = None
+    handler_url: str | None = None
+    # Sent as `Authorization: Bearer ...` to handler_url; never logged.
+    handler_token: SecretStr | None = None
+    # Seconds a --handler-command child has to answer a cancel before it is killed (and
+    # restarted); its other jobs in flight fail, retryable.
+    handler_cancel_grace: float = Field(default=5.0, gt=0)
     worker_id: str = Field(default_factory=socket.gethostname)
     worker_name: str | None = None
     concurrency: int = Field(default=1, ge=1, le=1000)
@@ -98,5 +107,22 @@ class WorkerSettings(BaseSettings):
             raise ConfigurationError(
                 "No service key: set SUPABASE_SERVICE_ROLE_KEY or SUPABASE_SECRET_KEY"
             )
-        if not self.handler:
-            raise ConfigurationError("No handler: pass --handler MODULE:FUNCTION")
+        given = [
+            flag
+            for flag, value in (
+                ("--handler", self.handler),
+                ("--handler-command", self.handler_command),
+                ("--handler-url", self.handler_url),
+            )
+            if value
+        ]
+        if not given:
+            raise ConfigurationError(
+                "No handler: pass --handler MODULE:FUNCTION, --handler-command CMD or "
+                "--handler-url URL"
+            )
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"Give exactly one handler, got {' and '.join(given)} (flags or their "
+                "SUPAWORKER_HANDLER* environment variables)"
+            )

@@ -16,6 +16,9 @@
     │       ├── Conflict          PT409 / HTTP 409
     │       ├── PayloadTooLarge   PT413 / HTTP 413
     │       └── QuotaExceeded     PT429 / HTTP 429 (queue_settings.max_pending_per_user)
+    ├── HandlerFailed             an external handler (--handler-command, --handler-url)
+    │   │                         failed the attempt; its message is stored as it is
+    │   └── PermanentHandlerFailed   ... and said not to retry (also a PermanentError)
     └── PermanentError            raised by a handler: fail the job now, no retry
 
 The local stack's errors (`supaworker_local.errors`) are not part of this tree.
@@ -121,3 +124,17 @@ class QuotaExceeded(RpcError):
 
 class PermanentError(SupaworkerError):
     """The job cannot succeed; fail it without retrying."""
+
+
+class HandlerFailed(SupaworkerError):
+    """The handler failed the attempt."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds before the retry, when the handler said (an HTTP Retry-After); None: the
+        # queue's exponential backoff.
+        self.retry_after = retry_after
+
+
+class PermanentHandlerFailed(HandlerFailed, PermanentError):
+    """The handler failed the job and said not to retry it."""

@@ -339,19 +339,25 @@ def complete_and_claim(
 
 
 def fail_job(
-    job_id: uuid.UUID, worker_id: str, attempt: int, error: str, *, retryable: bool
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    error: str,
+    *,
+    retryable: bool,
+    retry_after_seconds: int | None = None,
 ) -> RpcCall[Job | None]:
-    return RpcCall(
-        "fail_job",
-        {
-            "p_job_id": str(job_id),
-            "p_worker_id": worker_id,
-            "p_attempt": attempt,
-            "p_error": error,
-            "p_retryable": retryable,
-        },
-        _optional_job,
-    )
+    params: dict[str, Any] = {
+        "p_job_id": str(job_id),
+        "p_worker_id": worker_id,
+        "p_attempt": attempt,
+        "p_error": error,
+        "p_retryable": retryable,
+    }
+    # Only when set: a database without migration 20261128001600 still takes the call.
+    if retry_after_seconds is not None:
+        params["p_retry_after_seconds"] = retry_after_seconds
+    return RpcCall("fail_job", params, _optional_job)
 
 
 def report_progress(

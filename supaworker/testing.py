@@ -14,16 +14,26 @@ refused SQL call changes nothing (its transaction rolls back).
 from __future__ import annotations
 
 import inspect
-import json
-import random
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime, timedelta
 from typing import Any
 
+from supaworker._memory_bulk import bulk_problem
+from supaworker._memory_state import (
+    FINISHED,
+    QUEUE_NAME,
+    RUNNING,
+    STATUSES,
+    Settings,
+    in_range,
+    invalid,
+    jsonb_text_bytes,
+    now,
+    parse_uuid,
+)
+from supaworker._memory_workers import WorkerFunctions
 from supaworker.exceptions import (
     Conflict,
     InvalidArgument,
@@ -31,87 +41,24 @@ from supaworker.exceptions import (
     PayloadTooLarge,
     QuotaExceeded,
 )
-from supaworker.models import requires_met
-from supaworker.testing_bulk import bulk_problem, requires_problem
 
-STATUSES = ("pending", "assigned", "processing", "completed", "failed", "cancelled")
-RUNNING = ("assigned", "processing")
-FINISHED = ("completed", "failed", "cancelled")
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-# What purge_finished_jobs receives from rpc.py ("3600 seconds"); Postgres reads far more
-# interval spellings, the model only the ones supaworker sends.
-_SECONDS = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)?\s*")
-
-
-# An SQL default applies only to an argument left out; an explicit null stays null.
-_OMITTED: Any = object()
-# The owner of jobs without one in owner_clock (they take turns like one more owner).
-_NIL = uuid.UUID(int=0)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _invalid(message: str) -> InvalidArgument:
-    return InvalidArgument(message, code="22023")
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    """PostgREST hands the text to Postgres, which refuses a non-UUID with 22P02."""
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidArgument(
-            f'invalid input syntax for type uuid: "{value}"', code="22P02"
-        ) from None
-
-
-def _in_range(name: str, value: int | None, low: int, high: int) -> int:
-    if value is None or not low <= value <= high:
-        raise _invalid(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _jsonb_text_bytes(value: Any) -> int:
-    # jsonb's text form puts ", " and ": " between items, as json.dumps does by default.
-    return len(json.dumps(value, ensure_ascii=False).encode())
+__all__ = ["InMemoryTransport"]
 
 
 @dataclass
-class _Settings:
-    """`public.queue_settings` (the same defaults)."""
-
-    dead_worker_horizon: timedelta = timedelta(seconds=30)
-    rescue_interval: timedelta = timedelta(seconds=5)
-    backoff_base_seconds: float = 2.0
-    backoff_max_seconds: float = 3600.0
-    default_max_attempts: int = 5
-    max_payload_bytes: int = 262144
-    retention: timedelta = timedelta(days=7)
-    timeout_grace: timedelta = timedelta(seconds=30)
-    last_rescue_at: datetime | None = None
-    max_running_per_user: int | None = None
-    max_pending_per_user: int | None = None
-
-
-@dataclass
-class InMemoryTransport:
+class InMemoryTransport(WorkerFunctions):
     """The queue's state and functions in memory. Single-threaded, like one event loop."""
 
-    settings: _Settings = field(default_factory=_Settings)
-    clock: Callable[[], datetime] = _now
+    settings: Settings = field(default_factory=Settings)
+    clock: Callable[[], datetime] = now
     documents: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # doc id -> owner
     jobs: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
-    # public.concurrency_limits (key -> max_running), public.rate_limits (key -> (per_second,
-    # burst)) and supaworker_private.rate_buckets (key -> [tokens, refilled_at]).
+    owner_clock: dict[tuple[str, int, uuid.UUID], list[Any]] = field(default_factory=dict)
     concurrency_limits: dict[str, int] = field(default_factory=dict)
     rate_limits: dict[str, tuple[float, int]] = field(default_factory=dict)
     rate_buckets: dict[str, list[Any]] = field(default_factory=dict)
-    # supaworker_private.owner_clock: (queue, priority, owner) -> [last tag, uses_priority]
-    owner_clock: dict[tuple[str, int, uuid.UUID], list[Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_next: dict[str, Exception] = field(default_factory=dict)
 
@@ -142,142 +89,6 @@ class InMemoryTransport:
         doc_id = uuid.uuid4()
         self.documents[doc_id] = owner or uuid.uuid4()
         return doc_id
-
-    def _job(self, job_id: Any) -> dict[str, Any]:
-        job = self.jobs.get(_uuid(job_id))
-        if job is None:
-            raise NotFound(f"job {job_id} not found", code="PT404")
-        return job
-
-    def _update(self, job: dict[str, Any], **changes: Any) -> None:
-        """An UPDATE of a processing_queue row, with the triggers that follow it in SQL
-        (updated_at; one job_events row per status change or cancel request)."""
-        old = dict(job)
-        job.update(changes, updated_at=self.clock())
-        if job["status"] != old["status"]:
-            event = {
-                "pending": (
-                    "requeued"
-                    if old["status"] in FINISHED
-                    else "retry_scheduled"
-                    if job["retry_count"] > old["retry_count"]
-                    else "released"
-                ),
-                "assigned": "assigned",
-                "processing": "started",
-            }.get(job["status"], job["status"])
-        elif job["cancel_requested"] and not old["cancel_requested"]:
-            event = "cancel_requested"
-        else:
-            return
-        self._record(job, event, old["status"], job["assigned_to"] or old["assigned_to"])
-
-    @staticmethod
-    def _check_requires(requires: dict[str, Any]) -> None:
-        """enqueue_job's 22023 for supaworker_private.requires_problem."""
-        problem = requires_problem(requires)
-        if problem:
-            raise _invalid(problem)
-
-    def _check_pending_quota(self, owner: uuid.UUID | None, adding: int) -> None:
-        """supaworker_private.check_pending_quota: PT429 when the owner's pending and
-        running jobs plus `adding` would exceed max_pending_per_user."""
-        limit = self.settings.max_pending_per_user
-        if limit is None or owner is None:
-            return
-        active = sum(
-            1 for j in self.jobs.values() if j["user_id"] == owner and j["status"] not in FINISHED
-        )
-        if active + adding > limit:
-            raise QuotaExceeded(
-                f"user {owner} has {active} pending or running jobs;"
-                f" max_pending_per_user is {limit}",
-                code="PT429",
-            )
-
-    def _next_fair_tag(
-        self,
-        queue: str,
-        priority: int,
-        owner: uuid.UUID | None,
-        user_priority: int,
-        virtual: int | None = None,
-    ) -> int:
-        """supaworker_private.next_fair_tag: greatest(V, the owner's last tag + 1), V the
-        tag of the level's first due pending job in claim order, or (none due) its highest
-        (`virtual` given: the bulk enqueue's V, next_fair_tags)."""
-        if virtual is None:
-            virtual = self._virtual_time(queue, priority)
-        key = (queue, priority, owner or _NIL)
-        clock = self.owner_clock.get(key)
-        if clock is None:
-            clock = self.owner_clock[key] = [virtual, user_priority != 0]
-        else:
-            clock[0] = max(virtual, clock[0] + 1)
-            clock[1] = clock[1] or user_priority != 0
-        return int(clock[0])
-
-    def _virtual_time(self, queue: str, priority: int) -> int:
-        now = self.clock()
-        due = [
-            j
-            for j in self.jobs.values()
-            if j["status"] == "pending"
-            and j["queue"] == queue
-            and j["priority"] == priority
-            and j["run_at"] <= now
-        ]
-        level = [c[0] for (q, p, _), c in self.owner_clock.items() if (q, p) == (queue, priority)]
-        if due:
-            return int(min(due, key=lambda j: (j["fair_tag"], j["created_at"]))["fair_tag"])
-        return int(max(level, default=0))
-
-    def _record(
-        self, job: dict[str, Any], event: str, from_status: str | None, worker: str | None
-    ) -> None:
-        self.events.append(
-            {
-                "id": len(self.events) + 1,
-                "job_id": job["id"],
-                "user_id": job["user_id"],
-                "event": event,
-                "from_status": from_status,
-                "to_status": job["status"],
-                "worker_id": None if event in ("enqueued", "requeued") else worker,
-                "attempt": job["attempt"],
-                "message": job["error_message"] if event in ("retry_scheduled", "failed") else None,
-                "created_at": self.clock(),
-            }
-        )
-
-    def _row(self, job: dict[str, Any]) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, uuid.UUID | datetime) else v) for k, v in job.items()}
-
-    def _running_of(self, worker_id: str) -> list[dict[str, Any]]:
-        return sorted(
-            (
-                j
-                for j in self.jobs.values()
-                if j["assigned_to"] == worker_id and j["status"] in RUNNING
-            ),
-            key=lambda j: j["id"],
-        )
-
-    def _sync_current_jobs(self, worker_ids: Iterable[str | None]) -> None:
-        for worker_id in worker_ids:
-            if worker_id in self.workers:
-                self.workers[worker_id]["current_jobs"] = len(self._running_of(worker_id))
-
-    def _fenced(self, job_id: Any, worker_id: str, attempt: int) -> dict[str, Any] | None:
-        job = self.jobs.get(_uuid(job_id))
-        if (
-            job
-            and job["assigned_to"] == worker_id
-            and job["attempt"] == attempt
-            and job["status"] in RUNNING
-        ):
-            return job
-        return None
 
     # -- app side -------------------------------------------------------------------------
     def fn_enqueue_job(
@@ -320,7 +131,7 @@ class InMemoryTransport:
         p_rate_limit_key: str | None = None,
         virtual: int | None = None,  # the bulk enqueue's V, taken before the call
     ) -> dict[str, Any]:
-        doc_id = None if p_user_document_id is None else _uuid(p_user_document_id)
+        doc_id = None if p_user_document_id is None else parse_uuid(p_user_document_id)
         priority = 0 if p_priority is None else p_priority
         payload = {} if p_payload is None else p_payload
         queue = "default" if p_queue is None else p_queue
@@ -329,10 +140,10 @@ class InMemoryTransport:
             self.settings.default_max_attempts if p_max_attempts is None else p_max_attempts
         )
         if doc_id is None:
-            raise _invalid("p_user_document_id is required")
+            raise invalid("p_user_document_id is required")
         if not isinstance(payload, dict):
-            raise _invalid("p_payload must be a JSON object")
-        size = _jsonb_text_bytes(payload)
+            raise invalid("p_payload must be a JSON object")
+        size = jsonb_text_bytes(payload)
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"p_payload is {size} bytes, more than max_payload_bytes"
@@ -340,20 +151,19 @@ class InMemoryTransport:
                 code="PT413",
             )
         if not isinstance(requires, dict):
-            raise _invalid("p_requires must be a JSON object")
+            raise invalid("p_requires must be a JSON object")
         self._check_requires(requires)
-        if not _QUEUE_NAME.fullmatch(queue):
-            raise _invalid(f"invalid queue name {queue!r}")
-        _in_range("p_max_attempts", max_attempts, 1, 100)
+        if not QUEUE_NAME.fullmatch(queue):
+            raise invalid(f"invalid queue name {queue!r}")
+        in_range("p_max_attempts", max_attempts, 1, 100)
         if p_timeout_seconds is not None and p_timeout_seconds <= 0:
-            raise _invalid(f"p_timeout_seconds must be positive, got {p_timeout_seconds}")
-        if any(
-            k is not None and not 1 <= len(k) <= 200 for k in (p_concurrency_key, p_rate_limit_key)
-        ):
-            raise _invalid(
+            raise invalid(f"p_timeout_seconds must be positive, got {p_timeout_seconds}")
+        keys = (p_concurrency_key, p_rate_limit_key)
+        if any(k is not None and not 1 <= len(k) <= 200 for k in keys):
+            raise invalid(
                 "p_concurrency_key and p_rate_limit_key must be texts of 1-200 characters"
             )
-        _in_range("p_priority", priority, -1000, 1000)  # the model is always service_role
+        in_range("p_priority", priority, -1000, 1000)  # the model is always service_role
         if doc_id not in self.documents:
             raise NotFound(f"document {doc_id} not found", code="PT404")
         run_at = self._timestamp(p_run_at) if p_run_at else self.clock()
@@ -406,9 +216,9 @@ class InMemoryTransport:
         document; each owner's new work gets consecutive tags from the level's V as it was
         before the call."""
         if not isinstance(p_jobs, list):
-            raise _invalid("p_jobs must be a JSON array of objects")
+            raise invalid("p_jobs must be a JSON array of objects")
         if len(p_jobs) > 10000:
-            raise _invalid(f"p_jobs has {len(p_jobs)} elements, at most 10000")
+            raise invalid(f"p_jobs has {len(p_jobs)} elements, at most 10000")
         errors = {"22023": InvalidArgument, "PT413": PayloadTooLarge}
         for i, element in enumerate(p_jobs):
             problem = bulk_problem(element, self.settings.max_payload_bytes)
@@ -419,7 +229,7 @@ class InMemoryTransport:
                 try:
                     self._timestamp(element["run_at"])
                 except InvalidArgument:
-                    raise _invalid(
+                    raise invalid(
                         f"p_jobs[{i}]: run_at {element['run_at']} is not a timestamp"
                     ) from None
         docs = [uuid.UUID(e["user_document_id"]) for e in p_jobs]
@@ -468,14 +278,6 @@ class InMemoryTransport:
                     code="PT429",
                 )
 
-    @staticmethod
-    def _timestamp(value: str) -> datetime:
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidArgument(f"invalid timestamp {value!r}", code="22007") from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
     def fn_get_job(self, p_job_id: str) -> dict[str, Any]:
         return self._row(self._job(p_job_id))
 
@@ -487,8 +289,8 @@ class InMemoryTransport:
         self, p_status: str | None = None, p_queue: str | None = None, p_limit: int = 50
     ) -> list[dict[str, Any]]:
         if p_status is not None and p_status not in STATUSES:
-            raise _invalid(f"unknown status {p_status}")
-        _in_range("p_limit", p_limit, 1, 1000)
+            raise invalid(f"unknown status {p_status}")
+        in_range("p_limit", p_limit, 1, 1000)
         rows = [
             j
             for j in self.jobs.values()
@@ -548,7 +350,7 @@ class InMemoryTransport:
 
     def fn_cancel_job(self, p_job_id: str | None) -> dict[str, Any]:
         if p_job_id is None:
-            raise _invalid("p_job_id is required")
+            raise invalid("p_job_id is required")
         job = self._job(p_job_id)
         if job["status"] in ("pending", "assigned"):
             self._update(
@@ -599,70 +401,21 @@ class InMemoryTransport:
             "no_capable_worker": self._no_capable_worker(every),
         }
 
-    def _no_capable_worker(self, every: list[dict[str, Any]]) -> dict[str, int]:
-        live = [
-            w
-            for w in self.workers.values()
-            if w["status"] == "active"
-            and w["last_heartbeat"] > self.clock() - self.settings.dead_worker_horizon
-        ]
-        stuck: dict[str, int] = {}
-        for job in every:
-            if job["status"] == "pending" and not any(
-                (w["queues"] is None or job["queue"] in w["queues"])
-                and requires_met(w["capabilities"], job["requires"])
-                for w in live
-            ):
-                stuck[job["queue"]] = stuck.get(job["queue"], 0) + 1
-        return stuck
+    def fn_list_workers(self) -> list[dict[str, Any]]:
+        rows = sorted(
+            self.workers.values(), key=lambda w: (w["status"] == "offline", w["worker_id"])
+        )
+        return [self._row(w) for w in rows]
 
     # -- operations -----------------------------------------------------------------------
     def fn_reap_stale_jobs(self) -> int:
         self.settings.last_rescue_at = self.clock()
         return self._reap()
 
-    def _maybe_rescue(self) -> None:
-        """What every claim does first: the reaper, at most once per rescue_interval."""
-        last, now = self.settings.last_rescue_at, self.clock()
-        if last is None or last <= now - self.settings.rescue_interval:
-            self.settings.last_rescue_at = now
-            self._reap()
-
-    def _reap(self) -> int:
-        now = self.clock()
-        horizon = now - self.settings.dead_worker_horizon
-        for worker in self.workers.values():
-            if worker["status"] == "active" and worker["last_heartbeat"] < horizon:
-                worker["status"] = "offline"  # a paused worker stays paused
-        rescued, touched = 0, set()
-        running = sorted(
-            (j for j in self.jobs.values() if j["status"] in RUNNING), key=lambda j: j["id"]
-        )
-        for job in running:
-            owner = job["assigned_to"]
-            holder = self.workers.get(owner)
-            since = job["started_at"] or job["assigned_at"]
-            if holder is None:
-                reason = f"worker {owner} is not registered"
-            elif holder["last_heartbeat"] < horizon:
-                reason = f"worker {owner} stopped heartbeating"
-            elif job["timeout_seconds"] is not None and (
-                since + timedelta(seconds=job["timeout_seconds"]) + self.settings.timeout_grace
-                < now
-            ):
-                reason = f"timed out after {job['timeout_seconds']} s on worker {owner}"
-            else:
-                continue
-            self._fail_attempt(job, reason, retryable=True)
-            rescued += 1
-            touched.add(owner)
-        self._sync_current_jobs(touched)
-        return rescued
-
     def fn_purge_finished_jobs(self, p_older_than: str | None = None) -> int:
         age = self.settings.retention if p_older_than is None else self._interval(p_older_than)
         if age < timedelta(0):
-            raise _invalid("p_older_than must not be negative")
+            raise invalid("p_older_than must not be negative")
         cutoff = self.clock() - age
         gone = {
             job_id
@@ -675,397 +428,3 @@ class InMemoryTransport:
             del self.jobs[job_id]
         self.events = [e for e in self.events if e["job_id"] not in gone]  # on delete cascade
         return len(gone)
-
-    @staticmethod
-    def _interval(value: str) -> timedelta:
-        match = _SECONDS.fullmatch(value)
-        if match is None:
-            raise InvalidArgument(
-                f'invalid input syntax for type interval: "{value}"', code="22007"
-            )
-        return timedelta(seconds=float(match.group(1)))
-
-    # -- workers --------------------------------------------------------------------------
-    def fn_register_worker(
-        self,
-        p_worker_id: str | None,
-        p_worker_name: str | None = None,
-        p_max_concurrent_jobs: int | None = 1,
-        p_capabilities: Any = None,
-        p_queues: list[str] | None = None,
-        p_host: str | None = None,
-        p_version: str | None = None,
-    ) -> dict[str, Any]:
-        slots = 1 if p_max_concurrent_jobs is None else p_max_concurrent_jobs
-        capabilities = {} if p_capabilities is None else p_capabilities
-        if p_worker_id is None or not 1 <= len(p_worker_id) <= 200:
-            raise _invalid("p_worker_id must be 1-200 characters")
-        _in_range("p_max_concurrent_jobs", slots, 1, 1000)
-        if not isinstance(capabilities, dict):
-            raise _invalid("p_capabilities must be a JSON object")
-        if p_queues is not None and (not p_queues or None in p_queues):
-            raise _invalid("p_queues must be null (every queue) or a non-empty list of queue names")
-        # Jobs still assigned to this id belong to a previous process that died: each counts
-        # as a failed attempt, so a crash-looping job still reaches max_attempts.
-        for job in self._running_of(p_worker_id):
-            self._fail_attempt(
-                job, f"worker {p_worker_id} restarted while the job was running", retryable=True
-            )
-        old = self.workers.get(p_worker_id)
-        now = self.clock()
-        self.workers[p_worker_id] = {
-            "id": old["id"] if old else uuid.uuid4(),
-            "worker_id": p_worker_id,
-            "worker_name": p_worker_name,
-            "status": "paused" if old and old["status"] == "paused" else "active",
-            "last_heartbeat": now,
-            "max_concurrent_jobs": slots,
-            "current_jobs": 0,
-            "capabilities": dict(capabilities),
-            "queues": p_queues,
-            "host": p_host,
-            "version": p_version,
-            "started_at": now,
-            "created_at": old["created_at"] if old else now,
-            "updated_at": now,
-        }
-        return self._row(self.workers[p_worker_id])
-
-    def fn_list_workers(self) -> list[dict[str, Any]]:
-        rows = sorted(
-            self.workers.values(), key=lambda w: (w["status"] == "offline", w["worker_id"])
-        )
-        return [self._row(w) for w in rows]
-
-    def _worker(self, worker_id: str) -> dict[str, Any]:
-        worker = self.workers.get(worker_id)
-        if worker is None:
-            raise NotFound(f"worker {worker_id} is not registered", code="PT404")
-        return worker
-
-    def fn_set_worker_status(self, p_worker_id: str, p_status: str | None) -> dict[str, Any]:
-        if p_status not in ("active", "paused"):
-            raise _invalid(f"p_status must be active or paused, got {p_status!r}")
-        worker = self._worker(p_worker_id)
-        worker.update(status=p_status, updated_at=self.clock())
-        return self._row(worker)
-
-    def fn_heartbeat_worker(
-        self, p_worker_id: str, p_job_ids: list[str] | None = None
-    ) -> dict[str, Any]:
-        held = {_uuid(j) for j in p_job_ids or []}
-        worker = self._worker(p_worker_id)
-        mine = self._running_of(p_worker_id)  # ordered by id, as the SQL's jsonb_agg
-        worker.update(
-            last_heartbeat=self.clock(),
-            status="active" if worker["status"] == "offline" else worker["status"],
-            current_jobs=len(mine),
-            updated_at=self.clock(),
-        )
-        mine_ids = {j["id"] for j in mine}
-        return {
-            "status": worker["status"],
-            "cancel": [str(j["id"]) for j in mine if j["cancel_requested"]],
-            "lost": [str(j) for j in sorted(held - mine_ids)],
-            "orphaned": [
-                {"id": str(j["id"]), "attempt": j["attempt"]} for j in mine if j["id"] not in held
-            ],
-        }
-
-    def fn_deregister_worker(self, p_worker_id: str) -> None:
-        worker = self._worker(p_worker_id)
-        self._release(p_worker_id, None)
-        worker.update(
-            status="paused" if worker["status"] == "paused" else "offline",
-            current_jobs=0,
-            updated_at=self.clock(),
-        )
-
-    def fn_release_jobs(self, p_worker_id: str, p_job_ids: list[str] | None = None) -> int:
-        wanted = None if p_job_ids is None else {_uuid(j) for j in p_job_ids}
-        released = self._release(p_worker_id, wanted)
-        self._sync_current_jobs([p_worker_id])
-        return released
-
-    def _release(self, worker_id: str, wanted: set[uuid.UUID] | None) -> int:
-        """Back to pending without spending an attempt; a cancel request cancels instead."""
-        released = 0
-        for job in self._running_of(worker_id):
-            if wanted is not None and job["id"] not in wanted:
-                continue
-            if job["cancel_requested"]:
-                self._update(
-                    job,
-                    status="cancelled",
-                    completed_at=self.clock(),
-                    progress_percent=None,
-                    progress_message=None,
-                )
-            else:
-                self._update(
-                    job,
-                    status="pending",
-                    assigned_to=None,
-                    assigned_at=None,
-                    started_at=None,
-                    completed_at=None,
-                    progress_percent=None,
-                    progress_message=None,
-                )
-            released += 1
-        return released
-
-    def fn_claim_next_job(
-        self,
-        p_worker_id: str | None,
-        p_limit: int | None = 1,
-        p_queues: list[str] | None = None,
-        p_start: bool | None = False,
-    ) -> list[dict[str, Any]]:
-        self._check_claim(p_worker_id, p_limit, 0)
-        return self._claim(str(p_worker_id), p_limit or 0, p_queues, bool(p_start), 0)
-
-    @staticmethod
-    def _check_claim(worker_id: str | None, limit: int | None, prefetch: int | None) -> None:
-        if not worker_id:
-            raise _invalid("p_worker_id is required")
-        _in_range("p_limit", limit, 0, 1000)
-        _in_range("p_prefetch", prefetch, 0, 1000)
-
-    def _claim(
-        self, worker_id: str, limit: int, queues: list[str] | None, start: bool, prefetch: int
-    ) -> list[dict[str, Any]]:
-        """supaworker_private.claim_jobs: the claim behind claim_next_job and
-        complete_and_claim (arguments already checked)."""
-        self._maybe_rescue()
-        worker = self.workers.get(worker_id)
-        if worker is None or worker["status"] != "active":
-            return []
-        free = worker["max_concurrent_jobs"] + prefetch - len(self._running_of(worker_id))
-        wanted = queues if queues is not None else worker["queues"]
-        now = self.clock()
-        ready = [
-            j
-            for j in self.jobs.values()
-            if j["status"] == "pending"
-            and not j["cancel_requested"]
-            and j["run_at"] <= now
-            and (wanted is None or j["queue"] in wanted)
-            and requires_met(worker["capabilities"], j["requires"])
-        ]
-        ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
-        claimed: list[dict[str, Any]] = []
-        cap = self.settings.max_running_per_user
-        budget = min(limit, free) + 32  # turns looked at, as the SQL bounds them
-        while ready and len(claimed) < min(limit, free) and budget > 0:
-            budget -= 1
-            # The first ready job decides whose turn it is; the owner's best job fills it.
-            turn = ready[0]
-            if cap is not None and turn["user_id"] is not None:
-                taking = {j["id"] for j in claimed}
-                owned = sum(
-                    1
-                    for j in self.jobs.values()
-                    if j["user_id"] == turn["user_id"]
-                    and (j["status"] in RUNNING or j["id"] in taking)
-                )
-                if owned >= cap:  # max_running_per_user: skip the owner for this claim
-                    ready = [j for j in ready if j["user_id"] != turn["user_id"]]
-                    continue
-            job = turn
-            if (
-                turn["user_id"] is not None
-                and self.owner_clock.get(
-                    (turn["queue"], turn["priority"], turn["user_id"]), [0, False]
-                )[1]
-            ):
-                job = min(
-                    (
-                        j
-                        for j in ready
-                        if (j["queue"], j["priority"], j["user_id"])
-                        == (turn["queue"], turn["priority"], turn["user_id"])
-                    ),
-                    key=lambda j: (-j["user_priority"], j["owner_seq"]),
-                )
-            refused = self._admit_keys(job, {j["id"] for j in claimed})
-            if refused:  # that key is left out of the rest of this claim
-                ready = [j for j in ready if j[refused] != job[refused]]
-                continue
-            if job is not turn:  # the displaced job takes the best one's place
-                best_tag = job["fair_tag"]
-                job["fair_tag"] = turn["fair_tag"]
-                self._update(turn, fair_tag=best_tag)
-                ready.sort(key=lambda j: (-j["priority"], j["fair_tag"], j["created_at"]))
-            ready.remove(job)
-            claimed.append(job)
-        for job in claimed:
-            self._update(
-                job,
-                status="processing" if start else "assigned",
-                assigned_to=worker_id,
-                assigned_at=now,
-                started_at=now if start else None,
-                attempt=job["attempt"] + 1,
-                progress_percent=None,
-                progress_message=None,
-            )
-        self._sync_current_jobs([worker_id])
-        return [self._row(j) for j in claimed]
-
-    def _admit_keys(self, job: dict[str, Any], taking: set[uuid.UUID]) -> str | None:
-        """supaworker_private.admit_keys: None when the job may start (a rate token is
-        spent), else the column of the key that refuses."""
-        key = job["concurrency_key"]
-        if key is not None and key in self.concurrency_limits:
-            running = sum(
-                1
-                for j in self.jobs.values()
-                if j["concurrency_key"] == key and (j["status"] in RUNNING or j["id"] in taking)
-            )
-            if running >= self.concurrency_limits[key]:
-                return "concurrency_key"
-        key = job["rate_limit_key"]
-        if key is not None and key in self.rate_limits:
-            per_second, burst = self.rate_limits[key]
-            now = self.clock()
-            bucket = self.rate_buckets.setdefault(key, [float(burst), now])
-            elapsed = max(0.0, (now - bucket[1]).total_seconds())
-            tokens = min(float(burst), bucket[0] + per_second * elapsed)
-            if tokens < 1:
-                return "rate_limit_key"
-            bucket[:] = [tokens - 1, now]
-        return None
-
-    def fn_start_job(self, p_job_id: str, p_worker_id: str, p_attempt: int) -> bool:
-        job = self._fenced(p_job_id, p_worker_id, p_attempt)  # assigned or processing
-        if job is None:
-            return False
-        if job["status"] == "assigned":  # processing already: a repeated start is harmless
-            self._update(job, status="processing", started_at=self.clock())
-        return True
-
-    def fn_complete_job(
-        self, p_job_id: str, p_worker_id: str, p_attempt: int, p_result: Any = None
-    ) -> bool:
-        job = self._fenced(p_job_id, p_worker_id, p_attempt)
-        if job is None:
-            return False
-        self._update(
-            job,
-            status="completed",
-            result=p_result,
-            error_message=None,
-            completed_at=self.clock(),
-            progress_percent=100,
-        )
-        self._sync_current_jobs([p_worker_id])
-        return True
-
-    @staticmethod
-    def _check_batch(jobs: Any) -> list[dict[str, Any]]:
-        if not isinstance(jobs, list):
-            raise _invalid("p_jobs must be a JSON array")
-        if any(not isinstance(j, dict) or "id" not in j or "attempt" not in j for j in jobs):
-            raise _invalid('every element of p_jobs needs "id" and "attempt"')
-        for j in jobs:
-            _uuid(j["id"])
-        return jobs
-
-    def _complete_batch(self, worker_id: str, jobs: list[dict[str, Any]]) -> list[str]:
-        """supaworker_private.complete_batch: each element fenced like complete_job; a
-        repeated id counts once."""
-        first = {str(_uuid(j["id"])): j for j in reversed(jobs)}
-        return [
-            job_id
-            for job_id, j in first.items()
-            if self.fn_complete_job(job_id, worker_id, j["attempt"], j.get("result"))
-        ]
-
-    def fn_complete_jobs(self, p_worker_id: str, p_jobs: Any) -> int:
-        return len(self._complete_batch(p_worker_id, self._check_batch(p_jobs)))
-
-    def fn_complete_and_claim(
-        self,
-        p_worker_id: str | None,
-        p_jobs: Any = _OMITTED,
-        p_limit: int | None = 0,
-        p_queues: list[str] | None = None,
-        p_prefetch: int | None = 0,
-    ) -> dict[str, Any]:
-        jobs = self._check_batch(
-            [] if p_jobs is _OMITTED else p_jobs
-        )  # default '[]'; null is refused
-        # Checked before the completions: in SQL a refused claim rolls them back.
-        self._check_claim(p_worker_id, p_limit, p_prefetch)
-        completed = self._complete_batch(str(p_worker_id), jobs)
-        claimed = self._claim(str(p_worker_id), p_limit or 0, p_queues, True, p_prefetch or 0)
-        return {"completed": completed, "claimed": claimed}
-
-    def _fail_attempt(self, job: dict[str, Any], error: str | None, *, retryable: bool) -> None:
-        """supaworker_private.fail_attempt on a job already known to be fenced in."""
-        retry = job["retry_count"] + 1
-        message = (error if error is not None else "the worker gave no error message")[:10000]
-        if job["cancel_requested"]:
-            status = "cancelled"
-        elif not retryable or retry >= job["max_attempts"]:
-            status = "failed"
-        else:
-            status = "pending"
-        changes: dict[str, Any] = {
-            "status": status,
-            "retry_count": retry,
-            "error_message": message,
-            "result": None,
-            "completed_at": self.clock(),
-        }
-        if status == "pending":
-            delay = min(
-                self.settings.backoff_base_seconds * 2 ** min(retry - 1, 62),
-                self.settings.backoff_max_seconds,
-            ) * random.uniform(0.5, 1.0)
-            changes.update(
-                run_at=self.clock() + timedelta(seconds=delay),
-                assigned_to=None,
-                assigned_at=None,
-                started_at=None,
-                progress_percent=None,
-                progress_message=None,
-                completed_at=None,
-            )
-        self._update(job, **changes)
-
-    def fn_fail_job(
-        self,
-        p_job_id: str,
-        p_worker_id: str,
-        p_attempt: int,
-        p_error: str | None,
-        p_retryable: bool | None = True,
-    ) -> list[dict[str, Any]]:
-        job = self._fenced(p_job_id, p_worker_id, p_attempt)
-        if job is None:
-            return []
-        self._fail_attempt(job, p_error, retryable=p_retryable is not False)
-        self._sync_current_jobs([p_worker_id])
-        return [self._row(job)]
-
-    def fn_report_progress(
-        self,
-        p_job_id: str,
-        p_worker_id: str,
-        p_attempt: int,
-        p_percent: float | None,
-        p_message: str | None = None,
-    ) -> bool:
-        if p_percent is not None and not 0 <= p_percent <= 100:
-            raise _invalid(f"p_percent must be between 0 and 100, got {p_percent}")
-        job = self._fenced(p_job_id, p_worker_id, p_attempt)
-        if job is None:
-            return False
-        percent = job["progress_percent"]
-        if p_percent is not None:  # numeric round(p, 2): halves away from zero
-            percent = float(Decimal(str(p_percent)).quantize(Decimal("0.01"), ROUND_HALF_UP))
-        message = job["progress_message"] if p_message is None else p_message[:1000]
-        self._update(job, progress_percent=percent, progress_message=message)
-        return True

@@ -71,8 +71,9 @@ def start_worker(
         *args: str,
         worker_id: str | None = None,
         env: dict[str, str] | None = None,
-        handler: str = "tests.handlers:handle",
+        handler: str | None = "tests.handlers:handle",
     ) -> WorkerProcess:
+        """`handler=None`: the args name the handler (--handler-command, --handler-url)."""
         wid = worker_id or f"w-{uuid.uuid4().hex[:8]}"
         full_env = {**os.environ, **stack_env, "SUPAWORKER_LOG_FORMAT": "json", **(env or {})}
         full_env.pop("SUPABASE_SECRET_KEY", None)  # exercise the legacy service-role key
@@ -84,8 +85,7 @@ def start_worker(
                 "-m",
                 "supaworker.cli.main",
                 "run",
-                "--handler",
-                handler,
+                *(["--handler", handler] if handler is not None else []),
                 "--worker-id",
                 wid,
                 "--heartbeat-interval",

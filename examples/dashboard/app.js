@@ -4,9 +4,17 @@
 // shows what the database answers: the admin_* functions refuse anyone whose JWT does not
 // carry app_metadata.queue_admin (PT403), and the queue-admin RLS policies decide which rows
 // of processing_queue and vps_workers a table read or a Realtime subscription returns.
-// supabase-js is the npm package's UMD build; config.js holds the project URL and anon key.
+// supabase-js is the npm package's UMD build; config.js holds the project URL and anon key;
+// the admin_* calls go through the supaworker client's browser build (./supaworker.js,
+// generated from clients/js), whose errors carry the database's code (PT403 here).
 /* global supabase, SUPAWORKER_CONFIG */
-"use strict";
+import {
+  adminCancelJob,
+  adminQueueStats,
+  adminRecentFailures,
+  adminRetryJob,
+  adminSetWorkerStatus,
+} from "./supaworker.js";
 
 const STATUSES = ["pending", "assigned", "processing", "completed", "failed", "cancelled"];
 const RUNNING = new Set(["pending", "assigned", "processing"]);
@@ -237,15 +245,20 @@ function reportError(what, error) {
 
 async function loadSummary() {
   const session = state.session;
-  const [stats, failures] = await Promise.all([
-    state.client.rpc("admin_queue_stats"),
-    state.client.rpc("admin_recent_failures", { p_limit: FAILURES }),
-  ]);
+  let stats;
+  let failures;
+  try {
+    [stats, failures] = await Promise.all([
+      adminQueueStats(state.client),
+      adminRecentFailures(state.client, FAILURES),
+    ]);
+  } catch (error) {
+    if (session === state.session) reportError("stats", error);
+    return;
+  }
   if (session !== state.session) return;
-  if (stats.error) return reportError("stats", stats.error);
-  if (failures.error) return reportError("failures", failures.error);
-  applyStats(stats.data);
-  state.failures = failures.data;
+  applyStats(stats);
+  state.failures = failures;
   renderFailures();
 }
 
@@ -417,9 +430,14 @@ async function signIn() {
   state.client.realtime.setAuth(token);
   $("whoami").textContent = "checking...";
   // The first call decides: admin_queue_stats answers PT403 unless the token is a queue admin's.
-  const { data, error } = await state.client.rpc("admin_queue_stats");
+  let data;
+  try {
+    data = await adminQueueStats(state.client);
+  } catch (error) {
+    if (session === state.session) refuse(error);
+    return;
+  }
   if (session !== state.session) return;
-  if (error) return refuse(error);
   $("whoami").textContent = `signed in as ${emailOf(token)} (queue admin)`;
   $("dashboard").hidden = false;
   applyStats(data);
@@ -431,20 +449,23 @@ async function signIn() {
   }, 1000);
 }
 
+// Each action: the call, and whether its reply is a worker (else a job).
 const ACTIONS = {
-  pause: (id) => ["admin_set_worker_status", { p_worker_id: id, p_status: "paused" }],
-  resume: (id) => ["admin_set_worker_status", { p_worker_id: id, p_status: "active" }],
-  cancel: (id) => ["admin_cancel_job", { p_job_id: id }],
-  retry: (id) => ["admin_retry_job", { p_job_id: id }],
+  pause: [(client, id) => adminSetWorkerStatus(client, id, "paused"), true],
+  resume: [(client, id) => adminSetWorkerStatus(client, id, "active"), true],
+  cancel: [adminCancelJob, false],
+  retry: [adminRetryJob, false],
 };
 
 async function act(button) {
   const { action, target } = button.dataset;
-  const [fn, params] = ACTIONS[action](target);
+  const [call, isWorker] = ACTIONS[action];
   button.disabled = true;
   try {
-    const { data, error } = await state.client.rpc(fn, params);
-    if (error) {
+    let data;
+    try {
+      data = await call(state.client, target);
+    } catch (error) {
       log(`${action} ${target} refused: ${error.code} ${error.message}${error.hint ? ` (${error.hint})` : ""}`);
       if (error.code === "PT403") refuse(error);
       return;
@@ -453,7 +474,7 @@ async function act(button) {
     // While subscribed, Realtime brings this change like any other (a moment later); without
     // it, show the database's reply.
     if (!state.live) {
-      if (fn === "admin_set_worker_status") putWorker(data);
+      if (isWorker) putWorker(data);
       else putJob(data);
       renderWorkers();
       renderJobs();

@@ -1,8 +1,11 @@
 // A user's view of their jobs: supabase-js (the npm package's UMD build, served locally),
 // the user's JWT for every call, Realtime postgres_changes on processing_queue (RLS decides
-// what arrives), and the enqueue-document edge function to request processing.
+// what arrives), and the supaworker client's browser build (./supaworker.js, generated from
+// clients/js) to queue documents and read jobs. enqueue() calls enqueue_job as the user, so
+// the database decides ownership; the enqueue-document edge function does the same call for
+// apps that want it behind an HTTP endpoint.
 /* global supabase, SUPAWORKER_CONFIG */
-"use strict";
+import { enqueue, listJobs } from "./supaworker.js";
 
 const state = { client: null, userId: null, names: new Map(), rows: new Map(), channel: null };
 const $ = (id) => document.getElementById(id);
@@ -54,9 +57,7 @@ function upsert(job) {
 async function loadJobs() {
   const docs = await state.client.from("user_documents").select("id, name");
   (docs.data || []).forEach((d) => state.names.set(d.id, d.name));
-  const jobs = await state.client.from("processing_queue").select("*").order("created_at");
-  if (jobs.error) throw jobs.error;
-  jobs.data.forEach(upsert);
+  (await listJobs(state.client, { limit: 1000 })).forEach(upsert);
 }
 
 function subscribe() {
@@ -96,12 +97,14 @@ async function createAndProcess() {
     .select().single();
   if (insert.error) return log(`insert failed: ${insert.error.message}`);
   state.names.set(insert.data.id, insert.data.name);
-  const { data, error } = await state.client.functions.invoke("enqueue-document", {
-    body: { user_document_id: insert.data.id },
-  });
-  if (error) return log(`enqueue failed: ${error.message}`);
-  log(`queued job ${data.job.id}`);
-  upsert(data.job);
+  let job;
+  try {
+    job = await enqueue(state.client, insert.data.id);
+  } catch (error) {
+    return log(`enqueue failed: ${error.code} ${error.message}`); // a SupaworkerError
+  }
+  log(`queued job ${job.id}`);
+  upsert(job);
 }
 
 $("signin-button").addEventListener("click", () => signIn().catch((e) => log(`sign-in failed: ${e.message}`)));

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ from supaworker import logs
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
 from supaworker.exceptions import ConfigurationError
+from supaworker.worker.command_handler import CommandHandler
 from supaworker.worker.handler import Handler, load_handler
 from supaworker.worker.http import WorkerHTTP
 from supaworker.worker.loop import EXIT_CONFIG, Worker
 from supaworker.worker.metrics import InstrumentedTransport, JobLogCounter, WorkerMetrics
+from supaworker.worker.url_handler import UrlHandler
 
 EXIT_CODES_HELP = """Exit codes: 0 stopped cleanly (or --burst found nothing left);
 1 an internal error (a side task died); 2 configuration error (missing URL or key, bad
@@ -39,9 +42,35 @@ def fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
     return typer.Exit(code)
 
 
+def handler_from(settings: WorkerSettings) -> Handler:
+    """The handler the settings name: exactly one of them is set (require_connection)."""
+    if settings.handler_command:
+        return CommandHandler(settings.handler_command, cancel_grace=settings.handler_cancel_grace)
+    if settings.handler_url:
+        token = settings.handler_token.get_secret_value() if settings.handler_token else None
+        return UrlHandler(settings.handler_url, token=token)
+    return load_handler(settings.handler)
+
+
 def run(
     handler: Annotated[
         str | None, _opt("SUPAWORKER_HANDLER", "The processing function, MODULE:FUNCTION")
+    ] = None,
+    handler_command: Annotated[
+        str | None,
+        _opt(
+            "SUPAWORKER_HANDLER_COMMAND",
+            "A handler in any language: this command runs as one child process speaking JSON "
+            "lines (README: Handlers in other languages)",
+        ),
+    ] = None,
+    handler_url: Annotated[
+        str | None,
+        _opt(
+            "SUPAWORKER_HANDLER_URL",
+            "A handler as an HTTP service: each job is POSTed here as JSON (bearer token from "
+            "SUPAWORKER_HANDLER_TOKEN)",
+        ),
     ] = None,
     worker_id: Annotated[
         str | None, _opt("SUPAWORKER_WORKER_ID", "This worker's id (default: host name)")
@@ -102,6 +131,8 @@ def run(
     """
     given: dict[str, Any] = {
         "handler": handler,
+        "handler_command": handler_command,
+        "handler_url": handler_url,
         "worker_id": worker_id,
         "concurrency": concurrency,
         "queues": queue or None,
@@ -121,7 +152,7 @@ def run(
     try:
         settings = settings_from_cli(given, env_file)
         settings.require_connection()
-        loaded = load_handler(settings.handler)
+        loaded = handler_from(settings)
     except ConfigurationError as exc:
         raise fail(str(exc)) from None
     logs.configure(settings.log_format, settings.log_level)
@@ -156,9 +187,18 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
         from supaworker.worker.wakeup import RealtimeWakeup
 
         wakeup = RealtimeWakeup(settings.supabase_url, settings.service_key, settings)
-    worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
     server = None
+    # A handler that is an async context manager (--handler-command starts its child process
+    # here) is entered around the whole run, before the worker registers.
+    lifecycle = contextlib.AsyncExitStack()
     try:
+        if isinstance(handler, contextlib.AbstractAsyncContextManager):
+            try:
+                await lifecycle.enter_async_context(handler)
+            except ConfigurationError as exc:
+                typer.echo(f"supaworker: error: {exc}", err=True)
+                return EXIT_CONFIG
+        worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
         if metrics is not None and settings.http_port is not None:
             server = WorkerHTTP(
                 worker,
@@ -173,4 +213,5 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     finally:
         if server is not None:
             await server.stop()
+        await lifecycle.aclose()
         await queue.aclose()

@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from supaworker.exceptions import PermanentError
+from supaworker.exceptions import HandlerFailed, PermanentError
 from supaworker.logs import redact
 from supaworker.models import Job
 from supaworker.worker.handler import Handler, JobContext, is_async, wants_context
@@ -36,12 +36,20 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retryable: bool = True
+    # Seconds before the retry when the handler said (HandlerFailed.retry_after); None: the
+    # queue's backoff.
+    retry_after: float | None = None
 
     @classmethod
-    def failed(cls, error: str, *, retryable: bool) -> Outcome:
+    def failed(cls, error: str, *, retryable: bool, retry_after: float | None = None) -> Outcome:
         # The error is stored on the job, which its owner reads (RLS, Realtime): an exception
         # quoting a key or a signed URL's token must not carry it there.
-        return cls("failed", error=redact(error)[:MAX_ERROR_CHARS], retryable=retryable)
+        return cls(
+            "failed",
+            error=redact(error)[:MAX_ERROR_CHARS],
+            retryable=retryable,
+            retry_after=retry_after,
+        )
 
 
 def describe(exc: BaseException) -> str:
@@ -73,6 +81,11 @@ def _checked_result(result: Any, max_bytes: int | None) -> Outcome:
 
 
 def _outcome_of(exc: BaseException) -> Outcome:
+    if isinstance(exc, HandlerFailed):
+        # An external handler's own message: the adapter's frames would only mislead.
+        return Outcome.failed(
+            str(exc), retryable=not isinstance(exc, PermanentError), retry_after=exc.retry_after
+        )
     if isinstance(exc, PermanentError):
         return Outcome.failed(describe(exc), retryable=False)
     return Outcome.failed(describe(exc), retryable=True)

@@ -699,7 +699,11 @@ class Worker:
         row = await self._with_retries(
             "fail_job",
             lambda: self.queue.fail(
-                job, self.worker_id, outcome.error or "failed", retryable=outcome.retryable
+                job,
+                self.worker_id,
+                outcome.error or "failed",
+                retryable=outcome.retryable,
+                retry_after=outcome.retry_after,
             ),
         )
         self._wake.set()  # as after complete_job: the slot is free in SQL only now

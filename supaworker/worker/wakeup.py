@@ -108,6 +108,12 @@ class RealtimeWakeup:
                 client = await subscribe(
                     self._url, self._key, f"supaworker-worker-{self._worker_id}", self._bindings()
                 )
+                # Python 3.11's wait_for (inside subscribe) can swallow a cancel that arrives as
+                # its future completes; the task then watched the socket forever and the
+                # worker's shutdown hung waiting for it (an empty --burst run, 2 in 6).
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
                 connected(True)
                 backoff = 0.5
                 while client.is_connected:

@@ -1,5 +1,6 @@
-"""The Deno integration tests (`supabase/functions/*/integration_test.ts`, supabase-js) run
-against the test stack, with two fresh users."""
+"""The Deno integration tests (`supabase/functions/*/*integration_test.ts`, supabase-js) run
+against the test stack, with two fresh users: the functions', and the supaworker client's
+(`_shared/client_integration_test.ts`, which also needs the service role key)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.stack
 
 INTEGRATION_TESTS = sorted(
     str(p.relative_to(ROOT))
-    for p in (ROOT / "supabase" / "functions").glob("*/integration_test.ts")
+    for p in (ROOT / "supabase" / "functions").glob("*/*integration_test.ts")
 )
 
 
@@ -31,6 +32,7 @@ def test_deno_integration_tests_pass(
         **os.environ,
         "SUPABASE_URL": functions_ready.api_url,
         "SUPABASE_ANON_KEY": functions_ready.anon_key,
+        "SUPABASE_SERVICE_ROLE_KEY": functions_ready.service_role_key,
         "SUPAWORKER_TEST_USER_TOKEN": make_user().token,
         "SUPAWORKER_TEST_OTHER_USER_TOKEN": make_user().token,
         "NO_COLOR": "1",

@@ -3,7 +3,8 @@ import { createClient, type SupabaseClient } from "npm:@supabase/supabase-js@2";
 
 import { HttpError } from "./http.ts";
 import type { Caller } from "./auth.ts";
-import { type JobLookup, PUBLIC_JOB_COLUMNS, type QueueApi } from "./jobs.ts";
+import type { DbResult, JobLookup, QueueApi } from "./jobs.ts";
+import { enqueue, getJob, getJobForDocument, SupaworkerError } from "./supaworker/index.ts";
 
 function env(name: string): string {
   const value = Deno.env.get(name);
@@ -26,24 +27,29 @@ export function callerClient(caller: Caller): SupabaseClient {
   });
 }
 
-/** The queue through PostgREST, with `client`'s identity. */
+/** The queue through the supaworker client (`_shared/supaworker/`, a copy of clients/js),
+ * with `client`'s identity. Its errors become the DbResult the handlers map to HTTP. */
 export function supabaseQueueApi(client: SupabaseClient): QueueApi {
   return {
-    async enqueue(userDocumentId, priority) {
-      const args: Record<string, unknown> = { p_user_document_id: userDocumentId };
-      if (priority !== undefined) args.p_priority = priority;
-      const { data, error, status } = await client.rpc("enqueue_job", args);
-      return { data: data as Record<string, unknown> | null, error, status };
+    enqueue(userDocumentId, priority) {
+      // A function has a few seconds, not the client's default 10 s of retries.
+      const options = { retry: { maxElapsedMs: 3_000 }, ...(priority === undefined ? {} : { priority }) };
+      return asResult(enqueue(client, userDocumentId, options));
     },
-    async findJob({ by, value }: JobLookup) {
-      const { data, error, status } = await client
-        .from("processing_queue")
-        .select(PUBLIC_JOB_COLUMNS.join(","))
-        .eq(by, value)
-        .maybeSingle();
-      return { data: data as Record<string, unknown> | null, error, status };
+    findJob({ by, value }: JobLookup) {
+      return asResult(by === "id" ? getJob(client, value) : getJobForDocument(client, value));
     },
   };
+}
+
+async function asResult(call: Promise<object | null>): Promise<DbResult<Record<string, unknown>>> {
+  try {
+    return { data: (await call) as Record<string, unknown> | null, error: null, status: 200 };
+  } catch (error) {
+    if (!(error instanceof SupaworkerError)) throw error;
+    const { code, message, details, hint, status } = error;
+    return { data: null, error: { code, message, details, hint }, status };
+  }
 }
 
 /** What the functions use in production: the queue as the calling user. */

@@ -106,23 +106,33 @@ comment on function supaworker_private.lock_worker(text) is
   'Locks and returns a worker row (all-null row when unknown). Taken before touching the '
   'worker''s jobs.';
 
--- fail_attempt(p_job_id, p_worker_id, p_attempt, p_error, p_retryable) -> setof job
+-- fail_attempt(p_job_id, p_worker_id, p_attempt, p_error, p_retryable,
+--              p_retry_after_seconds) -> setof job
 -- One failed attempt of a running job, fenced by (id, worker, attempt, running status), the
 -- single implementation behind fail_job, the reaper and register_worker's restart rule:
 -- retry_count + 1; cancel requested -> cancelled; not retryable or retry_count >=
 -- max_attempts -> failed (error kept, completed_at set); else pending at now() +
--- retry_delay(retry_count) with owner and progress cleared. Returns the updated row, or no
--- row when fenced out (a concurrent commit is re-checked after the lock wait). The caller
--- holds the worker row lock and refreshes current_jobs.
+-- retry_delay(retry_count), or at now() + least(p_retry_after_seconds, backoff_max_seconds)
+-- when that is given (a handler's Retry-After), with owner and progress cleared. Returns the
+-- updated row, or no row when fenced out (a concurrent commit is re-checked after the lock
+-- wait). 22023 for a negative delay. The caller holds the worker row lock and refreshes
+-- current_jobs.
 create function supaworker_private.fail_attempt(
-  p_job_id uuid, p_worker_id text, p_attempt integer, p_error text, p_retryable boolean
+  p_job_id uuid, p_worker_id text, p_attempt integer, p_error text, p_retryable boolean,
+  p_retry_after_seconds integer
 ) returns setof public.processing_queue
 language plpgsql volatile set search_path = '' as $$
 declare
   v_job    public.processing_queue;
   v_retry  integer;
   v_status text;
+  v_delay  interval;
 begin
+  if p_retry_after_seconds is not null and p_retry_after_seconds < 0 then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_retry_after_seconds must be >= 0, got %s', p_retry_after_seconds),
+      'Pass null for the default backoff.');
+  end if;
   -- The guard: in READ COMMITTED a row changed by a concurrent commit is re-checked against
   -- this WHERE clause after the lock wait, so a job that was completed, released or
   -- reassigned meanwhile is skipped instead of being reset.
@@ -140,6 +150,12 @@ begin
     when not coalesce(p_retryable, true) or v_retry >= v_job.max_attempts then 'failed'
     else 'pending'
   end;
+  if p_retry_after_seconds is null then
+    v_delay := supaworker_private.retry_delay(v_retry);
+  else
+    select make_interval(secs => least(p_retry_after_seconds::numeric, s.backoff_max_seconds))
+      into v_delay from public.queue_settings s;
+  end if;
 
   return query
   update public.processing_queue q set
@@ -147,9 +163,7 @@ begin
     retry_count      = v_retry,
     error_message    = left(coalesce(p_error, 'the worker gave no error message'), 10000),
     result           = null,
-    run_at           = case when v_status = 'pending'
-                            then now() + supaworker_private.retry_delay(v_retry)
-                            else q.run_at end,
+    run_at           = case when v_status = 'pending' then now() + v_delay else q.run_at end,
     assigned_to      = case when v_status = 'pending' then null else q.assigned_to end,
     assigned_at      = case when v_status = 'pending' then null else q.assigned_at end,
     started_at       = case when v_status = 'pending' then null else q.started_at end,
@@ -159,11 +173,25 @@ begin
   where q.id = p_job_id
   returning q.*;
 end $$;
-comment on function supaworker_private.fail_attempt(uuid, text, integer, text, boolean) is
+comment on function supaworker_private.fail_attempt(uuid, text, integer, text, boolean, integer) is
   'One failed attempt of a running job, fenced by (id, worker, attempt): retry_count + 1; '
   'cancel requested -> cancelled; not retryable or retry_count >= max_attempts -> failed '
-  '(error kept, completed_at set); else pending at now() + retry_delay(retry_count). '
+  '(error kept, completed_at set); else pending at now() + retry_delay(retry_count), or '
+  'now() + least(p_retry_after_seconds, backoff_max_seconds) when that is not null. '
   'Returns the row, or nothing when fenced out. Caller holds the worker row lock.';
+
+-- fail_attempt(p_job_id, p_worker_id, p_attempt, p_error, p_retryable) -> setof job
+-- The same with the default backoff, for the reaper and register_worker's restart rule.
+create function supaworker_private.fail_attempt(
+  p_job_id uuid, p_worker_id text, p_attempt integer, p_error text, p_retryable boolean
+) returns setof public.processing_queue
+language sql volatile set search_path = '' as $$
+  select * from supaworker_private.fail_attempt(p_job_id, p_worker_id, p_attempt, p_error,
+                                               p_retryable, null::integer)
+$$;
+comment on function supaworker_private.fail_attempt(uuid, text, integer, text, boolean) is
+  'fail_attempt with the default backoff (p_retry_after_seconds null). Caller holds the '
+  'worker row lock.';
 
 -- release(p_worker_id, p_job_ids) -> integer
 -- Puts the worker's running jobs (all when p_job_ids is null) back to pending without

@@ -169,17 +169,21 @@ comment on function public.complete_and_claim(text, jsonb, integer, text[], inte
   'Completions land for a paused or offline worker too; the claim then returns nothing. '
   '22023 for a malformed p_jobs, p_limit or p_prefetch outside 0..1000.';
 
--- fail_job(p_job_id, p_worker_id, p_attempt, p_error, p_retryable true) -> setof job
--- One failed attempt (fail_attempt in 10_private_helpers.sql): retried with backoff, failed
--- at max_attempts or when not retryable, cancelled when a cancel was requested. Returns the
--- updated row, or no row when fenced out (PostgREST: use setof, 0 rows = fenced).
--- Who: service_role. Raises nothing of its own.
+-- fail_job(p_job_id, p_worker_id, p_attempt, p_error, p_retryable true,
+--          p_retry_after_seconds null) -> setof job
+-- One failed attempt (fail_attempt in 10_private_helpers.sql): retried with backoff (or after
+-- p_retry_after_seconds, capped at backoff_max_seconds), failed at max_attempts or when not
+-- retryable, cancelled when a cancel was requested. Returns the updated row, or no row when
+-- fenced out (PostgREST: use setof, 0 rows = fenced). A five-argument call (a worker of the
+-- previous version) resolves to this function through the default.
+-- Who: service_role. Raises 22023 for a negative delay.
 create function public.fail_job(
-  p_job_id    uuid,
-  p_worker_id text,
-  p_attempt   integer,
-  p_error     text,
-  p_retryable boolean default true
+  p_job_id              uuid,
+  p_worker_id           text,
+  p_attempt             integer,
+  p_error               text,
+  p_retryable           boolean default true,
+  p_retry_after_seconds integer default null
 ) returns setof public.processing_queue
 language plpgsql volatile security definer set search_path = '' rows 1 as $$
 declare
@@ -188,18 +192,19 @@ begin
   perform supaworker_private.lock_worker(p_worker_id);
   return query
     select * from supaworker_private.fail_attempt(p_job_id, p_worker_id, p_attempt, p_error,
-                                                 p_retryable);
+                                                 p_retryable, p_retry_after_seconds);
   v_found := found;
   if v_found then
     perform supaworker_private.refresh_current_jobs(array[p_worker_id]);
   end if;
 end $$;
-comment on function public.fail_job(uuid, text, integer, text, boolean) is
+comment on function public.fail_job(uuid, text, integer, text, boolean, integer) is
   'Record a failed attempt, fenced by (job, worker, attempt); returns the updated row, or no '
   'row when fenced out. retry_count + 1; cancellation requested -> cancelled; p_retryable '
   'false or retry_count >= max_attempts -> failed (error_message kept, completed_at set); '
   'otherwise pending again at now() + least(backoff_base_seconds * 2^(retry_count-1), '
-  'backoff_max_seconds) * uniform[0.5, 1).';
+  'backoff_max_seconds) * uniform[0.5, 1), or at now() + least(p_retry_after_seconds, '
+  'backoff_max_seconds) when given (a handler''s Retry-After). 22023 for a negative delay.';
 
 -- release_jobs(p_worker_id, p_job_ids null) -> integer
 -- Graceful hand-back (shutdown, unneeded prefetched jobs): the worker's running jobs (all,
