@@ -19,6 +19,7 @@ from supaworker.exceptions import (
     QueueError,
     QuotaExceeded,
     RpcError,
+    Snooze,
     SupaworkerError,
     TransportError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "QueueStats",
     "QuotaExceeded",
     "RpcError",
+    "Snooze",
     "SupaworkerError",
     "TransportError",
     "WorkerInfo",

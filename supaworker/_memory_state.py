@@ -110,6 +110,8 @@ class MemoryState:
                     if old["status"] in FINISHED
                     else "retry_scheduled"
                     if job["retry_count"] > old["retry_count"]
+                    else "snoozed"
+                    if job["snooze_count"] > old["snooze_count"]
                     else "released"
                 ),
                 "assigned": "assigned",
@@ -134,7 +136,13 @@ class MemoryState:
                 "to_status": job["status"],
                 "worker_id": None if event in ("enqueued", "requeued") else worker,
                 "attempt": job["attempt"],
-                "message": job["error_message"] if event in ("retry_scheduled", "failed") else None,
+                "message": (
+                    job["error_message"]
+                    if event in ("retry_scheduled", "failed")
+                    else f"snoozed until {job['run_at']}"
+                    if event == "snoozed"
+                    else None
+                ),
                 "created_at": self.clock(),
             }
         )

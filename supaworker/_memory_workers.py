@@ -5,6 +5,7 @@ definition of each)."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -240,6 +241,41 @@ class WorkerFunctions(FlowControl):
         self._fail_attempt(
             job, p_error, retryable=p_retryable is not False, retry_after=p_retry_after_seconds
         )
+        self._sync_current_jobs([p_worker_id])
+        return [self._row(job)]
+
+    def fn_snooze_job(
+        self, p_job_id: str, p_worker_id: str, p_attempt: int, p_seconds: float | None
+    ) -> list[dict[str, Any]]:
+        """public.snooze_job: back to pending at now + p_seconds, no attempt spent."""
+        if p_seconds is None or not 0 < p_seconds <= 604800:
+            raise invalid(
+                f"p_seconds must be more than 0 and at most 604800 (7 days), got {p_seconds}"
+            )
+        job = self._fenced(p_job_id, p_worker_id, p_attempt)
+        if job is None:
+            return []
+        if job["cancel_requested"]:
+            self._update(
+                job,
+                status="cancelled",
+                completed_at=self.clock(),
+                progress_percent=None,
+                progress_message=None,
+            )
+        else:
+            self._update(
+                job,
+                status="pending",
+                run_at=self.clock() + timedelta(seconds=p_seconds),
+                snooze_count=job["snooze_count"] + 1,
+                assigned_to=None,
+                assigned_at=None,
+                started_at=None,
+                completed_at=None,
+                progress_percent=None,
+                progress_message=None,
+            )
         self._sync_current_jobs([p_worker_id])
         return [self._row(job)]
 

@@ -209,6 +209,13 @@ class AsyncQueueClient:
             ),
         )
 
+    async def snooze(self, job: Job, worker_id: str, seconds: float) -> Job | None:
+        """Back to pending for `seconds` without spending an attempt (a handler's Snooze);
+        None when the worker no longer owns this attempt."""
+        return await execute(
+            self.transport, rpc.snooze_job(job.id, worker_id, job.attempt, seconds)
+        )
+
     async def progress(self, job: Job, worker_id: str, percent: float, message: str | None) -> bool:
         return await execute(
             self.transport, rpc.report_progress(job.id, worker_id, job.attempt, percent, message)

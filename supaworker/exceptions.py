@@ -19,7 +19,8 @@
     ├── HandlerFailed             an external handler (--handler-command, --handler-url)
     │   │                         failed the attempt; its message is stored as it is
     │   └── PermanentHandlerFailed   ... and said not to retry (also a PermanentError)
-    └── PermanentError            raised by a handler: fail the job now, no retry
+    ├── PermanentError            raised by a handler: fail the job now, no retry
+    └── Snooze                    raised by a handler: back to pending for a while, no attempt spent
 
 The local stack's errors (`supaworker_local.errors`) are not part of this tree.
 Lower-level errors (httpx, postgrest) are translated where they cross into
@@ -124,6 +125,18 @@ class QuotaExceeded(RpcError):
 
 class PermanentError(SupaworkerError):
     """The job cannot succeed; fail it without retrying."""
+
+
+class Snooze(SupaworkerError):
+    """Raised by a handler: not now. The job goes back to pending for `seconds` without
+    spending an attempt (`snooze_job`; retry_count is kept), e.g. when an API it calls is
+    rate limited."""
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        if not 0 < seconds <= 604800:
+            raise ValueError(f"Snooze takes more than 0 and at most 604800 seconds, got {seconds}")
+        super().__init__(message or f"snoozed for {seconds} s")
+        self.seconds = seconds
 
 
 class HandlerFailed(SupaworkerError):

@@ -36,6 +36,7 @@ RpcName = Literal[
     "complete_jobs",
     "complete_and_claim",
     "fail_job",
+    "snooze_job",
     "report_progress",
     "register_worker",
     "heartbeat_worker",
@@ -358,6 +359,22 @@ def fail_job(
     if retry_after_seconds is not None:
         params["p_retry_after_seconds"] = retry_after_seconds
     return RpcCall("fail_job", params, _optional_job)
+
+
+def snooze_job(
+    job_id: uuid.UUID, worker_id: str, attempt: int, seconds: float
+) -> RpcCall[Job | None]:
+    """The running job back to pending for `seconds`, no attempt spent; None when fenced."""
+    return RpcCall(
+        "snooze_job",
+        {
+            "p_job_id": str(job_id),
+            "p_worker_id": worker_id,
+            "p_attempt": attempt,
+            "p_seconds": seconds,
+        },
+        _optional_job,
+    )
 
 
 def report_progress(

@@ -199,6 +199,7 @@ class InMemoryTransport(WorkerFunctions):
             "owner_seq": tag,
             "concurrency_key": p_concurrency_key,
             "rate_limit_key": p_rate_limit_key,
+            "snooze_count": 0,
         }
         if existing:  # a finished entry starts a new cycle; attempt is never reset
             self._update(existing, **fields)
@@ -311,6 +312,7 @@ class InMemoryTransport(WorkerFunctions):
             job,
             fair_tag=tag,
             owner_seq=tag,
+            snooze_count=0,
             status="pending",
             run_at=self.clock(),
             retry_count=0,

@@ -4,11 +4,12 @@ across owners the same way (docs/queue-semantics.md, "Fair order")."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
-from supaworker.exceptions import InvalidArgument, QuotaExceeded
-from supaworker.models import Job
+from supaworker.exceptions import InvalidArgument, QuotaExceeded, Snooze
+from supaworker.models import Job, JobStatus
 from tests.contract.conftest import Backend, covers
 
 
@@ -162,3 +163,42 @@ async def test_a_rate_limit_never_starts_more_than_the_bucket_holds(backend: Bac
     first = await backend.queue.claim(wid, 10, [backend.queue_name])
     assert [j.id for j in first] == limited[:3]
     assert await backend.queue.claim(wid, 10, [backend.queue_name]) == []
+
+
+@covers("snooze_job", "job_history")
+async def test_a_snooze_spends_no_attempt(backend: Backend) -> None:
+    job_id = await backend.enqueue(max_attempts=1)
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    snoozed = await backend.queue.snooze(job, wid, 30)
+    assert snoozed is not None
+    assert (snoozed.status, snoozed.retry_count, snoozed.assigned_to) == (
+        JobStatus.PENDING,
+        0,
+        None,
+    )
+    assert snoozed.run_at is not None and job.run_at is not None
+    assert 29 <= (snoozed.run_at - job.run_at).total_seconds() <= 90
+    assert await backend.queue.snooze(job, wid, 30) is None  # fenced: not this attempt any more
+    assert await backend.queue.claim(wid, 1, [backend.queue_name]) == []  # not due for 30 s
+    events = await backend.queue.history(job_id)
+    assert [e.event for e in events][-1] == "snoozed"
+    assert (events[-1].message or "").startswith("snoozed until ")
+    backend.shift_back(job_id, "run_at", timedelta(seconds=31))
+    (again,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    assert (again.attempt, again.retry_count) == (2, 0)  # max_attempts 1, still runnable
+
+
+@covers("snooze_job")
+async def test_a_snooze_outside_its_range_is_refused(backend: Backend) -> None:
+    await backend.enqueue()
+    wid = await backend.worker()
+    (job,) = await backend.queue.claim(wid, 1, [backend.queue_name])
+    with pytest.raises(InvalidArgument):
+        await backend.raw(
+            "snooze_job",
+            {"p_job_id": str(job.id), "p_worker_id": wid, "p_attempt": job.attempt, "p_seconds": 0},
+        )
+    with pytest.raises(ValueError):
+        Snooze(0)
+    assert Snooze(2.5).seconds == 2.5

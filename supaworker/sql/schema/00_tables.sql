@@ -182,6 +182,9 @@ create table public.processing_queue (
   -- concurrency_limits / takes a token of rate_limits for these keys (null: none).
   concurrency_key  text check (length(concurrency_key) between 1 and 200),
   rate_limit_key   text check (length(rate_limit_key) between 1 and 200),
+  -- Times a handler snoozed the job in this cycle (snooze_job, migration 20261128002200): back
+  -- to pending for a while without spending an attempt.
+  snooze_count     integer not null default 0 check (snooze_count >= 0),
   -- A running job always has an owner; a waiting one never has.
   constraint processing_queue_running_has_owner
     check (status not in ('assigned', 'processing') or assigned_to is not null),
@@ -297,7 +300,7 @@ create table public.job_events (
   user_id     uuid,
   event       text not null check (event in (
                 'enqueued', 'requeued', 'assigned', 'started', 'completed', 'retry_scheduled',
-                'failed', 'cancel_requested', 'cancelled', 'released')),
+                'failed', 'cancel_requested', 'cancelled', 'released', 'snoozed')),
   from_status text,
   to_status   text,
   worker_id   text,

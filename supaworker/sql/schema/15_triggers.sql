@@ -27,7 +27,8 @@ create trigger queue_settings_touch_updated_at before update on public.queue_set
 -- record_job_event(): AFTER INSERT, and AFTER UPDATE of status / cancel_requested, on
 -- processing_queue. Appends exactly one job_events row per status change or new cancel
 -- request (enqueued, requeued, assigned, started, completed, retry_scheduled, released,
--- failed, cancel_requested, cancelled); the error message for retry_scheduled and failed,
+-- snoozed, failed, cancel_requested, cancelled); the error message for retry_scheduled and
+-- failed, "snoozed until <run_at>" for snoozed,
 -- the worker for every event after enqueue. security definer: the history is written even
 -- though no API role may insert into job_events. Progress updates write no event.
 create function supaworker_private.record_job_event() returns trigger
@@ -48,6 +49,7 @@ begin
           case
             when old.status in ('completed', 'failed', 'cancelled') then 'requeued'
             when new.retry_count > old.retry_count then 'retry_scheduled'
+            when new.snooze_count > old.snooze_count then 'snoozed'
             else 'released'
           end
         when 'assigned'   then 'assigned'
@@ -65,6 +67,8 @@ begin
 
   if v_event in ('retry_scheduled', 'failed') then
     v_message := new.error_message;
+  elsif v_event = 'snoozed' then
+    v_message := pg_catalog.format('snoozed until %s', new.run_at);
   end if;
   if v_event not in ('enqueued', 'requeued') then
     v_worker := coalesce(new.assigned_to, old.assigned_to);
@@ -78,7 +82,7 @@ end $$;
 comment on function supaworker_private.record_job_event() is
   'AFTER INSERT/UPDATE trigger on processing_queue: appends one job_events row per status '
   'change or cancel request (enqueued, requeued, assigned, started, completed, '
-  'retry_scheduled, released, failed, cancel_requested, cancelled).';
+  'retry_scheduled, released, snoozed, failed, cancel_requested, cancelled).';
 
 create trigger processing_queue_event_on_insert after insert on public.processing_queue
   for each row execute function supaworker_private.record_job_event();

@@ -174,7 +174,7 @@ begin
       timeout_seconds = p_timeout_seconds, requires = v_requires,
       user_priority = v_user_priority, fair_tag = v_tag, owner_seq = v_tag,
       concurrency_key = p_concurrency_key, rate_limit_key = p_rate_limit_key,
-      retry_count = 0, result = null, error_message = null, progress_percent = null,
+      snooze_count = 0, retry_count = 0, result = null, error_message = null, progress_percent = null,
       progress_message = null, cancel_requested = false, assigned_to = null,
       assigned_at = null, started_at = null, completed_at = null
     where q.id = v_job.id
@@ -365,10 +365,13 @@ begin
     insert into public.processing_queue as q
       (user_document_id, user_id, queue, priority, payload, max_attempts, run_at,
        timeout_seconds, requires, user_priority, fair_tag, owner_seq, concurrency_key,
-       rate_limit_key)
+       rate_limit_key, created_at)
     select t.doc, t.user_id, t.queue, t.priority, t.payload, t.max_attempts, t.run_at,
            t.timeout_seconds, t.requires, t.user_priority, t.tag, t.tag, t.concurrency_key,
-           t.rate_limit_key
+           t.rate_limit_key,
+           -- Evaluated after the sort, row by row: created_at follows p_jobs order, so two
+           -- owners' jobs at the same tag are claimed in the order they were listed.
+           clock_timestamp()
       from tagged t where t.job_id is null
      order by t.i
     on conflict (user_document_id) do nothing  -- inserted concurrently: returned as it is
@@ -378,7 +381,7 @@ begin
     payload = t.payload, max_attempts = t.max_attempts, run_at = t.run_at,
     timeout_seconds = t.timeout_seconds, requires = t.requires,
     user_priority = t.user_priority, fair_tag = t.tag, owner_seq = t.tag,
-    concurrency_key = t.concurrency_key, rate_limit_key = t.rate_limit_key,
+    concurrency_key = t.concurrency_key, rate_limit_key = t.rate_limit_key, snooze_count = 0,
     retry_count = 0, result = null, error_message = null, progress_percent = null,
     progress_message = null, cancel_requested = false, assigned_to = null,
     assigned_at = null, started_at = null, completed_at = null
@@ -500,7 +503,7 @@ begin
                                               v_job.user_priority);
     update public.processing_queue q set
       status = 'pending', run_at = now(), retry_count = 0, result = null,
-      fair_tag = v_tag, owner_seq = v_tag,
+      fair_tag = v_tag, owner_seq = v_tag, snooze_count = 0,
       error_message = null, progress_percent = null, progress_message = null,
       cancel_requested = false, assigned_to = null, assigned_at = null, started_at = null,
       completed_at = null
@@ -534,7 +537,7 @@ begin
   )
   update public.processing_queue q set
     status = 'pending', run_at = now(), retry_count = 0, result = null,
-    fair_tag = t.tag, owner_seq = t.tag,
+    fair_tag = t.tag, owner_seq = t.tag, snooze_count = 0,
     error_message = null, progress_percent = null, progress_message = null,
     cancel_requested = false, assigned_to = null, assigned_at = null, started_at = null,
     completed_at = null
