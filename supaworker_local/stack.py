@@ -220,6 +220,7 @@ def up(
         stop_gateway(config)  # the gateway reads its Realtime settings once, at start
     ensure_postgres(config)
     apply_migrations(config)
+    postgres.repoint_cron_jobs(config)
     start_postgrest(config)
     reload_postgrest_schema(config)
     start_gateway(config)
