@@ -105,7 +105,8 @@ class Job(_Row):
     user_id: uuid.UUID | None = None
     queue: str = "default"
     status: JobStatus
-    priority: int = 0
+    priority: int = 0  # orders across owners (service role)
+    user_priority: int = 0  # a user's own priority: orders only that owner's jobs
     payload: dict[str, Any] = Field(default_factory=dict)
     result: JSON = None
     error_message: str | None = None
