@@ -23,7 +23,7 @@ from typing import Any, Self, Unpack
 import httpx
 
 from supaworker import retry, rpc
-from supaworker.exceptions import ConfigurationError
+from supaworker.exceptions import ConfigurationError, NotFound
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
 from supaworker.retry import RetryPolicy
 from supaworker.rpc import BulkItem, EnqueueOptions, WorkerRegistration
@@ -152,6 +152,13 @@ class AsyncQueueClient:
 
     async def set_worker_status(self, worker_id: str, status: WorkerStatus) -> WorkerInfo:
         return await execute(self.transport, rpc.set_worker_status(worker_id, status))
+
+    async def schema_version(self) -> int | None:
+        """The database's supaworker schema version; None before migration 0012 (no function)."""
+        try:
+            return await execute(self.transport, rpc.supaworker_schema_version())
+        except NotFound:
+            return None
 
     async def reap_stale_jobs(self) -> int:
         return await execute(self.transport, rpc.reap_stale_jobs())
@@ -343,6 +350,13 @@ class QueueClient:
 
     def resume(self, worker_id: str) -> WorkerInfo:
         return self.set_worker_status(worker_id, WorkerStatus.ACTIVE)
+
+    def schema_version(self) -> int | None:
+        """The database's supaworker schema version; None before migration 0012 (no function)."""
+        try:
+            return execute_sync(self.transport, rpc.supaworker_schema_version())
+        except NotFound:
+            return None
 
     def purge_finished(self, older_than_seconds: float | None = None) -> int:
         return execute_sync(self.transport, rpc.purge_finished_jobs(older_than_seconds))

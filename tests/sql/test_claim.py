@@ -131,7 +131,7 @@ def test_claim_order_is_priority_then_turn_then_age(
     svc.register(worker, slots=10, queues=[queue])
     batch = svc.claim(worker, 10)
     # One owner: within a priority its jobs run in the order they were queued (their tags),
-    # whatever run_at says once they are due (migration 20261128001700); run_at only gates.
+    # whatever run_at says once they are due (migration 0014); run_at only gates.
     expected = [newer_high, older_high, old_low, young_low, negative]
     assert [j["id"] for j in batch] == [str(j) for j in expected]
     assert job_row(admin_db, future_top)["status"] == "pending"  # not due yet

@@ -95,7 +95,7 @@ create table public.queue_settings (
                        check (timeout_grace >= interval '0'),
   last_rescue_at       timestamptz,
   updated_at           timestamptz not null default now(),
-  -- Per-owner limits (migration 20261128001800; null: none).
+  -- Per-owner limits (migration 0015; null: none).
   max_running_per_user integer check (max_running_per_user >= 1),
   max_pending_per_user integer check (max_pending_per_user >= 1),
   constraint queue_settings_backoff_range check (backoff_max_seconds >= backoff_base_seconds)
@@ -170,7 +170,7 @@ create table public.processing_queue (
   completed_at     timestamptz,
   created_at       timestamptz not null default now(),
   updated_at       timestamptz not null default now(),
-  -- Fair order across owners (migration 20261128001700): the job's start tag within its
+  -- Fair order across owners (migration 0014): the job's start tag within its
   -- (queue, priority), from supaworker_private.next_fair_tag; the claim orders by it.
   fair_tag         bigint not null default 0,
   -- The priority an end user chose (-10..10): it orders only that owner's own jobs.
@@ -178,11 +178,11 @@ create table public.processing_queue (
   -- The job's place in its owner's own order: its tag when it became pending. The claim's
   -- tag swaps (a user_priority filling a turn) leave it, so equal user_priority stays FIFO.
   owner_seq        bigint not null default 0,
-  -- Limits the app chooses (migration 20261128002100): the job counts against
+  -- Limits the app chooses (migration 0018): the job counts against
   -- concurrency_limits / takes a token of rate_limits for these keys (null: none).
   concurrency_key  text check (length(concurrency_key) between 1 and 200),
   rate_limit_key   text check (length(rate_limit_key) between 1 and 200),
-  -- Times a handler snoozed the job in this cycle (snooze_job, migration 20261128002200): back
+  -- Times a handler snoozed the job in this cycle (snooze_job, migration 0019): back
   -- to pending for a while without spending an attempt.
   snooze_count     integer not null default 0 check (snooze_count >= 0),
   -- A running job always has an owner; a waiting one never has.
@@ -210,7 +210,7 @@ create index processing_queue_running_idx on public.processing_queue (assigned_t
   where status in ('assigned', 'processing');
 -- RLS (owner reads) and Realtime filters on user_id.
 create index processing_queue_user_id_idx on public.processing_queue (user_id);
--- Per-owner limits (migration 20261128001800): the claim counts an owner's running jobs
+-- Per-owner limits (migration 0015): the claim counts an owner's running jobs
 -- (status assigned/processing, at most the cap), enqueue its active ones (at most the quota).
 create index processing_queue_active_by_owner_idx on public.processing_queue (user_id, status)
   where status in ('pending', 'assigned', 'processing');
@@ -223,12 +223,12 @@ create index processing_queue_finished_idx on public.processing_queue (completed
 create index processing_queue_claim_order_idx on public.processing_queue
   (priority desc, fair_tag, created_at) where status = 'pending';
 -- The claim's choice within an owner's turn: that owner's best pending job of a (queue,
--- priority) by user_priority, then its own order (migration 20261128001700).
+-- priority) by user_priority, then its own order (migration 0014).
 create index processing_queue_owner_order_idx on public.processing_queue
   (queue, priority, user_id, user_priority desc, owner_seq) where status = 'pending';
 
 -- ---------------------------------------------------------------------------------------
--- owner_clock: the last fair-order tag given to each owner (migration 20261128001700)
+-- owner_clock: the last fair-order tag given to each owner (migration 0014)
 -- ---------------------------------------------------------------------------------------
 -- Written only by next_fair_tag (enqueue and the new-cycle paths), so only one owner's own
 -- concurrent enqueues ever contend on a row; the claim only reads uses_priority.
@@ -251,12 +251,12 @@ create index owner_clock_level_idx on supaworker_private.owner_clock
 create index owner_clock_uses_priority_idx on supaworker_private.owner_clock (queue)
   where uses_priority;
 alter table supaworker_private.owner_clock enable row level security;
--- Concurrency keys (migration 20261128002100): the claim counts a key's running jobs.
+-- Concurrency keys (migration 0018): the claim counts a key's running jobs.
 create index processing_queue_running_by_key_idx on public.processing_queue (concurrency_key)
   where status in ('assigned', 'processing') and concurrency_key is not null;
 
 -- ---------------------------------------------------------------------------------------
--- concurrency_limits, rate_limits: limits per key the app chooses (migration 20261128002100)
+-- concurrency_limits, rate_limits: limits per key the app chooses (migration 0018)
 -- ---------------------------------------------------------------------------------------
 -- A job names its keys at enqueue (p_concurrency_key, p_rate_limit_key; service role only).
 -- A key without a row here has no limit. service_role reads and writes these tables.

@@ -118,7 +118,7 @@ create trigger job_events_append_only before update on public.job_events
 --   p_requires         routes the job to one chosen worker (`supaworker.worker_id`);
 --   p_max_attempts     100 attempts of a document that crashes its worker instead of 5;
 --   p_timeout_seconds  a tiny timeout makes the thread executor abandon the handler thread;
---   p_concurrency_key, p_rate_limit_key  (migration 20261128002100) another app's limits.
+--   p_concurrency_key, p_rate_limit_key  (migration 0018) another app's limits.
 -- For anon/authenticated callers it raises PT403 "only the service role may set <options>"
 -- on both paths into the row (INSERT of a new job, UPDATE that re-queues a finished one). A
 -- default spelled out (`{}`, the default attempts, a start not in the past) passes, and so
