@@ -11,7 +11,6 @@ export const PUBLIC_JOB_COLUMNS = [
   "status",
   "priority",
   "user_priority",
-  "user_priority",
   "progress_percent",
   "progress_message",
   "error_message",
