@@ -71,6 +71,8 @@ class Settings:
     retention: timedelta = timedelta(days=7)
     timeout_grace: timedelta = timedelta(seconds=30)
     last_rescue_at: datetime | None = None
+    max_running_per_user: int | None = None
+    max_pending_per_user: int | None = None
 
 
 class MemoryState:
@@ -82,6 +84,13 @@ class MemoryState:
     jobs: dict[uuid.UUID, dict[str, Any]]
     workers: dict[str, dict[str, Any]]
     events: list[dict[str, Any]]
+    # supaworker_private.owner_clock: (queue, priority, owner) -> [last tag, uses_priority]
+    owner_clock: dict[tuple[str, int, uuid.UUID], list[Any]]
+    # public.concurrency_limits (key -> max_running), public.rate_limits (key -> (per_second,
+    # burst)) and supaworker_private.rate_buckets (key -> [tokens, refilled_at]).
+    concurrency_limits: dict[str, int]
+    rate_limits: dict[str, tuple[float, int]]
+    rate_buckets: dict[str, list[Any]]
 
     def _job(self, job_id: Any) -> dict[str, Any]:
         job = self.jobs.get(parse_uuid(job_id))
@@ -101,6 +110,8 @@ class MemoryState:
                     if old["status"] in FINISHED
                     else "retry_scheduled"
                     if job["retry_count"] > old["retry_count"]
+                    else "snoozed"
+                    if job["snooze_count"] > old["snooze_count"]
                     else "released"
                 ),
                 "assigned": "assigned",
@@ -125,7 +136,13 @@ class MemoryState:
                 "to_status": job["status"],
                 "worker_id": None if event in ("enqueued", "requeued") else worker,
                 "attempt": job["attempt"],
-                "message": job["error_message"] if event in ("retry_scheduled", "failed") else None,
+                "message": (
+                    job["error_message"]
+                    if event in ("retry_scheduled", "failed")
+                    else f"snoozed until {job['run_at']}"
+                    if event == "snoozed"
+                    else None
+                ),
                 "created_at": self.clock(),
             }
         )

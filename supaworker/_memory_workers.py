@@ -5,14 +5,16 @@ definition of each)."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from supaworker._memory_state import OMITTED, MemoryState, in_range, invalid, parse_uuid
-from supaworker.models import jsonb_contains
+from supaworker._memory_flow import FlowControl
+from supaworker._memory_state import OMITTED, in_range, invalid, parse_uuid
+from supaworker.models import requires_met
 
 
-class WorkerFunctions(MemoryState):
+class WorkerFunctions(FlowControl):
     """`fn_<name>` answers `public.<name>`, as PostgREST would (JSON rows, the same errors)."""
 
     def fn_register_worker(
@@ -140,10 +142,9 @@ class WorkerFunctions(MemoryState):
             and not j["cancel_requested"]
             and j["run_at"] <= now
             and (wanted is None or j["queue"] in wanted)
-            and jsonb_contains(worker["capabilities"], j["requires"])
+            and requires_met(worker["capabilities"], j["requires"])
         ]
-        ready.sort(key=lambda j: (-j["priority"], j["run_at"], j["created_at"]))
-        claimed = ready[: max(0, min(limit, free))]
+        claimed = self._turns(ready, max(0, min(limit, free)))
         for job in claimed:
             self._update(
                 job,
@@ -240,6 +241,41 @@ class WorkerFunctions(MemoryState):
         self._fail_attempt(
             job, p_error, retryable=p_retryable is not False, retry_after=p_retry_after_seconds
         )
+        self._sync_current_jobs([p_worker_id])
+        return [self._row(job)]
+
+    def fn_snooze_job(
+        self, p_job_id: str, p_worker_id: str, p_attempt: int, p_seconds: float | None
+    ) -> list[dict[str, Any]]:
+        """public.snooze_job: back to pending at now + p_seconds, no attempt spent."""
+        if p_seconds is None or not 0 < p_seconds <= 604800:
+            raise invalid(
+                f"p_seconds must be more than 0 and at most 604800 (7 days), got {p_seconds}"
+            )
+        job = self._fenced(p_job_id, p_worker_id, p_attempt)
+        if job is None:
+            return []
+        if job["cancel_requested"]:
+            self._update(
+                job,
+                status="cancelled",
+                completed_at=self.clock(),
+                progress_percent=None,
+                progress_message=None,
+            )
+        else:
+            self._update(
+                job,
+                status="pending",
+                run_at=self.clock() + timedelta(seconds=p_seconds),
+                snooze_count=job["snooze_count"] + 1,
+                assigned_to=None,
+                assigned_at=None,
+                started_at=None,
+                completed_at=None,
+                progress_percent=None,
+                progress_message=None,
+            )
         self._sync_current_jobs([p_worker_id])
         return [self._row(job)]
 

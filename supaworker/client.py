@@ -12,6 +12,7 @@ Each method is one RPC (see `supaworker.rpc`); errors are `supaworker.exceptions
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import uuid
@@ -25,7 +26,7 @@ from supaworker import retry, rpc
 from supaworker.exceptions import ConfigurationError, NotFound
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
 from supaworker.retry import RetryPolicy
-from supaworker.rpc import EnqueueOptions, WorkerRegistration
+from supaworker.rpc import BulkItem, EnqueueOptions, WorkerRegistration
 from supaworker.transport import (
     DEFAULT_TIMEOUT,
     AsyncTransport,
@@ -105,6 +106,23 @@ class AsyncQueueClient:
         """
         call = rpc.enqueue_job(document_id, **options)
         return await self.enqueue_retry.arun(call.function, lambda: execute(self.transport, call))
+
+    async def enqueue_many(
+        self, documents: Sequence[BulkItem], **defaults: Unpack[EnqueueOptions]
+    ) -> list[Job]:
+        """Queue many documents, each `defaults` overlaid by its own options (an item is an
+        id or `(id, options)`); one job per item, in order. One `enqueue_jobs` call per
+        10,000 documents: each call is all or nothing (a bad element refuses it, naming its
+        index), idempotent per document, and counts against the owners' quotas. Transient
+        failures are retried as `enqueue` retries them: a repeated call is safe."""
+        jobs: list[Job] = []
+        for start in range(0, len(documents), rpc.MAX_BULK):
+            call = rpc.enqueue_jobs(documents[start : start + rpc.MAX_BULK], **defaults)
+            batch: list[Job] = await self.enqueue_retry.arun(
+                call.function, functools.partial(execute, self.transport, call)
+            )
+            jobs.extend(batch)
+        return jobs
 
     async def get(self, job_id: DocumentId) -> Job:
         return await execute(self.transport, rpc.get_job(job_id))
@@ -219,6 +237,13 @@ class AsyncQueueClient:
             ),
         )
 
+    async def snooze(self, job: Job, worker_id: str, seconds: float) -> Job | None:
+        """Back to pending for `seconds` without spending an attempt (a handler's Snooze);
+        None when the worker no longer owns this attempt."""
+        return await execute(
+            self.transport, rpc.snooze_job(job.id, worker_id, job.attempt, seconds)
+        )
+
     async def progress(self, job: Job, worker_id: str, percent: float, message: str | None) -> bool:
         return await execute(
             self.transport, rpc.report_progress(job.id, worker_id, job.attempt, percent, message)
@@ -277,6 +302,19 @@ class QueueClient:
         """
         call = rpc.enqueue_job(document_id, **options)
         return self.enqueue_retry.run(call.function, lambda: execute_sync(self.transport, call))
+
+    def enqueue_many(
+        self, documents: Sequence[BulkItem], **defaults: Unpack[EnqueueOptions]
+    ) -> list[Job]:
+        """AsyncQueueClient.enqueue_many, blocking (transient failures retried too)."""
+        jobs: list[Job] = []
+        for start in range(0, len(documents), rpc.MAX_BULK):
+            call = rpc.enqueue_jobs(documents[start : start + rpc.MAX_BULK], **defaults)
+            batch: list[Job] = self.enqueue_retry.run(
+                call.function, functools.partial(execute_sync, self.transport, call)
+            )
+            jobs.extend(batch)
+        return jobs
 
     def get(self, job_id: DocumentId) -> Job:
         return execute_sync(self.transport, rpc.get_job(job_id))

@@ -15,11 +15,13 @@
     │       ├── PermissionDenied  42501, PT403, PGRST301 / HTTP 401, 403
     │       ├── NotFound          PT404 / HTTP 404
     │       ├── Conflict          PT409 / HTTP 409
-    │       └── PayloadTooLarge   PT413 / HTTP 413
+    │       ├── PayloadTooLarge   PT413 / HTTP 413
+    │       └── QuotaExceeded     PT429 / HTTP 429 (queue_settings.max_pending_per_user)
     ├── HandlerFailed             an external handler (--handler-command, --handler-url)
     │   │                         failed the attempt; its message is stored as it is
     │   └── PermanentHandlerFailed   ... and said not to retry (also a PermanentError)
-    └── PermanentError            raised by a handler: fail the job now, no retry
+    ├── PermanentError            raised by a handler: fail the job now, no retry
+    └── Snooze                    raised by a handler: back to pending for a while, no attempt spent
 
 The local stack's errors (`supaworker_local.errors`) are not part of this tree.
 Lower-level errors (httpx, postgrest) are translated where they cross into
@@ -121,8 +123,25 @@ class PayloadTooLarge(RpcError):
     """The payload is larger than the queue accepts."""
 
 
+class QuotaExceeded(RpcError):
+    """The owner already has queue_settings.max_pending_per_user pending or running jobs;
+    nothing was enqueued. The message names the limit and the count."""
+
+
 class PermanentError(SupaworkerError):
     """The job cannot succeed; fail it without retrying."""
+
+
+class Snooze(SupaworkerError):
+    """Raised by a handler: not now. The job goes back to pending for `seconds` without
+    spending an attempt (`snooze_job`; retry_count is kept), e.g. when an API it calls is
+    rate limited."""
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        if not 0 < seconds <= 604800:
+            raise ValueError(f"Snooze takes more than 0 and at most 604800 seconds, got {seconds}")
+        super().__init__(message or f"snoozed for {seconds} s")
+        self.seconds = seconds
 
 
 class HandlerFailed(SupaworkerError):

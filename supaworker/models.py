@@ -27,6 +27,52 @@ def jsonb_contains(container: Any, contained: Any) -> bool:
     return bool(container == contained and type(container) is type(contained))
 
 
+# A value of `requires` whose keys are all among these is a comparison, not a containment.
+COMPARISONS = frozenset({"gte", "lte", "eq", "in"})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _jsonb_equal(left: Any, right: Any) -> bool:
+    """jsonb `=`: numbers compare by value (1 = 1.0), other kinds by type and value."""
+    if _is_number(left) and _is_number(right):
+        return bool(left == right)
+    return type(left) is type(right) and bool(left == right)
+
+
+def requires_met(capabilities: Any, requires: Any) -> bool:
+    """`supaworker_private.requires_met(requires, capabilities)`: whether a worker with
+    `capabilities` may take a job with `requires`. A comparison value (keys among gte, lte,
+    eq, in: `{"max_file_size": {"gte": 20971520}}`) compares the capability; any other value
+    must be contained (`jsonb_contains`)."""
+    if not isinstance(requires, dict) or not isinstance(capabilities, dict):
+        return jsonb_contains(capabilities, requires)
+    for key, wanted in requires.items():
+        if isinstance(wanted, dict) and wanted and set(wanted) <= COMPARISONS:
+            if key not in capabilities:
+                return False
+            have = capabilities[key]
+            if "gte" in wanted and not (
+                _is_number(have) and _is_number(wanted["gte"]) and have >= wanted["gte"]
+            ):
+                return False
+            if "lte" in wanted and not (
+                _is_number(have) and _is_number(wanted["lte"]) and have <= wanted["lte"]
+            ):
+                return False
+            if "eq" in wanted and not _jsonb_equal(have, wanted["eq"]):
+                return False
+            if "in" in wanted and not (
+                isinstance(wanted["in"], list) and any(_jsonb_equal(have, v) for v in wanted["in"])
+            ):
+                return False
+        elif not jsonb_contains(capabilities, {key: wanted}):
+            return False
+    return True
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     ASSIGNED = "assigned"
@@ -59,7 +105,8 @@ class Job(_Row):
     user_id: uuid.UUID | None = None
     queue: str = "default"
     status: JobStatus
-    priority: int = 0
+    priority: int = 0  # orders across owners (service role)
+    user_priority: int = 0  # a user's own priority: orders only that owner's jobs
     payload: dict[str, Any] = Field(default_factory=dict)
     result: JSON = None
     error_message: str | None = None
@@ -131,4 +178,6 @@ class QueueStats(BaseModel):
 
     by_status: dict[str, int] = Field(default_factory=dict)
     oldest_pending_seconds: float | None = None
+    # Pending jobs per queue that no live worker can take (queues or capabilities).
+    no_capable_worker: dict[str, int] = Field(default_factory=dict)
     workers: dict[str, int] = Field(default_factory=dict)

@@ -29,12 +29,14 @@ T = TypeVar("T")
 
 RpcName = Literal[
     "enqueue_job",
+    "enqueue_jobs",
     "claim_next_job",
     "start_job",
     "complete_job",
     "complete_jobs",
     "complete_and_claim",
     "fail_job",
+    "snooze_job",
     "report_progress",
     "register_worker",
     "heartbeat_worker",
@@ -124,6 +126,8 @@ class EnqueueOptions(TypedDict, total=False):
     run_at: datetime  # not before this moment
     timeout_seconds: int  # per-attempt limit, wins over the worker's --job-timeout
     requires: Mapping[str, Any]  # capabilities a worker must offer
+    concurrency_key: str  # counts against public.concurrency_limits for this key
+    rate_limit_key: str  # takes a token of public.rate_limits for this key to start
 
 
 def enqueue_job(
@@ -142,7 +146,41 @@ def enqueue_job(
         params["p_run_at"] = options["run_at"].isoformat()
     if "timeout_seconds" in options:
         params["p_timeout_seconds"] = options["timeout_seconds"]
+    # Sent only when set, so that enqueue keeps working against a database without them.
+    if "concurrency_key" in options:
+        params["p_concurrency_key"] = options["concurrency_key"]
+    if "rate_limit_key" in options:
+        params["p_rate_limit_key"] = options["rate_limit_key"]
     return RpcCall("enqueue_job", params, _model(Job))
+
+
+# What one call of enqueue_jobs takes at most (the SQL function refuses more).
+MAX_BULK = 10_000
+
+# A document to enqueue in bulk: its id, or its id with options of its own.
+BulkItem = uuid.UUID | str | tuple[uuid.UUID | str, EnqueueOptions]
+
+
+def _bulk_element(item: BulkItem, defaults: EnqueueOptions) -> dict[str, Any]:
+    doc, own = item if isinstance(item, tuple) else (item, EnqueueOptions())
+    options: dict[str, Any] = {**defaults, **own}
+    element: dict[str, Any] = {"user_document_id": str(doc), **options}
+    if "run_at" in options:
+        element["run_at"] = options["run_at"].isoformat()
+    for key in ("payload", "requires"):
+        if key in options:
+            element[key] = dict(options[key])
+    return element
+
+
+def enqueue_jobs(
+    items: Sequence[BulkItem], **defaults: Unpack[EnqueueOptions]
+) -> RpcCall[list[Job]]:
+    """Bulk enqueue_job: one call for up to MAX_BULK documents, each with `defaults` overlaid
+    by its own options; one job per item, in order (all or nothing)."""
+    if len(items) > MAX_BULK:
+        raise ValueError(f"enqueue_jobs takes at most {MAX_BULK} documents, got {len(items)}")
+    return RpcCall("enqueue_jobs", {"p_jobs": [_bulk_element(i, defaults) for i in items]}, _jobs)
 
 
 def retry_job(job_id: uuid.UUID | str) -> RpcCall[Job]:
@@ -322,6 +360,22 @@ def fail_job(
     if retry_after_seconds is not None:
         params["p_retry_after_seconds"] = retry_after_seconds
     return RpcCall("fail_job", params, _optional_job)
+
+
+def snooze_job(
+    job_id: uuid.UUID, worker_id: str, attempt: int, seconds: float
+) -> RpcCall[Job | None]:
+    """The running job back to pending for `seconds`, no attempt spent; None when fenced."""
+    return RpcCall(
+        "snooze_job",
+        {
+            "p_job_id": str(job_id),
+            "p_worker_id": worker_id,
+            "p_attempt": attempt,
+            "p_seconds": seconds,
+        },
+        _optional_job,
+    )
 
 
 def report_progress(

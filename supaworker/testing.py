@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from supaworker import schema
+from supaworker._memory_bulk import bulk_problem
 from supaworker._memory_state import (
     FINISHED,
     QUEUE_NAME,
@@ -34,7 +35,13 @@ from supaworker._memory_state import (
     parse_uuid,
 )
 from supaworker._memory_workers import WorkerFunctions
-from supaworker.exceptions import Conflict, NotFound, PayloadTooLarge
+from supaworker.exceptions import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+)
 
 __all__ = ["InMemoryTransport"]
 
@@ -49,6 +56,10 @@ class InMemoryTransport(WorkerFunctions):
     jobs: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    owner_clock: dict[tuple[str, int, uuid.UUID], list[Any]] = field(default_factory=dict)
+    concurrency_limits: dict[str, int] = field(default_factory=dict)
+    rate_limits: dict[str, tuple[float, int]] = field(default_factory=dict)
+    rate_buckets: dict[str, list[Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_next: dict[str, Exception] = field(default_factory=dict)
 
@@ -91,6 +102,35 @@ class InMemoryTransport(WorkerFunctions):
         p_run_at: str | None = None,
         p_timeout_seconds: int | None = None,
         p_requires: Any = None,
+        p_concurrency_key: str | None = None,
+        p_rate_limit_key: str | None = None,
+    ) -> dict[str, Any]:
+        return self._enqueue(
+            p_user_document_id,
+            p_priority,
+            p_payload,
+            p_queue,
+            p_max_attempts,
+            p_run_at,
+            p_timeout_seconds,
+            p_requires,
+            p_concurrency_key,
+            p_rate_limit_key,
+        )
+
+    def _enqueue(
+        self,
+        p_user_document_id: str | None,
+        p_priority: int | None = 0,
+        p_payload: Any = None,
+        p_queue: str | None = "default",
+        p_max_attempts: int | None = None,
+        p_run_at: str | None = None,
+        p_timeout_seconds: int | None = None,
+        p_requires: Any = None,
+        p_concurrency_key: str | None = None,
+        p_rate_limit_key: str | None = None,
+        virtual: int | None = None,  # the bulk enqueue's V, taken before the call
     ) -> dict[str, Any]:
         doc_id = None if p_user_document_id is None else parse_uuid(p_user_document_id)
         priority = 0 if p_priority is None else p_priority
@@ -113,11 +153,17 @@ class InMemoryTransport(WorkerFunctions):
             )
         if not isinstance(requires, dict):
             raise invalid("p_requires must be a JSON object")
+        self._check_requires(requires)
         if not QUEUE_NAME.fullmatch(queue):
             raise invalid(f"invalid queue name {queue!r}")
         in_range("p_max_attempts", max_attempts, 1, 100)
         if p_timeout_seconds is not None and p_timeout_seconds <= 0:
             raise invalid(f"p_timeout_seconds must be positive, got {p_timeout_seconds}")
+        keys = (p_concurrency_key, p_rate_limit_key)
+        if any(k is not None and not 1 <= len(k) <= 200 for k in keys):
+            raise invalid(
+                "p_concurrency_key and p_rate_limit_key must be texts of 1-200 characters"
+            )
         in_range("p_priority", priority, -1000, 1000)  # the model is always service_role
         if doc_id not in self.documents:
             raise NotFound(f"document {doc_id} not found", code="PT404")
@@ -126,6 +172,9 @@ class InMemoryTransport(WorkerFunctions):
         existing = next((j for j in self.jobs.values() if j["user_document_id"] == doc_id), None)
         if existing and existing["status"] not in FINISHED:
             return self._row(existing)
+        self._check_pending_quota(self.documents[doc_id], 1)
+        # The model is the service role: priority orders across owners, user_priority is 0.
+        tag = self._next_fair_tag(queue, priority, self.documents[doc_id], 0, virtual)
         fields = {
             "user_id": self.documents[doc_id],
             "queue": queue,
@@ -146,6 +195,12 @@ class InMemoryTransport(WorkerFunctions):
             "assigned_at": None,
             "started_at": None,
             "completed_at": None,
+            "fair_tag": tag,
+            "user_priority": 0,
+            "owner_seq": tag,
+            "concurrency_key": p_concurrency_key,
+            "rate_limit_key": p_rate_limit_key,
+            "snooze_count": 0,
         }
         if existing:  # a finished entry starts a new cycle; attempt is never reset
             self._update(existing, **fields)
@@ -157,6 +212,73 @@ class InMemoryTransport(WorkerFunctions):
         self.jobs[job_id] = job
         self._record(job, "enqueued", None, None)
         return self._row(job)
+
+    def fn_enqueue_jobs(self, p_jobs: Any) -> list[dict[str, Any]]:
+        """public.enqueue_jobs: every check before any change, then enqueue_job's effect per
+        document; each owner's new work gets consecutive tags from the level's V as it was
+        before the call."""
+        if not isinstance(p_jobs, list):
+            raise invalid("p_jobs must be a JSON array of objects")
+        if len(p_jobs) > 10000:
+            raise invalid(f"p_jobs has {len(p_jobs)} elements, at most 10000")
+        errors = {"22023": InvalidArgument, "PT413": PayloadTooLarge}
+        for i, element in enumerate(p_jobs):
+            problem = bulk_problem(element, self.settings.max_payload_bytes)
+            if problem:
+                raise errors[problem[0]](f"p_jobs[{i}]: {problem[1]}", code=problem[0])
+        for i, element in enumerate(p_jobs):
+            if element.get("run_at") is not None:
+                try:
+                    self._timestamp(element["run_at"])
+                except InvalidArgument:
+                    raise invalid(
+                        f"p_jobs[{i}]: run_at {element['run_at']} is not a timestamp"
+                    ) from None
+        docs = [uuid.UUID(e["user_document_id"]) for e in p_jobs]
+        for i, doc in enumerate(docs):
+            if doc not in self.documents:
+                raise NotFound(f"p_jobs[{i}]: document {doc} not found", code="PT404")
+        active = {j["user_document_id"] for j in self.jobs.values() if j["status"] not in FINISHED}
+        first = {doc: i for i, doc in reversed(list(enumerate(docs)))}
+        work = sorted((i for doc, i in first.items() if doc not in active))
+        self._check_bulk_quota(docs, work)
+        # V per level before any of the call's tags, then consecutive tags per owner.
+        virtual: dict[tuple[str, int], int] = {}
+        for i in work:
+            level = (p_jobs[i].get("queue") or "default", p_jobs[i].get("priority") or 0)
+            if level not in virtual:
+                virtual[level] = self._virtual_time(*level)
+        for i in work:
+            options = {k: v for k, v in p_jobs[i].items() if v is not None}
+            level = (options.get("queue", "default"), options.get("priority", 0))
+            options.pop("user_document_id")
+            self._enqueue(
+                str(docs[i]),
+                **{f"p_{k}": v for k, v in options.items()},
+                virtual=virtual[level],
+            )
+        by_doc = {j["user_document_id"]: j for j in self.jobs.values()}
+        return [self._row(by_doc[doc]) for doc in docs]
+
+    def _check_bulk_quota(self, docs: list[uuid.UUID], work: list[int]) -> None:
+        limit = self.settings.max_pending_per_user
+        if limit is None:
+            return
+        adding: dict[uuid.UUID, list[int]] = {}
+        for i in work:
+            adding.setdefault(self.documents[docs[i]], []).append(i)
+        for owner, items in sorted(adding.items(), key=lambda kv: kv[1][0]):
+            count = sum(
+                1
+                for j in self.jobs.values()
+                if j["user_id"] == owner and j["status"] not in FINISHED
+            )
+            if count + len(items) > limit:
+                raise QuotaExceeded(
+                    f"p_jobs[{items[0]}]: user {owner} has {count} pending or running jobs and"
+                    f" this call adds {len(items)}; max_pending_per_user is {limit}",
+                    code="PT429",
+                )
 
     def fn_get_job(self, p_job_id: str) -> dict[str, Any]:
         return self._row(self._job(p_job_id))
@@ -182,9 +304,16 @@ class InMemoryTransport(WorkerFunctions):
         return [self._row(j) for j in rows[:p_limit]]
 
     def _new_cycle(self, job: dict[str, Any]) -> None:
-        """retry_job / retry_failed_jobs: pending now, as if never tried in this cycle."""
+        """retry_job / retry_failed_jobs: pending now, as if never tried in this cycle, with
+        a new fair-order tag."""
+        tag = self._next_fair_tag(
+            job["queue"], job["priority"], job["user_id"], job["user_priority"]
+        )
         self._update(
             job,
+            fair_tag=tag,
+            owner_seq=tag,
+            snooze_count=0,
             status="pending",
             run_at=self.clock(),
             retry_count=0,
@@ -210,11 +339,14 @@ class InMemoryTransport(WorkerFunctions):
         return self._row(job)  # pending: unchanged
 
     def fn_retry_failed_jobs(self, p_queue: str | None = None) -> int:
-        failed = [
-            j
-            for j in self.jobs.values()
-            if j["status"] == "failed" and (p_queue is None or j["queue"] == p_queue)
-        ]
+        failed = sorted(
+            (
+                j
+                for j in self.jobs.values()
+                if j["status"] == "failed" and (p_queue is None or j["queue"] == p_queue)
+            ),
+            key=lambda j: j["id"],  # the SQL takes tags in id order
+        )
         for job in failed:
             self._new_cycle(job)
         return len(failed)
@@ -269,6 +401,7 @@ class InMemoryTransport(WorkerFunctions):
             "completed_last_hour": finished("completed", hour),
             "failed_last_minute": finished("failed", minute),
             "failed_last_hour": finished("failed", hour),
+            "no_capable_worker": self._no_capable_worker(every),
         }
 
     def fn_supaworker_schema_version(self) -> int:

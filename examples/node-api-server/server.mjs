@@ -25,7 +25,7 @@ const PROCESS = new RegExp(`^/documents/(${UUID})/process$`);
 const JOB = new RegExp(`^/jobs/(${UUID})$`);
 const MAX_BODY = 16 * 1024;
 // What the route shows of a job: worker ids, fencing attempts and the payload stay internal.
-const PUBLIC = ["id", "user_document_id", "status", "priority", "progress_percent",
+const PUBLIC = ["id", "user_document_id", "status", "priority", "user_priority", "progress_percent",
   "progress_message", "result", "error_message", "retry_count", "max_attempts", "created_at",
   "updated_at", "started_at", "completed_at"];
 
@@ -106,7 +106,8 @@ async function route(req) {
   if (req.method === "POST" && doc) {
     const supabase = callerClient(req);
     const body = await readJson(req);
-    // Users may choose the priority (clamped to -10..10 by the database) and the queue.
+    // Users may choose the priority (clamped to -10..10 by the database and stored as
+    // user_priority: it orders only their own jobs) and the queue.
     const options = {};
     if (body.priority !== undefined) options.priority = body.priority;
     if (body.queue !== undefined) options.queue = body.queue;

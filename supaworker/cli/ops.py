@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,10 +23,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from supaworker import schema
+from supaworker import rpc, schema
+from supaworker.cli import bulk
 from supaworker.client import AsyncQueueClient, QueueClient, credentials_from_env
 from supaworker.config import WORKER_CAPABILITY, WorkerSettings
-from supaworker.exceptions import ConfigurationError, QueueError, SupaworkerError
+from supaworker.exceptions import ConfigurationError, QueueError, RpcError, SupaworkerError
 from supaworker.models import Job, JobStatus, WorkerStatus
 from supaworker.realtime_subscription import Binding, Event, close_quietly, subscribe
 
@@ -153,20 +155,57 @@ def _job_row(job: Job) -> list[str]:
 
 
 def enqueue(
-    document_id: str,
+    document_id: Annotated[str | None, typer.Argument(help="A user_documents id")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first")] = 0,
     payload: Annotated[str, typer.Option(help="JSON object handed to the handler")] = "{}",
     queue: Annotated[str, typer.Option(help="Queue name")] = "default",
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="One document per line: an id, or a JSON object with user_document_id and "
+            "its own options (sent in calls of up to 10,000)",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Queue a user_documents row for processing (idempotent per document)."""
     body = _parse_json_object(payload, "--payload")
+    if (document_id is None) == (from_file is None):
+        typer.echo("supaworker: error: give a document id or --from-file FILE", err=True)
+        raise typer.Exit(2)
+    if from_file is not None:
+        _enqueue_file(from_file, priority=priority, payload=body, queue=queue, as_json=as_json)
+        return
     with queue_client() as client:
-        job = client.enqueue(document_id, priority=priority, payload=body, queue=queue)
+        job = client.enqueue(str(document_id), priority=priority, payload=body, queue=queue)
     if as_json:
         _echo_json(job.model_dump(mode="json"))
     else:
         typer.echo(f"queued job {job.id} ({job.status.value}) for document {document_id}")
+
+
+def _enqueue_file(path: Path, *, as_json: bool, **defaults: Any) -> None:
+    try:
+        lines = bulk.read(path)
+    except bulk.FileError as exc:
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    jobs: list[Job] = []
+    with queue_client() as client:
+        for start in range(0, len(lines.items), rpc.MAX_BULK):
+            try:
+                jobs += client.enqueue_many(lines.items[start : start + rpc.MAX_BULK], **defaults)
+            except RpcError as exc:
+                # Calls before this one are committed; this one wrote nothing.
+                where = bulk.where_in_file(exc, lines, str(path), start)
+                typer.echo(f"supaworker: error: {where} ({len(jobs)} queued before)", err=True)
+                raise typer.Exit(EXIT_QUEUE_ERROR) from None
+    if as_json:
+        _echo_json([j.model_dump(mode="json") for j in jobs])
+    else:
+        pending = sum(1 for j in jobs if j.status == JobStatus.PENDING)
+        typer.echo(f"queued {len(jobs)} document(s) from {path} ({pending} pending)")
 
 
 def status(as_json: JsonFlag = False) -> None:
@@ -187,6 +226,11 @@ def status(as_json: JsonFlag = False) -> None:
         if key in data:
             console.print(f"{key.replace('_', ' ')}: {data[key]}")
     console.print("workers: " + ", ".join(f"{k} {v}" for k, v in stats.workers.items()))
+    if stats.no_capable_worker:
+        # Routing that matches no live worker (queues, requires): these wait for a worker
+        # that may never come; say so instead of letting them look merely slow.
+        for queue_name, count in sorted(stats.no_capable_worker.items()):
+            console.print(f"pending, no capable worker: {queue_name} {count}", soft_wrap=True)
 
 
 def workers(as_json: JsonFlag = False) -> None:

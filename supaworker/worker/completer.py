@@ -170,6 +170,9 @@ class Completer:
             self._slot_freed()
             self._completed(job, duration, bool(done))
             return
+        if outcome.kind == "snoozed" and outcome.snooze is not None:
+            await self._snooze(job, outcome.snooze, duration, outcome.error)
+            return
         row = await self.retry(
             "fail_job",
             lambda: self.queue.fail(
@@ -186,6 +189,26 @@ class Completer:
             self._retry_due(row.run_at)
         self.events.emit(
             OutcomeEvent(kind, [job], self.worker_id, duration=duration, error=outcome.error)
+        )
+
+    async def _snooze(
+        self, job: Job, seconds: float, duration: float | None, message: str | None
+    ) -> None:
+        """A handler's Snooze: back to pending for `seconds`, no attempt spent (snooze_job);
+        a cancel request cancels it instead, a fenced-out write loses it."""
+        row = await self.retry(
+            "snooze_job", lambda: self.queue.snooze(job, self.worker_id, seconds)
+        )
+        self._slot_freed()
+        kind: EventKind = "lost"
+        if row is not None and row.status == JobStatus.PENDING:
+            kind = "snoozed"
+            if row.run_at is not None:
+                self._retry_due(row.run_at)
+        elif row is not None and row.status == JobStatus.CANCELLED:
+            kind = "cancelled"
+        self.events.emit(
+            OutcomeEvent(kind, [job], self.worker_id, duration=duration, error=message)
         )
 
     def _completed(self, job: Job, duration: float | None, done: bool) -> None:

@@ -20,7 +20,9 @@ from supaworker.models import Job
 
 log = logging.getLogger("supaworker.worker")
 
-EventKind = Literal["claimed", "completed", "failed", "retried", "cancelled", "released", "lost"]
+EventKind = Literal[
+    "claimed", "completed", "failed", "retried", "snoozed", "cancelled", "released", "lost"
+]
 
 # The log `action` of each kind (tests and dashboards read these names).
 ACTIONS: dict[EventKind, str] = {
@@ -28,6 +30,7 @@ ACTIONS: dict[EventKind, str] = {
     "completed": "jobs_completed",
     "failed": "job_failed",
     "retried": "job_retry_scheduled",
+    "snoozed": "job_snoozed",
     "cancelled": "job_cancelled",
     "released": "job_released",
     "lost": "job_lost",
@@ -113,6 +116,14 @@ class JobLog:
             if not self._completed:
                 asyncio.get_running_loop().call_soon(self.flush)
             self._completed.append(event)
+        elif event.kind == "snoozed":
+            for job in event.jobs:
+                log.info(
+                    "job %s snoozed: %s",
+                    job.id,
+                    event.error,
+                    extra=job_extra("job_snoozed", job, event.worker_id),
+                )
         elif event.kind == "released":
             for job in event.jobs:
                 log.info(

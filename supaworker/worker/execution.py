@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from supaworker.exceptions import ConfigurationError, HandlerFailed, PermanentError
+from supaworker.exceptions import ConfigurationError, HandlerFailed, PermanentError, Snooze
 from supaworker.logs import redact
 from supaworker.models import Job
 from supaworker.worker.handler import Handler, JobContext, is_async, wants_context
@@ -33,7 +33,7 @@ Executor = Literal["thread", "process"]
 
 MAX_ERROR_CHARS = 4000
 
-OutcomeKind = Literal["completed", "failed"]
+OutcomeKind = Literal["completed", "failed", "snoozed"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Outcome:
     # Seconds before the retry when the handler said (HandlerFailed.retry_after); None: the
     # queue's backoff.
     retry_after: float | None = None
+    # Seconds the job goes back to pending for, without spending an attempt (Snooze).
+    snooze: float | None = None
 
     @classmethod
     def failed(cls, error: str, *, retryable: bool, retry_after: float | None = None) -> Outcome:
@@ -87,6 +89,8 @@ def _checked_result(result: Any, max_bytes: int | None) -> Outcome:
 
 
 def _outcome_of(exc: BaseException) -> Outcome:
+    if isinstance(exc, Snooze):
+        return Outcome("snoozed", error=str(exc), snooze=exc.seconds)
     if isinstance(exc, HandlerFailed):
         # An external handler's own message: the adapter's frames would only mislead.
         return Outcome.failed(

@@ -107,6 +107,7 @@ class WorkerState:
     completed: int = 0
     failed: int = 0
     lost: int = 0
+    snoozed: int = 0  # back to pending by the handler's Snooze, no attempt spent
 
     def count(self, event: OutcomeEvent) -> None:
         n = len(event.jobs)
@@ -118,6 +119,8 @@ class WorkerState:
             self.failed += n
         elif event.kind == "lost":
             self.lost += n
+        elif event.kind == "snoozed":
+            self.snoozed += n
 
 
 class _ClaimAlong:

@@ -31,6 +31,7 @@ OUTCOMES: dict[EventKind, str] = {
     "completed": "completed",
     "failed": "failed",
     "retried": "retried",
+    "snoozed": "snoozed",
     "cancelled": "cancelled",
     "released": "released",
     "lost": "lost",

@@ -19,7 +19,7 @@ import multiprocessing.connection
 import multiprocessing.process
 from typing import Any
 
-from supaworker.exceptions import PermanentError
+from supaworker.exceptions import PermanentError, Snooze
 from supaworker.models import Job
 
 _mp = multiprocessing.get_context("forkserver")
@@ -50,6 +50,8 @@ def _child_main(handler_path: str, conn: multiprocessing.connection.Connection) 
             conn.send(("ok", result))
         except PermanentError as exc:
             conn.send(("permanent", describe(exc)))
+        except Snooze as exc:
+            conn.send(("snooze", exc.seconds))
         except BaseException as exc:
             conn.send(("error", describe(exc)))
     except (EOFError, BrokenPipeError):  # the worker is gone or gave up on us
@@ -110,6 +112,8 @@ class _Child:
             await self.close()
         if status == "permanent":
             raise PermanentError(value)
+        if status == "snooze":
+            raise Snooze(value)
         if status == "error":
             raise RuntimeError(value)
         return value

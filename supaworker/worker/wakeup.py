@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supaworker.config import WorkerSettings
-from supaworker.models import jsonb_contains
+from supaworker.models import requires_met
 from supaworker.realtime_subscription import (
     Binding,
     Change,
@@ -143,9 +143,7 @@ class RealtimeWakeup:
         queues = self._settings.queues
         if queues and record.get("queue") not in queues:
             return False
-        return jsonb_contains(
-            self._settings.advertised_capabilities(), record.get("requires") or {}
-        )
+        return requires_met(self._settings.advertised_capabilities(), record.get("requires") or {})
 
     def _on_job_change(self, payload: Change) -> None:
         record = record_of(payload)

@@ -63,7 +63,8 @@ def test_route_queues_at_once_and_reports_the_job_until_completed(
     body = response.json()
     assert (body["success"], body["status"]) == (True, "queued")
     job = queue.get(body["job_id"])
-    assert (job.user_document_id, job.user_id, job.priority) == (doc, user.id, 3)
+    # The route enqueues as the user: their priority is user_priority (issue 18).
+    assert (job.user_document_id, job.user_id, job.user_priority) == (doc, user.id, 3)
     for path in (f"/documents/{doc}/process", f"/jobs/{job.id}"):
         reply = httpx.get(f"{api}{path}", headers=auth(user))
         assert reply.status_code == 200, reply.text

@@ -70,12 +70,20 @@ class Recording:
 @dataclass
 class Backend:
     queue: AsyncQueueClient
-    new_document: Callable[[], uuid.UUID]
+    new_document: Callable[[], uuid.UUID]  # all of one owner, as in SQL (one user per test)
     queue_name: str
+    # Another owner: a function making documents that belong to a new user.
+    new_owner: Callable[[], Callable[[], uuid.UUID]]
     # State a test cannot reach through the API (a dead worker, time passing), set directly.
     make_stale: Callable[[str], None]
     shift_back: Callable[[uuid.UUID, str, timedelta], None]
     set_last_rescue: Callable[[timedelta | None], None]  # how long ago; None: never
+    # queue_settings.max_running_per_user / max_pending_per_user (None: off); reset after.
+    set_limits: Callable[[int | None, int | None], None]
+    # A row of concurrency_limits (key, max_running) / rate_limits (key, per_second, burst);
+    # removed after the test.
+    set_concurrency_limit: Callable[[str, int], None]
+    set_rate_limit: Callable[[str, float, int], None]
 
     async def raw(self, function: str, params: Mapping[str, Any]) -> Any:
         """A call that bypasses rpc.py: for arguments rpc.py would never send."""
@@ -120,7 +128,24 @@ def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
     def set_last_rescue(ago: timedelta | None) -> None:
         fake.settings.last_rescue_at = None if ago is None else fake.clock() - ago
 
-    hooks = {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    def set_limits(running: int | None, pending: int | None) -> None:
+        fake.settings.max_running_per_user = running
+        fake.settings.max_pending_per_user = pending
+
+    def set_concurrency_limit(key: str, max_running: int) -> None:
+        fake.concurrency_limits[key] = max_running
+
+    def set_rate_limit(key: str, per_second: float, burst: int) -> None:
+        fake.rate_limits[key] = (per_second, burst)
+
+    hooks = {
+        "make_stale": make_stale,
+        "shift_back": shift_back,
+        "set_last_rescue": set_last_rescue,
+        "set_limits": set_limits,
+        "set_concurrency_limit": set_concurrency_limit,
+        "set_rate_limit": set_rate_limit,
+    }
     return fake, hooks
 
 
@@ -144,7 +169,43 @@ def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
             "update public.queue_settings set last_rescue_at = now() - %s::interval", (ago,)
         )
 
-    return {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    def set_limits(running: int | None, pending: int | None) -> None:
+        admin_db.execute(
+            "update public.queue_settings set max_running_per_user = %s, max_pending_per_user = %s",
+            (running, pending),
+        )
+
+    keys: list[str] = []  # the limit rows this test added, removed at its end
+
+    def set_concurrency_limit(key: str, max_running: int) -> None:
+        keys.append(key)
+        admin_db.execute(
+            "insert into public.concurrency_limits (key, max_running) values (%s, %s)",
+            (key, max_running),
+        )
+
+    def set_rate_limit(key: str, per_second: float, burst: int) -> None:
+        keys.append(key)
+        admin_db.execute(
+            "insert into public.rate_limits (key, per_second, burst) values (%s, %s, %s)",
+            (key, per_second, burst),
+        )
+
+    def set_limits_and_forget_keys(running: int | None, pending: int | None) -> None:
+        set_limits(running, pending)
+        if running is None and pending is None and keys:  # the fixture's reset
+            for table in ("public.concurrency_limits", "public.rate_limits"):
+                admin_db.execute(f"delete from {table} where key = any(%s)", (keys,))
+            keys.clear()
+
+    return {
+        "make_stale": make_stale,
+        "shift_back": shift_back,
+        "set_last_rescue": set_last_rescue,
+        "set_limits": set_limits_and_forget_keys,
+        "set_concurrency_limit": set_concurrency_limit,
+        "set_rate_limit": set_rate_limit,
+    }
 
 
 @pytest.fixture(params=["memory", "supabase"])
@@ -153,7 +214,12 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         fake, hooks = _memory()
         recording = Recording(fake)
-        new_document: Callable[[], uuid.UUID] = fake.add_document
+
+        def new_owner() -> Callable[[], uuid.UUID]:
+            owner = uuid.uuid4()
+            return lambda: fake.add_document(owner)
+
+        new_document = new_owner()
     else:
         stack = request.getfixturevalue("stack")
         admin_db: psycopg.Connection[tuple[object, ...]] = request.getfixturevalue("admin_db")
@@ -162,11 +228,18 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         real = await AsyncQueueClient.connect(stack.api_url, stack.service_role_key)
         recording = Recording(real.transport)
 
+        def new_owner() -> Callable[[], uuid.UUID]:
+            owner: StackUser = request.getfixturevalue("make_user")()
+            return lambda: owner.create_document(admin_db)
+
         def new_document() -> uuid.UUID:
             return user.create_document(admin_db)
 
-    backend = Backend(AsyncQueueClient(recording), new_document, name, **hooks)
-    yield backend
+    backend = Backend(AsyncQueueClient(recording), new_document, name, new_owner, **hooks)
+    try:
+        yield backend
+    finally:
+        backend.set_limits(None, None)  # global in SQL: never leak into the next test
     await recording.aclose()
     claimed: frozenset[str] = getattr(request.function, "__rpc_covers__", frozenset())
     missing = claimed - recording.called

@@ -25,7 +25,7 @@ MakeUser = Callable[..., StackUser]
 
 def job_rows(admin_db: Db, document_id: uuid.UUID) -> list[tuple[Any, ...]]:
     return admin_db.execute(
-        "select id, status, user_id, priority from public.processing_queue"
+        "select id, status, user_id, user_priority from public.processing_queue"
         " where user_document_id = %s",
         (document_id,),
     ).fetchall()
@@ -68,9 +68,28 @@ def test_enqueue_through_the_users_own_client(
         {"body": {"user_document_id": str(document_id), "priority": 7}, "responseType": "json"},
     )
     assert isinstance(data, dict)  # responseType json: the parsed body
-    assert data["job"]["priority"] == 7
-    [(_, _, _, priority)] = job_rows(admin_db, document_id)
-    assert priority == 7
+    # A user's priority orders only that user's jobs (issue 18): it is user_priority.
+    assert (data["job"]["user_priority"], data["job"]["priority"]) == (7, 0)
+    [(_, _, _, user_priority)] = job_rows(admin_db, document_id)
+    assert user_priority == 7
+
+
+def test_enqueue_over_the_users_quota_is_429_and_writes_nothing(
+    make_user: MakeUser, admin_db: Db, caller: MakeCaller
+) -> None:
+    user = make_user()
+    first, second = user.create_document(admin_db), user.create_document(admin_db)
+    admin_db.execute("update public.queue_settings set max_pending_per_user = 1")
+    try:
+        ok = caller(user.token).invoke("enqueue-document", {"user_document_id": str(first)})
+        assert ok.status == 202, ok.body
+        call = caller(user.token).invoke("enqueue-document", {"user_document_id": str(second)})
+    finally:
+        admin_db.execute("update public.queue_settings set max_pending_per_user = null")
+    assert_error(call, 429, "quota_exceeded")
+    assert "max_pending_per_user is 1" in call.body["message"]
+    assert "has 1 pending or running jobs" in call.body["message"]
+    assert job_rows(admin_db, second) == []
 
 
 def test_enqueue_with_the_anon_key_only_is_401(caller: MakeCaller) -> None:

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from supaworker import QueueClient
 from supaworker.models import Job, JobStatus
-from tests.conftest import ROOT
+from tests.conftest import ROOT, StackUser
 from tests.worker_fixtures import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.stack
@@ -61,6 +63,52 @@ def test_enqueue_job_and_history(
     assert "requeued" in table
 
 
+def test_enqueue_from_file_sends_ids_and_json_lines_in_bulk(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    queue: QueueClient,
+    admin_db: psycopg.Connection[tuple[object, ...]],
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    user = make_user()
+    docs = [user.create_document(admin_db) for _ in range(3)]
+    name = unique("q-file")
+    listing = tmp_path / "docs.txt"
+    listing.write_text(
+        f"# uploads of today\n{docs[0]}\n\n{docs[1]}\n"
+        + json.dumps({"user_document_id": str(docs[2]), "priority": 5, "payload": {"p": 1}})
+        + "\n"
+    )
+    out = cli("enqueue", "--from-file", str(listing), "--queue", name, "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["user_document_id"] for r in rows] == [str(d) for d in docs]
+    assert [(r["queue"], r["priority"], r["payload"]) for r in rows] == [
+        (name, 0, {}),
+        (name, 0, {}),
+        (name, 5, {"p": 1}),
+    ]
+    text = cli("enqueue", "--from-file", str(listing), "--queue", name)
+    assert text.stdout.strip() == f"queued 3 document(s) from {listing} (3 pending)"
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text(
+        f"{docs[0]}\n# a comment\n"
+        + json.dumps({"user_document_id": str(docs[1]), "max_attempts": 0})
+        + "\n"
+    )
+    refused = cli("enqueue", "--from-file", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:3: max_attempts must be between 1 and 100, got 0" in refused.stderr
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("not-an-id\n")
+    unreadable = cli("enqueue", "--from-file", str(garbage))
+    assert unreadable.returncode == 2
+    assert f"{garbage}:1: not a document id or a JSON object" in unreadable.stderr
+    assert "Traceback" not in refused.stderr + unreadable.stderr
+
+
 def test_bad_payload_json_is_a_clear_error(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
@@ -105,6 +153,20 @@ def test_status_workers_jobs_pause_resume(
     retried = cli("retry", str(job.id))
     assert retried.stdout.strip() == f"job {job.id} is pending"
     worker.stop()
+
+
+def test_status_names_pending_jobs_no_live_worker_can_take(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    submit: Submit,
+    unique: Callable[[str], str],
+) -> None:
+    name = unique("q-huge")
+    submit(2, queue_name=name, requires={"max_file_size": {"gte": 2**40}})
+    out = cli("status")
+    assert out.returncode == 0, out.stderr
+    assert f"pending, no capable worker: {name} 2" in out.stdout.splitlines()
+    stats = json.loads(cli("status", "--json").stdout)
+    assert stats["no_capable_worker"][name] == 2
 
 
 def test_retry_all_failed_and_purge(

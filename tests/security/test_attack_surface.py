@@ -29,7 +29,7 @@ pytestmark = pytest.mark.stack
 
 # Functions a signed-in user may execute; each checks ownership or the queue-admin claim
 # inside and answers PT403 / PT404 to a user who is neither owner nor admin.
-USER_CALLABLE = {"enqueue_job", "cancel_job"}
+USER_CALLABLE = {"enqueue_job", "cancel_job", "enqueue_jobs"}
 
 
 def _value(sql_type: str) -> Any:
@@ -83,6 +83,8 @@ def test_every_exposed_function_refuses_anon_and_users(
     for (name, who), (status, code) in answers.items():
         if who == "anon":
             expected = {(401, "42501")}  # no function is executable by anon
+        elif name == "enqueue_jobs":
+            expected = {(400, "22023")}  # {} is not an array of documents: checked first
         elif name in USER_CALLABLE:
             expected = {(404, "PT404")}  # a random id: not found (own rows only otherwise)
         elif name.startswith("admin_"):

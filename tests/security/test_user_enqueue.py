@@ -107,7 +107,11 @@ def test_users_keep_document_priority_queue_and_a_later_start(
         },
     )
     assert reply.status == 200, reply.body
-    assert (reply.body["priority"], reply.body["queue"], reply.body["payload"]) == (10, queue, {})
+    assert (reply.body["user_priority"], reply.body["queue"], reply.body["payload"]) == (
+        10,
+        queue,
+        {},
+    )
     start = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     reply = api.rpc(
         user.token, "enqueue_job", {"p_user_document_id": str(later), "p_run_at": start}

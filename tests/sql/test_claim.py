@@ -103,7 +103,7 @@ def test_16_concurrent_claimers_take_5000_jobs_exactly_once(
     assert busy == (0,)
 
 
-def test_claim_order_is_priority_then_run_at_then_age(
+def test_claim_order_is_priority_then_turn_then_age(
     admin_db: Admin,
     svc: Svc,
     make_user: Callable[..., StackUser],
@@ -130,7 +130,9 @@ def test_claim_order_is_priority_then_run_at_then_age(
     worker = unique("w-order")
     svc.register(worker, slots=10, queues=[queue])
     batch = svc.claim(worker, 10)
-    expected = [older_high, newer_high, old_low, young_low, negative]
+    # One owner: within a priority its jobs run in the order they were queued (their tags),
+    # whatever run_at says once they are due (migration 0014); run_at only gates.
+    expected = [newer_high, older_high, old_low, young_low, negative]
     assert [j["id"] for j in batch] == [str(j) for j in expected]
     assert job_row(admin_db, future_top)["status"] == "pending"  # not due yet
 
@@ -263,7 +265,7 @@ def test_claim_rejects_bad_limits(
 
 
 def test_claim_query_can_use_the_partial_index(admin_db: Admin) -> None:
-    """The claim's selection (status pending, queue, ordered by priority desc, run_at,
+    """The claim's selection (status pending, queue, ordered by priority desc, fair_tag,
     created_at) matches processing_queue_claim_idx, so it needs no sort of the table."""
     with admin_db.transaction():
         admin_db.execute("set local enable_seqscan = off")
@@ -272,7 +274,8 @@ def test_claim_query_can_use_the_partial_index(admin_db: Admin) -> None:
             for r in admin_db.execute(
                 "explain select q.id from public.processing_queue q where q.status = 'pending'"
                 " and q.queue = 'some-queue' and q.run_at <= now() and not q.cancel_requested"
-                " order by q.priority desc, q.run_at, q.created_at limit 10 for update skip locked"
+                " order by q.priority desc, q.fair_tag, q.created_at limit 10"
+                " for update skip locked"
             ).fetchall()
         )
     assert "processing_queue_claim_idx" in plan

@@ -135,9 +135,15 @@ def test_authenticated_users_enqueue_their_own_documents_with_clamped_priority(
     high, low, other = make_documents(admin_db, owner, 3)
     queue = unique("user")
     reply = api.call(owner.token, rpc.enqueue_job(high, priority=99, queue=queue))
-    assert (reply.status, reply.body["priority"], reply.body["user_id"]) == (200, 10, str(owner.id))
+    # A user's priority orders only their own jobs: it is user_priority, priority stays 0.
+    assert (reply.status, reply.body["user_priority"], reply.body["user_id"]) == (
+        200,
+        10,
+        str(owner.id),
+    )
+    assert reply.body["priority"] == 0
     reply = api.call(owner.token, rpc.enqueue_job(low, priority=-99, queue=queue))
-    assert (reply.status, reply.body["priority"]) == (200, -10)
+    assert (reply.status, reply.body["user_priority"], reply.body["priority"]) == (200, -10, 0)
     reply = api.call(stranger.token, rpc.enqueue_job(other))
     assert (reply.status, reply.code) == (403, "PT403")
     assert reply.body["hint"]

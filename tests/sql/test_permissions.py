@@ -85,6 +85,10 @@ FUNCTIONS: list[tuple[Calls, dict[str, int]]] = [
         lambda c: rpc.cancel_job(c.job),
         {"anon": 401, "stranger": 403, "owner": 200, "service": 200},
     ),
+    (
+        lambda c: rpc.enqueue_jobs([c.doc], queue=c.queue),
+        {"anon": 401, "stranger": 403, "owner": 200, "service": 200},
+    ),
     (lambda c: rpc.claim_next_job(c.worker, 1, [c.queue + "-none"]), SERVICE_ONLY),
     (lambda c: rpc.start_job(uuid.UUID(c.job), c.worker, 1), SERVICE_ONLY),
     (lambda c: rpc.report_progress(uuid.UUID(c.job), c.worker, 1, 5, None), SERVICE_ONLY),
@@ -283,7 +287,9 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
     for name, anon, authenticated in rows:
         assert not anon, f"anon may execute {name}"
         # admin_* (queue-admin migration) check app_metadata.queue_admin inside.
-        user_callable = name in ("enqueue_job", "cancel_job") or name.startswith("admin_")
+        user_callable = name in ("enqueue_job", "enqueue_jobs", "cancel_job") or name.startswith(
+            "admin_"
+        )
         assert authenticated == user_callable, name
 
     queue_functions = _function_names()

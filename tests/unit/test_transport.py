@@ -16,6 +16,7 @@ from supaworker.exceptions import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    QuotaExceeded,
     RequestTimeout,
     ServerError,
 )
@@ -82,6 +83,7 @@ async def test_server_errors_are_transient(status: int, body: str) -> None:
         ("PGRST301", 401, PermissionDenied),
         ("PT404", 404, NotFound),
         ("PT413", 413, PayloadTooLarge),
+        ("PT429", 429, QuotaExceeded),
     ],
 )
 async def test_database_refusals_map_by_sqlstate(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from supaworker.worker.wakeup import DUE_MARGIN, jitter_for, seconds_until
+from supaworker.config import WorkerSettings
+from supaworker.worker.wakeup import DUE_MARGIN, RealtimeWakeup, jitter_for, seconds_until
 
 
 @pytest.mark.parametrize("age", [0.0, 0.01, 0.04, 5.0])
@@ -39,3 +40,16 @@ def test_jitter_is_off_by_default_and_bounded_and_spread_when_on() -> None:
     assert all(0 <= d <= 0.05 for d in delays)
     assert len(delays) > 40  # different workers, different moments
     assert jitter_for("job", "w1", 0.05) == jitter_for("job", "w1", 0.05)  # stable
+
+
+def test_a_wakeup_for_an_inserted_job_follows_numeric_routing() -> None:
+    """The worker wakes for a new job only if it may take it: the same requires_met as the
+    claim, comparisons included (a worker of 10 MB files sleeps through a 20 MB job)."""
+    settings = WorkerSettings(
+        capabilities='{"max_file_size": 10485760}', worker_id="vps1", queues="ocr"
+    )
+    wakeup = RealtimeWakeup("http://queue.test", "key", settings)
+    big = {"queue": "ocr", "requires": {"max_file_size": {"gte": 20971520}}}
+    small = {"queue": "ocr", "requires": {"max_file_size": {"lte": 10485760}}}
+    assert not wakeup._serves(big)
+    assert wakeup._serves(small)

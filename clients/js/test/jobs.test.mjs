@@ -48,7 +48,8 @@ describe("enqueue and read", { skip: needsStack }, () => {
     const job = await enqueue(user, doc, { priority: 3, queue });
     assert.equal(job.user_document_id, doc);
     assert.equal(job.user_id, userIdOf(stack.userToken));
-    assert.deepEqual([job.status, job.priority, job.queue], ["pending", 3, queue]);
+    // A user's priority orders only their own jobs (issue 18): it is user_priority.
+    assert.deepEqual([job.status, job.user_priority, job.priority, job.queue], ["pending", 3, 0, queue]);
     const again = await enqueue(user, doc, { priority: 3, queue });
     assert.equal(again.id, job.id);
     assert.equal((await getJob(user, job.id)).id, job.id);
@@ -60,7 +61,7 @@ describe("enqueue and read", { skip: needsStack }, () => {
   test("a user's priority is clamped to -10..10 by the database", async () => {
     const doc = await createDocument(stack.userToken);
     const job = await enqueue(userClient(stack.userToken), doc, { priority: 500, queue: uniqueQueue() });
-    assert.equal(job.priority, 10);
+    assert.equal(job.user_priority, 10);
   });
 
   test("RLS: another user's job is invisible (null, not listed) and not theirs to cancel", async () => {

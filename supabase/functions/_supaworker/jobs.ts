@@ -10,6 +10,7 @@ export const PUBLIC_JOB_COLUMNS = [
   "queue",
   "status",
   "priority",
+  "user_priority",
   "progress_percent",
   "progress_message",
   "error_message",

@@ -95,6 +95,9 @@ create table public.queue_settings (
                        check (timeout_grace >= interval '0'),
   last_rescue_at       timestamptz,
   updated_at           timestamptz not null default now(),
+  -- Per-owner limits (migration 0015; null: none).
+  max_running_per_user integer check (max_running_per_user >= 1),
+  max_pending_per_user integer check (max_pending_per_user >= 1),
   constraint queue_settings_backoff_range check (backoff_max_seconds >= backoff_base_seconds)
 );
 comment on table public.queue_settings is
@@ -102,7 +105,10 @@ comment on table public.queue_settings is
   'is older is dead and its jobs are rescued. rescue_interval: claim_next_job runs the reaper '
   'at most this often. backoff: delay = least(base * 2^(retry_count-1), max) * random [0.5, 1). '
   'timeout_grace: extra time after timeout_seconds before a running job counts as timed out. '
-  'retention: purge_finished_jobs default age.';
+  'retention: purge_finished_jobs default age. max_running_per_user: at most this many jobs '
+  'of one owner assigned/processing at once, over all workers (null: no cap). '
+  'max_pending_per_user: enqueue refuses (PT429) an owner with this many pending, assigned '
+  'or processing jobs (null: no quota).';
 insert into public.queue_settings (id) values (true);
 
 -- ---------------------------------------------------------------------------------------
@@ -164,6 +170,21 @@ create table public.processing_queue (
   completed_at     timestamptz,
   created_at       timestamptz not null default now(),
   updated_at       timestamptz not null default now(),
+  -- Fair order across owners (migration 0014): the job's start tag within its
+  -- (queue, priority), from supaworker_private.next_fair_tag; the claim orders by it.
+  fair_tag         bigint not null default 0,
+  -- The priority an end user chose (-10..10): it orders only that owner's own jobs.
+  user_priority    integer not null default 0 check (user_priority between -10 and 10),
+  -- The job's place in its owner's own order: its tag when it became pending. The claim's
+  -- tag swaps (a user_priority filling a turn) leave it, so equal user_priority stays FIFO.
+  owner_seq        bigint not null default 0,
+  -- Limits the app chooses (migration 0018): the job counts against
+  -- concurrency_limits / takes a token of rate_limits for these keys (null: none).
+  concurrency_key  text check (length(concurrency_key) between 1 and 200),
+  rate_limit_key   text check (length(rate_limit_key) between 1 and 200),
+  -- Times a handler snoozed the job in this cycle (snooze_job, migration 0019): back
+  -- to pending for a while without spending an attempt.
+  snooze_count     integer not null default 0 check (snooze_count >= 0),
   -- A running job always has an owner; a waiting one never has.
   constraint processing_queue_running_has_owner
     check (status not in ('assigned', 'processing') or assigned_to is not null),
@@ -180,14 +201,19 @@ comment on column public.processing_queue.attempt is
 comment on column public.processing_queue.retry_count is
   'Failed attempts in this cycle (reset when the job is re-queued as a new cycle).';
 
--- The claim: pending jobs of a queue in claim order (priority desc, run_at, created_at).
+-- The claim: pending jobs of a queue in claim order (priority desc, fair_tag, created_at);
+-- also next_fair_tag's probe for the first due tag of a (queue, priority).
 create index processing_queue_claim_idx on public.processing_queue
-  (queue, priority desc, run_at, created_at) where status = 'pending';
+  (queue, priority desc, fair_tag, created_at) where status = 'pending';
 -- The reaper, heartbeats and free-slot counts: running jobs by owner.
 create index processing_queue_running_idx on public.processing_queue (assigned_to)
   where status in ('assigned', 'processing');
 -- RLS (owner reads) and Realtime filters on user_id.
 create index processing_queue_user_id_idx on public.processing_queue (user_id);
+-- Per-owner limits (migration 0015): the claim counts an owner's running jobs
+-- (status assigned/processing, at most the cap), enqueue its active ones (at most the quota).
+create index processing_queue_active_by_owner_idx on public.processing_queue (user_id, status)
+  where status in ('pending', 'assigned', 'processing');
 -- purge_finished_jobs and the throughput figures of queue_stats.
 create index processing_queue_finished_idx on public.processing_queue (completed_at)
   where status in ('completed', 'failed', 'cancelled');
@@ -195,7 +221,75 @@ create index processing_queue_finished_idx on public.processing_queue (completed
 -- without it such a worker read and sorted the whole pending backlog on every claim,
 -- 64 ms at 10^5 pending in bench/growth.py, 0.7 ms with it).
 create index processing_queue_claim_order_idx on public.processing_queue
-  (priority desc, run_at, created_at) where status = 'pending';
+  (priority desc, fair_tag, created_at) where status = 'pending';
+-- The claim's choice within an owner's turn: that owner's best pending job of a (queue,
+-- priority) by user_priority, then its own order (migration 0014).
+create index processing_queue_owner_order_idx on public.processing_queue
+  (queue, priority, user_id, user_priority desc, owner_seq) where status = 'pending';
+
+-- ---------------------------------------------------------------------------------------
+-- owner_clock: the last fair-order tag given to each owner (migration 0014)
+-- ---------------------------------------------------------------------------------------
+-- Written only by next_fair_tag (enqueue and the new-cycle paths), so only one owner's own
+-- concurrent enqueues ever contend on a row; the claim only reads uses_priority.
+-- user_id is the nil uuid for jobs without an owner (they take turns like one more owner).
+create table supaworker_private.owner_clock (
+  queue         text    not null,
+  priority      integer not null,
+  user_id       uuid    not null,
+  last_tag      bigint  not null,
+  uses_priority boolean not null default false,
+  primary key (queue, priority, user_id)
+);
+comment on table supaworker_private.owner_clock is
+  'Fair order: the last start tag given to each owner per (queue, priority), and whether the '
+  'owner ever set a user_priority (the claim then picks the owner''s best job for its turn).';
+-- next_fair_tag's virtual time when no due job is pending: the highest tag of the level.
+create index owner_clock_level_idx on supaworker_private.owner_clock
+  (queue, priority, last_tag);
+-- The claim's fast-path test: does any owner of these queues use user_priority?
+create index owner_clock_uses_priority_idx on supaworker_private.owner_clock (queue)
+  where uses_priority;
+alter table supaworker_private.owner_clock enable row level security;
+-- Concurrency keys (migration 0018): the claim counts a key's running jobs.
+create index processing_queue_running_by_key_idx on public.processing_queue (concurrency_key)
+  where status in ('assigned', 'processing') and concurrency_key is not null;
+
+-- ---------------------------------------------------------------------------------------
+-- concurrency_limits, rate_limits: limits per key the app chooses (migration 0018)
+-- ---------------------------------------------------------------------------------------
+-- A job names its keys at enqueue (p_concurrency_key, p_rate_limit_key; service role only).
+-- A key without a row here has no limit. service_role reads and writes these tables.
+create table public.concurrency_limits (
+  key         text primary key check (length(key) between 1 and 200),
+  max_running integer not null check (max_running >= 1),
+  updated_at  timestamptz not null default now()
+);
+comment on table public.concurrency_limits is
+  'At most max_running jobs with this concurrency_key assigned/processing at once, over all '
+  'workers (enforced by the claim). A key without a row has no limit.';
+create table public.rate_limits (
+  key        text primary key check (length(key) between 1 and 200),
+  per_second numeric not null check (per_second > 0),
+  burst      integer not null check (burst >= 1),
+  updated_at timestamptz not null default now()
+);
+comment on table public.rate_limits is
+  'A token bucket per rate_limit_key: the claim starts a job with this key only by taking a '
+  'token; tokens refill at per_second up to burst, cluster-wide. A key without a row has no '
+  'limit.';
+alter table public.concurrency_limits enable row level security;
+alter table public.rate_limits enable row level security;
+
+-- The bucket state, written only by the claim (one row per key, locked SKIP LOCKED).
+create table supaworker_private.rate_buckets (
+  key         text primary key,
+  tokens      numeric not null,
+  refilled_at timestamptz not null
+);
+comment on table supaworker_private.rate_buckets is
+  'Token buckets of rate_limits: tokens left at refilled_at. Written by the claim only.';
+alter table supaworker_private.rate_buckets enable row level security;
 
 -- ---------------------------------------------------------------------------------------
 -- job_events: append-only history, written by triggers on processing_queue
@@ -206,7 +300,7 @@ create table public.job_events (
   user_id     uuid,
   event       text not null check (event in (
                 'enqueued', 'requeued', 'assigned', 'started', 'completed', 'retry_scheduled',
-                'failed', 'cancel_requested', 'cancelled', 'released')),
+                'failed', 'cancel_requested', 'cancelled', 'released', 'snoozed')),
   from_status text,
   to_status   text,
   worker_id   text,

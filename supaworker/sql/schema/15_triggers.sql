@@ -27,7 +27,8 @@ create trigger queue_settings_touch_updated_at before update on public.queue_set
 -- record_job_event(): AFTER INSERT, and AFTER UPDATE of status / cancel_requested, on
 -- processing_queue. Appends exactly one job_events row per status change or new cancel
 -- request (enqueued, requeued, assigned, started, completed, retry_scheduled, released,
--- failed, cancel_requested, cancelled); the error message for retry_scheduled and failed,
+-- snoozed, failed, cancel_requested, cancelled); the error message for retry_scheduled and
+-- failed, "snoozed until <run_at>" for snoozed,
 -- the worker for every event after enqueue. security definer: the history is written even
 -- though no API role may insert into job_events. Progress updates write no event.
 create function supaworker_private.record_job_event() returns trigger
@@ -48,6 +49,7 @@ begin
           case
             when old.status in ('completed', 'failed', 'cancelled') then 'requeued'
             when new.retry_count > old.retry_count then 'retry_scheduled'
+            when new.snooze_count > old.snooze_count then 'snoozed'
             else 'released'
           end
         when 'assigned'   then 'assigned'
@@ -65,6 +67,8 @@ begin
 
   if v_event in ('retry_scheduled', 'failed') then
     v_message := new.error_message;
+  elsif v_event = 'snoozed' then
+    v_message := pg_catalog.format('snoozed until %s', new.run_at);
   end if;
   if v_event not in ('enqueued', 'requeued') then
     v_worker := coalesce(new.assigned_to, old.assigned_to);
@@ -78,7 +82,7 @@ end $$;
 comment on function supaworker_private.record_job_event() is
   'AFTER INSERT/UPDATE trigger on processing_queue: appends one job_events row per status '
   'change or cancel request (enqueued, requeued, assigned, started, completed, '
-  'retry_scheduled, released, failed, cancel_requested, cancelled).';
+  'retry_scheduled, released, snoozed, failed, cancel_requested, cancelled).';
 
 create trigger processing_queue_event_on_insert after insert on public.processing_queue
   for each row execute function supaworker_private.record_job_event();
@@ -113,7 +117,8 @@ create trigger job_events_append_only before update on public.job_events
 --   p_run_at (past)    jumps ahead of every job of the same priority;
 --   p_requires         routes the job to one chosen worker (`supaworker.worker_id`);
 --   p_max_attempts     100 attempts of a document that crashes its worker instead of 5;
---   p_timeout_seconds  a tiny timeout makes the thread executor abandon the handler thread.
+--   p_timeout_seconds  a tiny timeout makes the thread executor abandon the handler thread;
+--   p_concurrency_key, p_rate_limit_key  (migration 0018) another app's limits.
 -- For anon/authenticated callers it raises PT403 "only the service role may set <options>"
 -- on both paths into the row (INSERT of a new job, UPDATE that re-queues a finished one). A
 -- default spelled out (`{}`, the default attempts, a start not in the past) passes, and so
@@ -148,6 +153,14 @@ begin
      and (v_insert or new.timeout_seconds is distinct from old.timeout_seconds) then
     v_refused := v_refused || 'p_timeout_seconds'::text;
   end if;
+  if new.concurrency_key is not null
+     and (v_insert or new.concurrency_key is distinct from old.concurrency_key) then
+    v_refused := v_refused || 'p_concurrency_key'::text;
+  end if;
+  if new.rate_limit_key is not null
+     and (v_insert or new.rate_limit_key is distinct from old.rate_limit_key) then
+    v_refused := v_refused || 'p_rate_limit_key'::text;
+  end if;
 
   if cardinality(v_refused) > 0 then
     perform supaworker_private.raise_error('PT403',
@@ -160,11 +173,13 @@ begin
 end $$;
 comment on function supaworker_private.refuse_user_job_options() is
   'BEFORE INSERT/UPDATE trigger on processing_queue: for anon/authenticated callers, refuses '
-  '(PT403) a payload, requires, max_attempts or timeout_seconds other than the defaults, and '
+  '(PT403) a payload, requires, max_attempts, timeout_seconds, concurrency_key or '
+  'rate_limit_key other than the defaults, and '
   'a run_at in the past, unless the value is carried over unchanged by an UPDATE. '
   'Privileged callers (service_role, trusted SQL) pass.';
 
 create trigger processing_queue_user_options
-  before insert or update of payload, run_at, requires, max_attempts, timeout_seconds
+  before insert or update of payload, run_at, requires, max_attempts, timeout_seconds,
+                             concurrency_key, rate_limit_key
   on public.processing_queue
   for each row execute function supaworker_private.refuse_user_job_options();

@@ -11,14 +11,26 @@
 -- complete_and_claim (p_start true). Runs the reaper first (maybe_rescue: at most once per
 -- rescue_interval, never waiting). Then, under the worker's row lock (which serialises this
 -- worker's claims so its slots cannot be over-committed), claims up to
--- least(p_limit, max_concurrent_jobs + p_prefetch - its assigned/processing jobs) jobs with
--- one UPDATE over a FOR UPDATE SKIP LOCKED selection: pending, run_at <= now(), not
--- cancel-requested, queue in p_queues (null: the worker's queues; null again: every queue),
--- requires contained in the worker's capabilities, in claim order (priority desc, run_at,
--- created_at; indexes processing_queue_claim_idx / _claim_order_idx). Claimed jobs get
--- assigned_to, assigned_at and attempt + 1 (the fencing token) and become assigned, or with
--- p_start processing with started_at = now(). Sets current_jobs. Returns them in claim
--- order. An unknown, paused or offline worker gets nothing.
+-- least(p_limit, max_concurrent_jobs + p_prefetch - its assigned/processing jobs) jobs among
+-- the claimable ones: pending, run_at <= now(), not cancel-requested, queue in p_queues
+-- (null: the worker's queues; null again: every queue), requires met by the worker's
+-- capabilities (requires_met: comparisons and containment). Claim order
+-- (docs/queue-semantics.md, "Fair order"): priority desc, fair_tag, created_at, which takes
+-- turns across owners within a (queue, priority) (indexes
+-- processing_queue_claim_idx / _claim_order_idx). When an owner of these queues has set a
+-- user_priority, the job that fills that owner's turn is its best claimable job of the same
+-- (queue, priority) by user_priority desc, owner_seq, and the two swap tags so the owner's
+-- later turns keep their places (processing_queue_owner_order_idx). With
+-- queue_settings.max_running_per_user set, an owner with that many assigned/processing jobs
+-- (over all workers) is skipped, and so is one whose jobs another claim is taking at that
+-- moment (a try-lock per owner; the count under processing_queue_active_by_owner_idx). With
+-- rows in concurrency_limits or rate_limits, a job whose key is at its limit, or whose
+-- bucket has no token, is left for later (admit_keys; a taken token is spent). These cases
+-- take one turn per statement, at most v_slots + 32 turns looked at; otherwise the claim is
+-- one UPDATE over a FOR UPDATE SKIP LOCKED selection. Claimed jobs get assigned_to,
+-- assigned_at and attempt + 1 (the fencing token) and become assigned, or with p_start
+-- processing with started_at = now(). Sets current_jobs. Returns them in claim order. An
+-- unknown, paused or offline worker gets nothing.
 -- Who: the two wrappers only. Errors: 22023 empty worker id, p_limit or p_prefetch outside
 -- 0..1000.
 create function supaworker_private.claim_jobs(
@@ -35,6 +47,18 @@ declare
   v_slots   integer;
   v_queues  text[];
   v_claimed integer := 0;
+  v_turn    public.processing_queue;
+  v_best    public.processing_queue;
+  v_job     public.processing_queue;
+  v_budget  integer;
+  v_cap     integer;
+  v_skip    uuid[] := '{}';  -- owners at their cap, or being claimed by another transaction
+  v_locked  uuid[] := '{}';  -- owners whose cap lock this transaction holds
+  v_owned   integer;
+  v_keyed   boolean;
+  v_full    text[] := '{}';  -- concurrency keys at their limit (or being claimed elsewhere)
+  v_dry     text[] := '{}';  -- rate-limit keys whose bucket is empty (or being spent elsewhere)
+  v_refused text;
 begin
   if p_worker_id is null or p_worker_id = '' then
     perform supaworker_private.raise_error('22023', 'p_worker_id is required', null);
@@ -60,8 +84,15 @@ begin
    where q.assigned_to = p_worker_id and q.status in ('assigned', 'processing');
   v_slots := least(p_limit, v_worker.max_concurrent_jobs + p_prefetch - v_running);
   v_queues := coalesce(p_queues, v_worker.queues);
+  select s.max_running_per_user into v_cap from public.queue_settings s;
+  v_keyed := exists (select from public.concurrency_limits)
+             or exists (select from public.rate_limits);
 
-  if v_slots > 0 then
+  if v_slots > 0 and v_cap is null and not v_keyed and not exists (
+    select from supaworker_private.owner_clock c
+     where c.uses_priority and (v_queues is null or c.queue = any (v_queues))
+  ) then
+    -- The fast path: each turn's first job is the one claimed, so one statement claims all.
     return query
     with candidates as (
       select q.id
@@ -70,8 +101,9 @@ begin
          and not q.cancel_requested
          and q.run_at <= now()
          and (v_queues is null or q.queue = any (v_queues))
-         and q.requires <@ v_worker.capabilities
-       order by q.priority desc, q.run_at, q.created_at
+         and (q.requires = '{}'::jsonb
+              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
+       order by q.priority desc, q.fair_tag, q.created_at
        limit v_slots
        for update skip locked
     ), claimed as (
@@ -84,8 +116,102 @@ begin
       where q.id = c.id
       returning q.*
     )
-    select * from claimed c order by c.priority desc, c.run_at, c.created_at;
+    select * from claimed c order by c.priority desc, c.fair_tag, c.created_at;
     get diagnostics v_claimed = row_count;
+  elsif v_slots > 0 then
+    -- One turn at a time: the first claimable row in claim order decides whose turn it is,
+    -- the owner's best job fills it. Bounded: at most v_slots claimed turns plus 32 skipped
+    -- ones (a claim may then return fewer jobs than slots; the next one continues).
+    v_budget := v_slots + 32;
+    while v_claimed < v_slots and v_budget > 0 loop
+      v_budget := v_budget - 1;
+      select * into v_turn from public.processing_queue q
+       where q.status = 'pending'
+         and not q.cancel_requested
+         and q.run_at <= now()
+         and (v_queues is null or q.queue = any (v_queues))
+         and (q.requires = '{}'::jsonb
+              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
+         and (q.user_id is null or q.user_id <> all (v_skip))
+         and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
+         and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
+       order by q.priority desc, q.fair_tag, q.created_at
+       limit 1
+       for update skip locked;
+      exit when not found;
+      if v_cap is not null and v_turn.user_id is not null then
+        -- max_running_per_user. Only claims raise an owner's running count, so only claims
+        -- take this lock; a try-lock, so a claim never waits for another: an owner being
+        -- claimed elsewhere is skipped this time. The count runs in a statement after the
+        -- lock (a new snapshot in READ COMMITTED), so it sees every claim of the lock's
+        -- previous holder, and the lock is held to commit: no two claims see "one below".
+        if not v_turn.user_id = any (v_locked) then
+          if not pg_catalog.pg_try_advisory_xact_lock(
+                   pg_catalog.hashtext('supaworker.running_cap'),
+                   pg_catalog.hashtext(v_turn.user_id::text)) then
+            v_skip := v_skip || v_turn.user_id;
+            continue;
+          end if;
+          v_locked := v_locked || v_turn.user_id;
+        end if;
+        select count(*) into v_owned from public.processing_queue q
+         where q.user_id = v_turn.user_id and q.status in ('assigned', 'processing');
+        if v_owned >= v_cap then
+          v_skip := v_skip || v_turn.user_id;
+          continue;
+        end if;
+      end if;
+      v_job := v_turn;
+      if v_turn.user_id is not null and exists (
+        select from supaworker_private.owner_clock c
+         where c.queue = v_turn.queue and c.priority = v_turn.priority
+           and c.user_id = v_turn.user_id and c.uses_priority
+      ) then
+        select * into v_best from public.processing_queue q
+         where q.status = 'pending'
+           and q.queue = v_turn.queue and q.priority = v_turn.priority
+           and q.user_id = v_turn.user_id
+           and not q.cancel_requested
+           and q.run_at <= now()
+           and (q.requires = '{}'::jsonb
+              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
+           and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
+           and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
+         order by q.user_priority desc, q.owner_seq
+         limit 1
+         for update skip locked;
+        if found and v_best.id <> v_turn.id then
+          v_job := v_best;
+        end if;
+      end if;
+      if v_keyed then
+        -- Concurrency keys and rate limits (admit_keys): a key that refuses is left out of
+        -- the rest of this claim.
+        v_refused := supaworker_private.admit_keys(v_job.concurrency_key, v_job.rate_limit_key);
+        if v_refused = 'concurrency' then
+          v_full := v_full || v_job.concurrency_key;
+          continue;
+        elsif v_refused = 'rate' then
+          v_dry := v_dry || v_job.rate_limit_key;
+          continue;
+        end if;
+      end if;
+      if v_job.id <> v_turn.id then
+        -- The owner's best job takes this turn; v_turn takes its place in the owner's order.
+        update public.processing_queue q set fair_tag = v_job.fair_tag where q.id = v_turn.id;
+        v_job.fair_tag := v_turn.fair_tag;
+      end if;
+      update public.processing_queue q set
+        status = case when coalesce(p_start, false) then 'processing' else 'assigned' end,
+        assigned_to = p_worker_id, assigned_at = now(),
+        started_at = case when coalesce(p_start, false) then now() end,
+        attempt = q.attempt + 1, progress_percent = null, progress_message = null,
+        fair_tag = v_job.fair_tag
+       where q.id = v_job.id
+      returning q.* into v_job;
+      v_claimed := v_claimed + 1;
+      return next v_job;
+    end loop;
   end if;
 
   update public.vps_workers w set current_jobs = v_running + v_claimed
@@ -93,7 +219,10 @@ begin
 end $$;
 comment on function supaworker_private.claim_jobs(text, integer, text[], boolean, integer) is
   'The claim behind claim_next_job and complete_and_claim: up to p_limit jobs, never more '
-  'than max_concurrent_jobs + p_prefetch minus the worker''s assigned/processing jobs.';
+  'than max_concurrent_jobs + p_prefetch minus the worker''s assigned/processing jobs, in '
+  'fair order (priority desc, fair_tag, created_at; an owner''s turn filled by its best '
+  'user_priority), never more than max_running_per_user running jobs of one owner, nor more '
+  'than concurrency_limits / rate_limits allow per key.';
 
 -- claim_next_job(p_worker_id, p_limit 1, p_queues null, p_start false) -> setof job
 -- claim_jobs without prefetch: never more than the worker's free slots. Without p_start the
@@ -112,12 +241,15 @@ language sql volatile security definer set search_path = '' rows 1 as $$
 $$;
 comment on function public.claim_next_job(text, integer, text[], boolean) is
   'Claim up to p_limit pending jobs for an active worker, never more than its free slots '
-  '(max_concurrent_jobs - its assigned/processing jobs). One UPDATE over a FOR UPDATE SKIP '
-  'LOCKED selection ordered by priority desc, run_at, created_at; only jobs with run_at <= '
+  '(max_concurrent_jobs - its assigned/processing jobs), FOR UPDATE SKIP LOCKED, in fair '
+  'order (priority desc, fair_tag, created_at: turns across owners); only jobs with run_at <= '
   'now(), not cancel-requested, in p_queues (null: the worker''s queues; null: all) and '
-  'whose requires is contained in the worker''s capabilities. Claimed jobs get assigned_to, '
+  'whose requires the worker''s capabilities meet (comparisons gte/lte/eq/in, else '
+  'containment). Claimed jobs get assigned_to, '
   'assigned_at and attempt + 1 (the fencing token to pass back) and become assigned, or with '
-  'p_start processing with started_at = now() (no start_job needed). Unknown, paused or '
+  'p_start processing with started_at = now() (no start_job needed). An owner with '
+  'queue_settings.max_running_per_user assigned/processing jobs is skipped, and so is a job '
+  'whose concurrency key is at its limit or whose rate limit has no token. Unknown, paused or '
   'offline worker: empty set. Runs the reaper first, at most once per '
   'queue_settings.rescue_interval. 22023 for p_limit outside 0..1000.';
 

@@ -206,6 +206,57 @@ comment on function public.fail_job(uuid, text, integer, text, boolean, integer)
   'backoff_max_seconds) * uniform[0.5, 1), or at now() + least(p_retry_after_seconds, '
   'backoff_max_seconds) when given (a handler''s Retry-After). 22023 for a negative delay.';
 
+-- snooze_job(p_job_id, p_worker_id, p_attempt, p_seconds) -> setof job
+-- A handler's "not now" (issue 18: supaworker.Snooze(seconds), a rate-limited API): the
+-- running job goes back to pending at now() + p_seconds without spending an attempt
+-- (retry_count kept, snooze_count + 1, owner and progress cleared, its fair-order tag kept),
+-- and job_events gets a 'snoozed' row ("snoozed until <run_at>"). A job with a cancel request
+-- is cancelled instead. Fenced by (job, worker, attempt) like fail_job: the updated row, or
+-- no row when fenced out. Independent of fail_job's p_retry_after_seconds (a failed attempt
+-- with a delay). Who: service_role. Errors: 22023 p_seconds not in (0, 604800].
+create function public.snooze_job(
+  p_job_id    uuid,
+  p_worker_id text,
+  p_attempt   integer,
+  p_seconds   numeric
+) returns setof public.processing_queue
+language plpgsql volatile security definer set search_path = '' rows 1 as $$
+declare
+  v_found boolean;
+begin
+  if p_seconds is null or p_seconds <= 0 or p_seconds > 604800 then
+    perform supaworker_private.raise_error('22023',
+      pg_catalog.format('p_seconds must be more than 0 and at most 604800 (7 days), got %s',
+                        p_seconds),
+      'A job that cannot run for longer should fail its attempt instead.');
+  end if;
+  perform supaworker_private.lock_worker(p_worker_id);
+  return query
+  update public.processing_queue q set
+    status           = case when q.cancel_requested then 'cancelled' else 'pending' end,
+    run_at           = case when q.cancel_requested then q.run_at
+                            else now() + pg_catalog.make_interval(secs => p_seconds) end,
+    snooze_count     = q.snooze_count + case when q.cancel_requested then 0 else 1 end,
+    assigned_to      = case when q.cancel_requested then q.assigned_to end,
+    assigned_at      = case when q.cancel_requested then q.assigned_at end,
+    started_at       = case when q.cancel_requested then q.started_at end,
+    completed_at     = case when q.cancel_requested then now() end,
+    progress_percent = null,
+    progress_message = null
+  where q.id = p_job_id and q.assigned_to = p_worker_id and q.attempt = p_attempt
+    and q.status in ('assigned', 'processing')
+  returning q.*;
+  v_found := found;
+  if v_found then
+    perform supaworker_private.refresh_current_jobs(array[p_worker_id]);
+  end if;
+end $$;
+comment on function public.snooze_job(uuid, text, integer, numeric) is
+  'A handler''s snooze: the running job, fenced by (job, worker, attempt), goes back to '
+  'pending at now() + p_seconds without spending an attempt (retry_count kept, snooze_count '
+  '+ 1, a ''snoozed'' job event); cancelled instead when a cancel was requested. The row, or '
+  'no row when fenced out. 22023 for p_seconds outside (0, 604800].';
+
 -- release_jobs(p_worker_id, p_job_ids null) -> integer
 -- Graceful hand-back (shutdown, unneeded prefetched jobs): the worker's running jobs (all,
 -- or those listed) go back to pending without spending a retry; a job with a cancel request

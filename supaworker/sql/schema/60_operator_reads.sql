@@ -13,7 +13,10 @@
 -- {by_status: {<each of the six statuses>: n}, by_queue: {<queue>: {<status>: n}},
 --  oldest_pending_seconds (age of the oldest due pending job, from run_at; null when none),
 --  workers: {active, paused, offline}, completed_last_minute, completed_last_hour,
---  failed_last_minute, failed_last_hour (failed = finally failed, by completed_at)}.
+--  failed_last_minute, failed_last_hour (failed = finally failed, by completed_at),
+--  no_capable_worker: {<queue>: n} pending jobs that no live worker can take (no active
+--  worker with a heartbeat within dead_worker_horizon serves the queue with capabilities
+--  meeting the job's requires; queues without such jobs are left out)}.
 -- Who: service_role; queue admins through admin_queue_stats. Raises nothing.
 create function public.queue_stats() returns jsonb
 language plpgsql stable security definer set search_path = '' as $$
@@ -25,6 +28,7 @@ declare
   v_workers   jsonb;
   v_oldest    numeric;
   v_finished  record;
+  v_stuck     jsonb;
 begin
   with counts as (
     select q.queue, q.status, count(*) as n from public.processing_queue q
@@ -62,6 +66,21 @@ begin
    where q.status in ('completed', 'failed', 'cancelled')
      and q.completed_at >= now() - interval '1 hour';
 
+  -- One requires_met per distinct (queue, requires) of the pending jobs and live worker.
+  select coalesce(jsonb_object_agg(g.queue, g.n), '{}'::jsonb) into v_stuck
+    from (select p.queue, sum(p.n)::bigint as n
+            from (select q.queue, q.requires, count(*) as n from public.processing_queue q
+                   where q.status = 'pending' group by q.queue, q.requires) p
+           where not exists (
+             select from public.vps_workers w
+              where w.status = 'active'
+                and w.last_heartbeat > now() - (select s.dead_worker_horizon
+                                                  from public.queue_settings s)
+                and (w.queues is null or p.queue = any (w.queues))
+                and (p.requires = '{}'::jsonb
+                     or supaworker_private.requires_met(p.requires, w.capabilities)))
+           group by p.queue) g;
+
   return jsonb_build_object(
     'by_status', v_by_status,
     'by_queue', v_by_queue,
@@ -70,13 +89,15 @@ begin
     'completed_last_minute', v_finished.c_min,
     'completed_last_hour', v_finished.c_hour,
     'failed_last_minute', v_finished.f_min,
-    'failed_last_hour', v_finished.f_hour);
+    'failed_last_hour', v_finished.f_hour,
+    'no_capable_worker', v_stuck);
 end $$;
 comment on function public.queue_stats() is
   'Queue overview as jsonb: {by_status: {<status>: n} (all six statuses), by_queue: '
   '{<queue>: {<status>: n}}, oldest_pending_seconds (age of the oldest pending job that '
   'is due, from its run_at; null when none), workers: {active, paused, offline}, '
-  'completed_last_minute, completed_last_hour, failed_last_minute, failed_last_hour} '
+  'completed_last_minute, completed_last_hour, failed_last_minute, failed_last_hour, '
+  'no_capable_worker: {<queue>: pending jobs no live worker can take}} '
   '(failed = finally failed, by completed_at).';
 
 -- get_job(p_job_id) -> processing_queue
@@ -161,7 +182,7 @@ language sql
 immutable
 security definer
 set search_path = ''
-as $$ select 13 $$;
+as $$ select 19 $$;
 
 comment on function public.supaworker_schema_version() is
   'The number of the newest supaworker migration applied to this database.';

@@ -20,6 +20,12 @@ revoke all on table public.processing_queue, public.job_events, public.vps_worke
                     public.queue_settings
   from public, anon, authenticated, service_role;
 revoke all on sequence public.job_events_id_seq from public, anon, authenticated, service_role;
+revoke all on table supaworker_private.owner_clock from public, anon, authenticated, service_role;
+revoke all on table supaworker_private.rate_buckets from public, anon, authenticated, service_role;
+revoke all on table public.concurrency_limits, public.rate_limits
+  from public, anon, authenticated, service_role;
+grant select, insert, update, delete on table public.concurrency_limits, public.rate_limits
+  to service_role;
 
 -- Signed-in users: their own jobs and history (RLS); queue admins: everything (RLS).
 grant select on table public.processing_queue, public.job_events to authenticated;
@@ -45,7 +51,9 @@ grant execute on function supaworker_private.is_queue_admin() to authenticated;
 -- The public API
 -- ---------------------------------------------------------------------------------------
 revoke all on function
-  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb, text,
+                     text),
+  public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.retry_job(uuid),
   public.retry_failed_jobs(text),
@@ -57,6 +65,7 @@ revoke all on function
   public.complete_and_claim(text, jsonb, integer, text[], integer),
   public.fail_job(uuid, text, integer, text, boolean, integer),
   public.release_jobs(text, uuid[]),
+  public.snooze_job(uuid, text, integer, numeric),
   public.register_worker(text, text, integer, jsonb, text[], text, text),
   public.heartbeat_worker(text, uuid[]),
   public.deregister_worker(text),
@@ -78,7 +87,9 @@ from public, anon, authenticated, service_role;
 
 -- The service role (API servers, workers, the CLI): everything.
 grant execute on function
-  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb, text,
+                     text),
+  public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.retry_job(uuid),
   public.retry_failed_jobs(text),
@@ -90,6 +101,7 @@ grant execute on function
   public.complete_and_claim(text, jsonb, integer, text[], integer),
   public.fail_job(uuid, text, integer, text, boolean, integer),
   public.release_jobs(text, uuid[]),
+  public.snooze_job(uuid, text, integer, numeric),
   public.register_worker(text, text, integer, jsonb, text[], text, text),
   public.heartbeat_worker(text, uuid[]),
   public.deregister_worker(text),
@@ -112,7 +124,9 @@ to service_role;
 -- Signed-in users: their own documents and jobs (checked inside enqueue_job / cancel_job),
 -- and the admin_* functions (queue admins only, checked inside). anon: nothing.
 grant execute on function
-  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb),
+  public.enqueue_job(uuid, integer, jsonb, text, integer, timestamptz, integer, jsonb, text,
+                     text),
+  public.enqueue_jobs(jsonb),
   public.cancel_job(uuid),
   public.admin_queue_stats(),
   public.admin_recent_failures(integer),

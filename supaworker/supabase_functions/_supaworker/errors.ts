@@ -21,6 +21,7 @@ const BY_SQLSTATE: Record<string, Mapping> = {
   PT404: { status: 404, code: "not_found" },
   PT409: { status: 409, code: "conflict" },
   PT413: { status: 413, code: "payload_too_large" },
+  PT429: { status: 429, code: "quota_exceeded" }, // queue_settings.max_pending_per_user
   "22023": { status: 400, code: "invalid_argument" },
   "22P02": { status: 400, code: "invalid_argument" }, // invalid text representation (uuid, int)
   "42501": { status: 403, code: "forbidden" }, // the role may not run the function / read the row

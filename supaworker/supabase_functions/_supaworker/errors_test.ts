@@ -8,6 +8,7 @@ Deno.test("the SQL contract's SQLSTATEs map to their statuses", () => {
     ["PT404", 404, 404, "not_found"],
     ["PT409", 409, 409, "conflict"],
     ["PT413", 413, 413, "payload_too_large"],
+    ["PT429", 429, 429, "quota_exceeded"],
     ["22023", 400, 400, "invalid_argument"],
     ["22P02", 400, 400, "invalid_argument"],
     ["42501", 403, 403, "forbidden"],
@@ -32,7 +33,7 @@ Deno.test("the hint is appended: it says what to fix", () => {
 });
 
 Deno.test("other PTxyz codes keep their status", () => {
-  assert.equal(fromPostgrestError({ code: "PT429", message: "slow down" }).status, 429);
+  assert.equal(fromPostgrestError({ code: "PT418", message: "teapot" }).status, 418);
 });
 
 Deno.test("unknown failures are a generic 502", () => {

@@ -114,6 +114,14 @@ Deno.test("the database's ownership answers become 403 / 404", async () => {
   );
 });
 
+Deno.test("the owner's quota (queue_settings.max_pending_per_user) becomes 429", async () => {
+  await expectError(
+    await setup(new FakeQueue(dbError("PT429", 429))).post({ user_document_id: DOC_ID }),
+    429,
+    "quota_exceeded",
+  );
+});
+
 Deno.test("a too large body is 413", async () => {
   const { post } = setup();
   await expectError(

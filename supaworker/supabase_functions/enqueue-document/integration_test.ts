@@ -18,7 +18,9 @@ Deno.test({ name: "enqueue: the owner's document is queued (202)", ignore }, asy
   assert.equal(data.status, "queued");
   assert.equal(data.job.user_document_id, documentId);
   assert.equal(data.job.status, "pending");
-  assert.equal(data.job.priority, 3);
+  // A user's priority orders only that user's own jobs (issue 18): it is user_priority.
+  assert.equal(data.job.user_priority, 3);
+  assert.equal(data.job.priority, 0);
 });
 
 Deno.test({ name: "enqueue: another user's document is 403", ignore }, async () => {

@@ -20,7 +20,10 @@ export interface Job {
   user_id: string | null;
   queue: string;
   status: JobStatus;
+  /** Orders across owners; set by the service role only (a user's enqueue leaves it 0). */
   priority: number;
+  /** A user's own priority (-10..10): orders only that user's jobs (issue 18). */
+  user_priority: number;
   payload: Record<string, unknown>;
   result: unknown;
   error_message: string | null;
@@ -44,7 +47,8 @@ export interface Job {
 
 /** How a document is queued (enqueue_job's parameters). Every key is optional. */
 export interface EnqueueOptions {
-  /** Higher runs first; 0 is normal. Users' values are clamped to -10..10 by the database. */
+  /** Higher runs first; 0 is normal. A signed-in user's value is clamped to -10..10 and
+   * stored as `user_priority`, which orders only that user's own jobs. */
   priority?: number;
   /** Default "default". */
   queue?: string;

@@ -1,0 +1,127 @@
+"""Client cost per enqueue, and bulk enqueue, through PostgREST (issue 18).
+
+    .venv/bin/python bench/enqueue_cost.py [--calls 300] [--bulk 10000]
+
+Side by side in one run, against the bench stack (bench/_common.py):
+  client CPU   process CPU time per `AsyncQueueClient.enqueue` call, sequential, against a
+               bare `httpx.AsyncClient` POST of the same JSON to /rest/v1/rpc/enqueue_job
+               with the same headers (the floor any client pays: HTTP and JSON)
+  calls/s      wall-clock rate of the same sequential calls
+  bulk         documents per second for `--bulk` documents in one `enqueue_many` call
+               (`enqueue_jobs`), against single `enqueue` calls (the rate of `--calls` of
+               them, so the run stays short)
+Every call enqueues a new document (idempotent re-enqueues would measure less work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import _bootstrap  # noqa: F401  (first: puts the repository on sys.path)
+import httpx
+
+from bench._common import admin, bench_user, ensure_stack, fmt, machine, table
+from supaworker.client import AsyncQueueClient
+from supaworker_local.config import StackConfig
+
+
+def documents(config: StackConfig, n: int) -> list[uuid.UUID]:
+    with admin(config) as conn:
+        user = bench_user(conn)
+        rows = conn.execute(
+            "insert into public.user_documents (user_id, name)"
+            " select %s, 'enqueue-bench' from generate_series(1, %s) returning id",
+            (user, n),
+        ).fetchall()
+    return [uuid.UUID(str(r[0])) for r in rows]
+
+
+async def client_calls(
+    config: StackConfig, docs: list[uuid.UUID], queue: str
+) -> tuple[float, float]:
+    """(CPU ms per call, calls/s) of AsyncQueueClient.enqueue."""
+    client = await AsyncQueueClient.connect(config.api_url, config.service_role_key)
+    try:
+        await client.enqueue(docs[0], queue=queue)  # warm up the connection and imports
+        cpu, wall = time.process_time(), time.perf_counter()
+        for doc in docs[1:]:
+            await client.enqueue(doc, queue=queue)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        await client.aclose()
+    n = len(docs) - 1
+    return cpu / n * 1000, n / wall
+
+
+async def bare_calls(config: StackConfig, docs: list[uuid.UUID], queue: str) -> tuple[float, float]:
+    """The same calls as a bare httpx POST (no models, no error mapping)."""
+    headers = {
+        "apikey": config.service_role_key,
+        "Authorization": f"Bearer {config.service_role_key}",
+        "Content-Type": "application/json",
+    }
+    url = f"{config.api_url}/rest/v1/rpc/enqueue_job"
+
+    def body(doc: uuid.UUID) -> dict[str, Any]:
+        return {
+            "p_user_document_id": str(doc),
+            "p_priority": 0,
+            "p_payload": {},
+            "p_queue": queue,
+            "p_requires": {},
+        }
+
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        (await http.post(url, json=body(docs[0]))).raise_for_status()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for doc in docs[1:]:
+            response = await http.post(url, json=body(doc))
+            response.raise_for_status()
+            response.json()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    n = len(docs) - 1
+    return cpu / n * 1000, n / wall
+
+
+async def bulk_call(config: StackConfig, docs: list[uuid.UUID], queue: str) -> tuple[float, float]:
+    """(documents/s, CPU ms per document) of one enqueue_many call."""
+    client = await AsyncQueueClient.connect(config.api_url, config.service_role_key)
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        jobs = await client.enqueue_many(docs, queue=queue)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        await client.aclose()
+    assert len(jobs) == len(docs)
+    return len(docs) / wall, cpu / len(docs) * 1000
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--bulk", type=int, default=10000)
+    args = parser.parse_args()
+    config = ensure_stack()
+    queue = f"enq-{uuid.uuid4().hex[:6]}"
+    client_cpu, client_rate = await client_calls(config, documents(config, args.calls + 1), queue)
+    bare_cpu, bare_rate = await bare_calls(config, documents(config, args.calls + 1), queue)
+    bulk_rate, bulk_cpu = await bulk_call(config, documents(config, args.bulk), queue)
+    print(machine())
+    print(
+        table(
+            ["enqueue path", "client CPU ms/doc", "docs/s"],
+            [
+                ["AsyncQueueClient.enqueue (1 call/doc)", fmt(client_cpu, 2), fmt(client_rate)],
+                ["bare httpx POST (1 call/doc)", fmt(bare_cpu, 2), fmt(bare_rate)],
+                [f"enqueue_many ({args.bulk} in 1 call)", fmt(bulk_cpu, 3), fmt(bulk_rate)],
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
