@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +19,7 @@ from supaworker.worker.command_handler import CommandHandler
 from supaworker.worker.handler import Handler, load_handler
 from supaworker.worker.http import WorkerHTTP
 from supaworker.worker.loop import EXIT_CONFIG, Worker
-from supaworker.worker.metrics import InstrumentedTransport, JobLogCounter, WorkerMetrics
+from supaworker.worker.metrics import InstrumentedTransport, JobCounter, WorkerMetrics
 from supaworker.worker.url_handler import UrlHandler
 
 EXIT_CODES_HELP = """Exit codes: 0 stopped cleanly (or --burst found nothing left);
@@ -180,7 +179,6 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     metrics = None
     if settings.http_port is not None:
         metrics = WorkerMetrics()
-        logging.getLogger("supaworker.worker").addHandler(JobLogCounter(metrics))
         queue = AsyncQueueClient(InstrumentedTransport(queue.transport, metrics))
     wakeup = None
     if settings.realtime:
@@ -199,6 +197,8 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
                 typer.echo(f"supaworker: error: {exc}", err=True)
                 return EXIT_CONFIG
         worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+        if metrics is not None:
+            worker.events.subscribe(JobCounter(metrics))
         if metrics is not None and settings.http_port is not None:
             server = WorkerHTTP(
                 worker,

@@ -47,13 +47,28 @@ def _metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"metric {name} {labels} not found")
 
 
+@pytest.mark.parametrize("log_level", ["INFO", "WARNING"])
 def test_metrics_count_real_jobs(
-    start_worker: Start, submit: Submit, queue: QueueClient, unique: Callable[[str], str]
+    start_worker: Start,
+    submit: Submit,
+    queue: QueueClient,
+    unique: Callable[[str], str],
+    log_level: str,
 ) -> None:
+    """At any log level: the counters come from the job events, not from the log lines
+    (at WARNING the claimed and completed lines are not written)."""
     name, port = unique("q"), free_port()
     jobs = submit(3, queue_name=name, payload={"mode": "ok"})
     (bad,) = submit(queue_name=name, payload={"mode": "permanent"})
-    worker = start_worker("--queue", name, "--http-port", str(port), "--http-host", "127.0.0.1")
+    worker = start_worker(
+        "--queue",
+        name,
+        "--http-port",
+        str(port),
+        "--http-host",
+        "127.0.0.1",
+        env={"SUPAWORKER_LOG_LEVEL": log_level},
+    )
     wait_for(_started(port), 30, "http port")
     wait_for(lambda: all(queue.get(j.id).status.is_finished for j in [*jobs, bad]), 30, "jobs")
     time.sleep(0.3)
