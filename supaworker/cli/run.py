@@ -198,7 +198,7 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
                 return EXIT_CONFIG
         worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
         if metrics is not None:
-            worker.events.subscribe(JobCounter(metrics))
+            worker.events.subscribe(JobCounter(metrics, settings.queues))
         if metrics is not None and settings.http_port is not None:
             server = WorkerHTTP(
                 worker,
