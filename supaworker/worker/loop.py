@@ -50,10 +50,12 @@ from supaworker.worker.events import JobEvents, JobLog, OutcomeEvent, job_extra,
 from supaworker.worker.execution import check_executor, run_handler
 from supaworker.worker.handler import Handler, JobContext, is_async
 from supaworker.worker.heartbeat import Heartbeat
+from supaworker.worker.heartbeat_thread import ClientFactory, ThreadedHeartbeat
 from supaworker.worker.ledger import Ledger, RunningJob, StopReason
 from supaworker.worker.processes import ProcessExecutor
 from supaworker.worker.progress import ProgressForwarder
 from supaworker.worker.supervisor import SideTasks
+from supaworker.worker.watchdog import LoopWatchdog
 
 __all__ = [
     "EXIT_CONFIG",
@@ -146,6 +148,7 @@ class Worker:
         supabase: Any = None,
         wakeup: WakeupSource | None = None,
         install_signal_handlers: bool = True,
+        heartbeat_client: ClientFactory | None = None,
     ) -> None:
         self.queue = queue
         self.handler = handler
@@ -175,7 +178,18 @@ class Worker:
             slot_freed=self._wake.set,
             retry_due=self._wake_at,
         )
-        self.heartbeat = Heartbeat(queue, self.worker_id, settings.heartbeat_interval, self)
+        # With a client factory (the CLI gives one) the heartbeat runs on its own thread with
+        # its own client, where a handler that blocks this loop cannot silence it
+        # (heartbeat_thread.py); without one (tests on the in-memory fake, which is
+        # single-threaded) it runs on this loop.
+        self.heartbeat: Heartbeat | ThreadedHeartbeat = (
+            ThreadedHeartbeat(heartbeat_client, self.worker_id, settings.heartbeat_interval, self)
+            if heartbeat_client is not None
+            else Heartbeat(queue, self.worker_id, settings.heartbeat_interval, self)
+        )
+        self.watchdog = LoopWatchdog(
+            self.worker_id, settings.loop_block_threshold, lambda: list(self.ledger.running)
+        )
         self._side_tasks = SideTasks(self._side_task_died)
         self._processes = (
             ProcessExecutor(settings.handler)
@@ -290,6 +304,7 @@ class Worker:
     # -- side tasks -----------------------------------------------------------------------
     def _start_side_tasks(self) -> None:
         self._side_tasks.start(self.heartbeat.run(), "heartbeat")
+        self._side_tasks.start(self.watchdog.tick(), "loop_watchdog")
         if self._wakeup is not None:
             self._side_tasks.start(
                 self._wakeup.run(self.wake, self._set_realtime_connected, self.heartbeat.request),

@@ -18,7 +18,7 @@ def test_seventy_kilobytes_of_dots_complete() -> None:
     # minute even on an idle machine, so load cannot make this pass or fail by accident.
     code = (
         "from examples.document_processing.handler import analyse\n"
-        f"print(analyse('.' * 70_000 + 'x')['sentences'])\n"
+        "print(analyse('.' * 70_000 + 'x')['sentences'])\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
