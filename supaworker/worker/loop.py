@@ -51,11 +51,20 @@ from supaworker.worker.execution import check_executor, run_handler
 from supaworker.worker.handler import Handler, JobContext, is_async
 from supaworker.worker.heartbeat import Heartbeat
 from supaworker.worker.heartbeat_thread import ClientFactory, ThreadedHeartbeat
+from supaworker.worker.identity import (
+    PROCESS_CAPABILITY,
+    WorkerIdInUse,
+    check_id_free,
+    this_process,
+)
 from supaworker.worker.ledger import Ledger, RunningJob, StopReason
 from supaworker.worker.processes import ProcessExecutor
 from supaworker.worker.progress import ProgressForwarder
 from supaworker.worker.supervisor import SideTasks
 from supaworker.worker.watchdog import LoopWatchdog
+
+# Seconds since its last heartbeat within which an id's row counts as held (identity.py).
+ID_FRESH_SECONDS = 15.0
 
 __all__ = [
     "EXIT_CONFIG",
@@ -197,6 +206,7 @@ class Worker:
             else None
         )
         self._exit_code = EXIT_OK
+        self._holder = this_process()
 
     # -- public controls ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -236,6 +246,9 @@ class Worker:
             return EXIT_CONFIG
         try:
             await self.register()
+        except WorkerIdInUse as exc:
+            log.error("%s", exc, extra={"action": "worker_id_in_use", "worker_id": self.worker_id})
+            return EXIT_CONFIG
         except ConfigurationError as exc:
             log.error("%s", exc, extra={"action": "register_refused", "worker_id": self.worker_id})
             return EXIT_CONFIG
@@ -262,15 +275,22 @@ class Worker:
         return self._exit_code
 
     async def register(self) -> None:
-        """Register (or register again); ConfigurationError when refused."""
+        """Register (or register again); ConfigurationError when refused, WorkerIdInUse
+        when another live process holds the id (first registration only: worker/identity.py)."""
         deadline = time.monotonic() + max(30.0, self.settings.heartbeat_interval * 3)
+        first = not self.state.registered
         while True:
             try:
+                if first:
+                    await self._check_id_free()
                 info = await self.queue.register_worker(
                     self.worker_id,
                     worker_name=self.settings.worker_name or self.worker_id,
                     max_concurrent_jobs=self.settings.concurrency,
-                    capabilities=self.settings.advertised_capabilities(),
+                    capabilities={
+                        **self.settings.advertised_capabilities(),
+                        PROCESS_CAPABILITY: self._holder,
+                    },
                     queues=self.settings.queues or None,
                     host=socket.gethostname(),
                     version=__version__,
@@ -299,6 +319,15 @@ class Worker:
                 "worker_id": self.worker_id,
                 "status": info.status.value,
             },
+        )
+
+    async def _check_id_free(self) -> None:
+        workers = await self.queue.workers()
+        row = next((w for w in workers if w.worker_id == self.worker_id), None)
+        # A live worker beats every heartbeat_interval (5 s by default); a row this fresh has
+        # a live process behind it unless its pid says otherwise.
+        check_id_free(
+            row, self._holder, max(ID_FRESH_SECONDS, 3 * self.settings.heartbeat_interval)
         )
 
     # -- side tasks -----------------------------------------------------------------------
