@@ -20,6 +20,7 @@ from supaworker.exceptions import (
     RpcError,
     SupaworkerError,
     TransportError,
+    UserFacingError,
 )
 from supaworker.models import Job, JobEvent, JobStatus, QueueStats, WorkerInfo, WorkerStatus
 from supaworker.worker.handler import JobContext
@@ -42,6 +43,7 @@ __all__ = [
     "RpcError",
     "SupaworkerError",
     "TransportError",
+    "UserFacingError",
     "WorkerInfo",
     "WorkerStatus",
     "__version__",

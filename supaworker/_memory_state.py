@@ -82,6 +82,8 @@ class MemoryState:
     jobs: dict[uuid.UUID, dict[str, Any]]
     workers: dict[str, dict[str, Any]]
     events: list[dict[str, Any]]
+    # job_error_details: (job id, attempt) -> the operators' text.
+    error_details: dict[tuple[uuid.UUID, int], str]
 
     def _job(self, job_id: Any) -> dict[str, Any]:
         job = self.jobs.get(parse_uuid(job_id))

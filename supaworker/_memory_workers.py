@@ -231,6 +231,7 @@ class WorkerFunctions(MemoryState):
         p_error: str | None,
         p_retryable: bool | None = True,
         p_retry_after_seconds: int | None = None,
+        p_error_detail: str | None = None,
     ) -> list[dict[str, Any]]:
         if p_retry_after_seconds is not None and p_retry_after_seconds < 0:
             raise invalid(f"p_retry_after_seconds must be >= 0, got {p_retry_after_seconds}")
@@ -241,6 +242,8 @@ class WorkerFunctions(MemoryState):
             job, p_error, retryable=p_retryable is not False, retry_after=p_retry_after_seconds
         )
         self._sync_current_jobs([p_worker_id])
+        if p_error_detail is not None:
+            self.error_details[(job["id"], p_attempt)] = p_error_detail[:20000]
         return [self._row(job)]
 
     def fn_report_progress(

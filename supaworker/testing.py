@@ -48,6 +48,7 @@ class InMemoryTransport(WorkerFunctions):
     jobs: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    error_details: dict[tuple[uuid.UUID, int], str] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_next: dict[str, Exception] = field(default_factory=dict)
 
@@ -295,5 +296,7 @@ class InMemoryTransport(WorkerFunctions):
         }
         for job_id in gone:
             del self.jobs[job_id]
-        self.events = [e for e in self.events if e["job_id"] not in gone]  # on delete cascade
+        # on delete cascade
+        self.events = [e for e in self.events if e["job_id"] not in gone]
+        self.error_details = {k: v for k, v in self.error_details.items() if k[0] not in gone}
         return len(gone)

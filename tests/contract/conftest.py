@@ -76,6 +76,8 @@ class Backend:
     make_stale: Callable[[str], None]
     shift_back: Callable[[uuid.UUID, str, timedelta], None]
     set_last_rescue: Callable[[timedelta | None], None]  # how long ago; None: never
+    # job_error_details' text for (job, attempt), None when there is no row.
+    error_detail: Callable[[uuid.UUID, int], str | None]
 
     async def raw(self, function: str, params: Mapping[str, Any]) -> Any:
         """A call that bypasses rpc.py: for arguments rpc.py would never send."""
@@ -120,7 +122,15 @@ def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
     def set_last_rescue(ago: timedelta | None) -> None:
         fake.settings.last_rescue_at = None if ago is None else fake.clock() - ago
 
-    hooks = {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    def error_detail(job_id: uuid.UUID, attempt: int) -> str | None:
+        return fake.error_details.get((job_id, attempt))
+
+    hooks = {
+        "make_stale": make_stale,
+        "shift_back": shift_back,
+        "set_last_rescue": set_last_rescue,
+        "error_detail": error_detail,
+    }
     return fake, hooks
 
 
@@ -144,7 +154,19 @@ def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
             "update public.queue_settings set last_rescue_at = now() - %s::interval", (ago,)
         )
 
-    return {"make_stale": make_stale, "shift_back": shift_back, "set_last_rescue": set_last_rescue}
+    def error_detail(job_id: uuid.UUID, attempt: int) -> str | None:
+        row = admin_db.execute(
+            "select detail from public.job_error_details where job_id = %s and attempt = %s",
+            (job_id, attempt),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    return {
+        "make_stale": make_stale,
+        "shift_back": shift_back,
+        "set_last_rescue": set_last_rescue,
+        "error_detail": error_detail,
+    }
 
 
 @pytest.fixture(params=["memory", "supabase"])
