@@ -84,7 +84,9 @@ class WorkerSettings(BaseSettings):
     executor: Literal["thread", "process"] = "thread"
     burst: bool = False
     http_port: int | None = Field(default=None, ge=1, le=65535)
-    http_host: str = "0.0.0.0"
+    # Loopback by default: /metrics and /internal/process must not appear on a VPS's public
+    # address unless the operator says so (a container sets 0.0.0.0: its network is private).
+    http_host: str = "127.0.0.1"
     internal_api_key: str | None = Field(default=None, repr=False)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

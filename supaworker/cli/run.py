@@ -123,7 +123,11 @@ def run(
         ),
     ] = None,
     http_host: Annotated[
-        str | None, _opt("SUPAWORKER_HTTP_HOST", "Address for --http-port (0.0.0.0)")
+        str | None,
+        _opt(
+            "SUPAWORKER_HTTP_HOST",
+            "Address for --http-port (127.0.0.1; 0.0.0.0 serves every interface)",
+        ),
     ] = None,
     env_file: Annotated[
         Path | None, typer.Option(help="Read settings from this .env file (default ./.env)")

@@ -82,6 +82,20 @@ def test_metrics_count_real_jobs(
     assert _metric(text, "supaworker_queue_jobs", status="completed") >= 3
 
 
+def test_http_port_answers_on_loopback_only_by_default(
+    start_worker: Start, unique: Callable[[str], str]
+) -> None:
+    """Without --http-host the port is 127.0.0.1's alone. 127.0.0.2 is this host's loopback
+    too, so a socket on 0.0.0.0 (every address) would answer there: the check needs no
+    public interface on the test machine."""
+    port = free_port()
+    worker = start_worker("--queue", unique("q"), "--http-port", str(port))
+    wait_for(_started(port), 30, "http port")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{port}/healthz", timeout=2)
+    worker.stop()
+
+
 def test_readiness_flips_when_postgrest_is_down(
     start_worker: Start, stack: StackConfig, unique: Callable[[str], str]
 ) -> None:
