@@ -3,7 +3,10 @@
     ledger.py      what the worker holds (running, waiting, being written, claims out)
     completer.py   every final write (batching.py: many per call, with the next claim;
                    retry.py: the one retry policy)
-    heartbeat.py   the beat and acting on its reply
+    heartbeat.py   the beat and acting on its reply (heartbeat_thread.py: on its own thread
+                   and client, so a handler that blocks this loop cannot silence it)
+    watchdog.py    notices and logs a blocked loop, with the running jobs
+    identity.py    one live process per worker id (checked before the first registration)
     events.py      job outcome events; logging (JobLog) and metrics subscribe to them
     supervisor.py  the side tasks (heartbeat, wake-up listener): one dying stops the worker
     execution.py   one handler call -> an Outcome (processes.py: --executor process)
