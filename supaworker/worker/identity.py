@@ -59,7 +59,13 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    # A killed child its parent has not waited for yet (a supervisor about to restart it)
+    # still answers signal 0: a zombie is dead.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def check_id_free(

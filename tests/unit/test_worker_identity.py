@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,3 +66,18 @@ def test_the_id_is_free(case: str) -> None:
         "old version": row(None),
     }[case]
     check_id_free(given, me, 15, NOW)
+
+
+def test_a_zombie_is_dead() -> None:
+    """A SIGKILLed child not yet waited for by its supervisor still answers signal 0."""
+    me = this_process()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(100):
+            with open(f"/proc/{child.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        check_id_free(row({**me, "pid": child.pid, "instance": "other"}), me, 15, NOW)
+    finally:
+        child.wait()
