@@ -53,20 +53,19 @@ class LoopTarget:
         self._claims_in_flight = False
         self.fresh = False
 
-    def _snapshot(self) -> tuple[list[uuid.UUID], bool]:
-        # On the worker's loop.
-        self.target.before_beat()
-        return self.target.owned_ids(), self.target.claims_in_flight()
-
-    def before_beat(self) -> None:
+    def _ask(self, before_beat: bool) -> None:
+        """Read what the worker holds and whether a claim is out, together (one turn of the
+        worker's loop: no claim can land between the two), or mark the last answer stale."""
         answer: concurrent.futures.Future[tuple[list[uuid.UUID], bool]] = (
             concurrent.futures.Future()
         )
 
-        def take() -> None:
+        def take() -> None:  # on the worker's loop
             if answer.set_running_or_notify_cancel():
                 try:
-                    answer.set_result(self._snapshot())
+                    if before_beat:
+                        self.target.before_beat()
+                    answer.set_result((self.target.owned_ids(), self.target.claims_in_flight()))
                 except BaseException as exc:
                     answer.set_exception(exc)
 
@@ -80,10 +79,18 @@ class LoopTarget:
         except RuntimeError:  # the worker's loop is closed: the worker is gone
             self.fresh = False
 
+    def before_beat(self) -> None:
+        self._ask(before_beat=True)
+
     def owned_ids(self) -> list[uuid.UUID]:
+        # Read again at every call: the heartbeat's reply is judged against what the worker
+        # holds now, not before the beat's round trip. Orphans in a reply were claimed before
+        # the beat; a claim that landed during its round trip must not look orphaned.
+        self._ask(before_beat=False)
         return list(self._owned)
 
     def claims_in_flight(self) -> bool:
+        # From the same answer as the last owned_ids() (Heartbeat.apply asks in that order).
         # Unknown while the loop is blocked: say yes, so that no orphan is released.
         return self._claims_in_flight or not self.fresh
 

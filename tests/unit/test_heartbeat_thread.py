@@ -44,7 +44,7 @@ async def test_a_free_loop_answers_and_a_blocked_one_gives_the_last_answer() -> 
     target = Target()
     bridge = LoopTarget(target, asyncio.get_running_loop())
     await asyncio.to_thread(bridge.before_beat)  # the loop is free: a fresh answer
-    assert bridge.fresh and bridge.owned_ids() == target.owned
+    assert bridge.fresh and await asyncio.to_thread(bridge.owned_ids) == target.owned
     assert not bridge.claims_in_flight()
     first = list(target.owned)
     target.owned.append(uuid.uuid4())
@@ -70,3 +70,18 @@ async def test_a_free_loop_answers_and_a_blocked_one_gives_the_last_answer() -> 
     assert target.stopped == [(first[0], "lost")]
     # Everything the worker was asked ran on its own thread.
     assert target.called_from == {target.loop_thread}
+
+
+async def test_the_reply_is_judged_against_what_the_worker_holds_after_the_beat() -> None:
+    """A claim that lands while the beat is on its way is in the heartbeat's orphan list (SQL
+    saw it assigned, the beat did not report it): read before the beat, the worker's jobs
+    lacked it and the chaos suite saw running jobs released under their handlers."""
+    target = Target()
+    bridge = LoopTarget(target, asyncio.get_running_loop())
+    await asyncio.to_thread(bridge.before_beat)
+    claimed = uuid.uuid4()
+    target.owned.append(claimed)  # the claim's answer, during the beat's round trip
+    assert claimed in await asyncio.to_thread(bridge.owned_ids)
+    target.in_flight = True
+    await asyncio.to_thread(bridge.owned_ids)
+    assert bridge.claims_in_flight()  # from the same answer as the ids
