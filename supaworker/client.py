@@ -22,7 +22,7 @@ from typing import Any, Self, Unpack
 import httpx
 
 from supaworker import retry, rpc
-from supaworker.exceptions import ConfigurationError, RpcError
+from supaworker.exceptions import ConfigurationError, NotFound, RpcError
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
 from supaworker.retry import RetryPolicy
 from supaworker.rpc import EnqueueOptions, WorkerRegistration
@@ -135,6 +135,13 @@ class AsyncQueueClient:
     async def set_worker_status(self, worker_id: str, status: WorkerStatus) -> WorkerInfo:
         return await execute(self.transport, rpc.set_worker_status(worker_id, status))
 
+    async def schema_version(self) -> int | None:
+        """The database's supaworker schema version; None before migration 0012 (no function)."""
+        try:
+            return await execute(self.transport, rpc.supaworker_schema_version())
+        except NotFound:
+            return None
+
     async def reap_stale_jobs(self) -> int:
         return await execute(self.transport, rpc.reap_stale_jobs())
 
@@ -216,7 +223,7 @@ class AsyncQueueClient:
                 ),
             )
         except RpcError as exc:
-            # PGRST202: a database without migration 20261128002100 (a rolling upgrade) has
+            # PGRST202: a database without migration 0014 (a rolling upgrade) has
             # no p_error_detail; the attempt's outcome matters more than its detail.
             if detail is None or exc.code != "PGRST202":
                 raise
@@ -315,6 +322,13 @@ class QueueClient:
 
     def resume(self, worker_id: str) -> WorkerInfo:
         return self.set_worker_status(worker_id, WorkerStatus.ACTIVE)
+
+    def schema_version(self) -> int | None:
+        """The database's supaworker schema version; None before migration 0012 (no function)."""
+        try:
+            return execute_sync(self.transport, rpc.supaworker_schema_version())
+        except NotFound:
+            return None
 
     def purge_finished(self, older_than_seconds: float | None = None) -> int:
         return execute_sync(self.transport, rpc.purge_finished_jobs(older_than_seconds))

@@ -1,7 +1,7 @@
 """The catalogue of the queue's SQL functions: their names, parameters and result parsing.
 
 This is the only module that knows the RPC names (the SQL contracts are in
-`supabase/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
+`supaworker/sql/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
 `RpcCall` that a transport executes, so the sync and async clients share every line here.
 """
 
@@ -51,6 +51,7 @@ RpcName = Literal[
     "list_jobs",
     "job_history",
     "list_workers",
+    "supaworker_schema_version",
 ]
 
 
@@ -312,7 +313,7 @@ def fail_job(
     error_detail: str | None = None,
 ) -> RpcCall[Job | None]:
     """`error` is what the job's owner reads (error_message); `error_detail` the operators'
-    full text (job_error_details, migration 20261128002100)."""
+    full text (job_error_details, migration 0014)."""
     params: dict[str, Any] = {
         "p_job_id": str(job_id),
         "p_worker_id": worker_id,
@@ -383,3 +384,8 @@ def _workers(data: Any) -> list[WorkerInfo]:
 
 def list_workers() -> RpcCall[list[WorkerInfo]]:
     return RpcCall("list_workers", {}, _workers)
+
+
+def supaworker_schema_version() -> RpcCall[int]:
+    """The schema version the database reports (migration 0012 and later)."""
+    return RpcCall("supaworker_schema_version", {}, _int)

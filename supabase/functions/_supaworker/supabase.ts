@@ -27,7 +27,7 @@ export function callerClient(caller: Caller): SupabaseClient {
   });
 }
 
-/** The queue through the supaworker client (`_shared/supaworker/`, a copy of clients/js),
+/** The queue through the supaworker client (`_supaworker/supaworker/`, a copy of clients/js),
  * with `client`'s identity. Its errors become the DbResult the handlers map to HTTP. */
 export function supabaseQueueApi(client: SupabaseClient): QueueApi {
   return {

@@ -1,7 +1,7 @@
-// enqueue-document through a running stack with supabase-js (see _shared/testing_stack.ts).
-import { assert } from "../_shared/assert.ts";
-import { unsignedJwt } from "../_shared/testing.ts";
-import { clientFor, createDocument, httpFailure, stackEnv } from "../_shared/testing_stack.ts";
+// enqueue-document through a running stack with supabase-js (see _supaworker/testing_stack.ts).
+import { assert } from "../_supaworker/assert.ts";
+import { unsignedJwt } from "../_supaworker/testing.ts";
+import { clientFor, createDocument, httpFailure, stackEnv } from "../_supaworker/testing_stack.ts";
 
 const env = stackEnv();
 const ignore = env === null;

@@ -1,5 +1,5 @@
 // A handler process for client_integration_test.ts: serve() under Deno, as
-// `supaworker run --handler-command "deno run supabase/functions/_shared/testing_handler.ts"`
+// `supaworker run --handler-command "deno run supaworker/supabase_functions/_supaworker/testing_handler.ts"`
 // would start it. Not imported by any function.
 import { PermanentError, serve } from "./supaworker/index.ts";
 

@@ -1,8 +1,8 @@
-import { assert } from "../_shared/assert.ts";
+import { assert } from "../_supaworker/assert.ts";
 
-import type { Caller } from "../_shared/auth.ts";
-import { HttpError } from "../_shared/http.ts";
-import { dbError, DOC_ID, FakeQueue, JOB_ID, request } from "../_shared/testing.ts";
+import type { Caller } from "../_supaworker/auth.ts";
+import { HttpError } from "../_supaworker/http.ts";
+import { dbError, DOC_ID, FakeQueue, JOB_ID, request } from "../_supaworker/testing.ts";
 import { createJobStatusHandler, parseJobLookup } from "./handler.ts";
 
 function setup(queue = new FakeQueue()) {

@@ -1,4 +1,4 @@
-// The supaworker client (the vendored copy in _shared/supaworker/, as deployed functions load
+// The supaworker client (the vendored copy in _supaworker/supaworker/, as deployed functions load
 // it) under Deno against a running stack: enqueue, RLS, error codes, watch until completed,
 // and serve() speaking the --handler-command protocol. Runs when the variables of
 // testing_stack.ts and SUPABASE_SERVICE_ROLE_KEY are set (tests/functions sets them); the

@@ -128,3 +128,11 @@ revoke all on function
 from public, anon, authenticated, service_role;
 grant execute on function public.fail_job(uuid, text, integer, text, boolean, integer)
   to service_role;
+
+-- The schema this migration leaves (0012_schema_version.sql: every migration sets its number).
+create or replace function public.supaworker_schema_version() returns integer
+language sql
+immutable
+security definer
+set search_path = ''
+as $$ select 13 $$;

@@ -1,6 +1,6 @@
-// job-status through a running stack with supabase-js (see _shared/testing_stack.ts).
-import { assert } from "../_shared/assert.ts";
-import { clientFor, createDocument, httpFailure, stackEnv } from "../_shared/testing_stack.ts";
+// job-status through a running stack with supabase-js (see _supaworker/testing_stack.ts).
+import { assert } from "../_supaworker/assert.ts";
+import { clientFor, createDocument, httpFailure, stackEnv } from "../_supaworker/testing_stack.ts";
 
 const env = stackEnv();
 const ignore = env === null;

@@ -1,6 +1,6 @@
-import { assert } from "../_shared/assert.ts";
+import { assert } from "../_supaworker/assert.ts";
 
-import type { Caller } from "../_shared/auth.ts";
+import type { Caller } from "../_supaworker/auth.ts";
 import {
   dbError,
   DOC_ID,
@@ -9,7 +9,7 @@ import {
   request,
   unsignedJwt,
   USER_TOKEN,
-} from "../_shared/testing.ts";
+} from "../_supaworker/testing.ts";
 import { createEnqueueHandler } from "./handler.ts";
 
 function setup(queue = new FakeQueue()) {
