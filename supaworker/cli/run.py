@@ -252,6 +252,11 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
             except ConfigurationError as exc:
                 typer.echo(f"supaworker: error: {exc}", err=True)
                 return EXIT_CONFIG
+        # After the handler's own set-up: a handler that cannot start is a configuration
+        # error (exit 2) whether or not the API answers.
+        unavailable = await check_schema(queue)
+        if unavailable is not None:
+            return unavailable
         worker = Worker(
             queue,
             handler,
@@ -260,13 +265,6 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
             wakeup=wakeup,
             heartbeat_client=functools.partial(_heartbeat_client, settings, metrics),
         )
-
-        # After the handler's own set-up: a handler that cannot start is a configuration
-        # error (exit 2) whether or not the API answers.
-        unavailable = await check_schema(queue)
-        if unavailable is not None:
-            return unavailable
-        worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
         if metrics is not None:
             worker.events.subscribe(JobCounter(metrics, settings.queues))
         if metrics is not None and settings.http_port is not None:
