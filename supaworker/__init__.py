@@ -22,6 +22,7 @@ from supaworker.exceptions import (
     Snooze,
     SupaworkerError,
     TransportError,
+    UserFacingError,
 )
 from supaworker.models import Job, JobEvent, JobStatus, QueueStats, WorkerInfo, WorkerStatus
 from supaworker.worker.handler import JobContext
@@ -46,6 +47,7 @@ __all__ = [
     "Snooze",
     "SupaworkerError",
     "TransportError",
+    "UserFacingError",
     "WorkerInfo",
     "WorkerStatus",
     "__version__",

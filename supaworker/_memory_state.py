@@ -91,12 +91,24 @@ class MemoryState:
     concurrency_limits: dict[str, int]
     rate_limits: dict[str, tuple[float, int]]
     rate_buckets: dict[str, list[Any]]
+    # job_error_details: (job id, attempt) -> the operators' text.
+    error_details: dict[tuple[uuid.UUID, int], str]
 
     def _job(self, job_id: Any) -> dict[str, Any]:
         job = self.jobs.get(parse_uuid(job_id))
         if job is None:
             raise NotFound(f"job {job_id} not found", code="PT404")
         return job
+
+    def _cancel_now(self, job: dict[str, Any]) -> None:
+        """A job that is not running (or no longer) ends cancelled, as every SQL path does it."""
+        self._update(
+            job,
+            status="cancelled",
+            completed_at=self.clock(),
+            progress_percent=None,
+            progress_message=None,
+        )
 
     def _update(self, job: dict[str, Any], **changes: Any) -> None:
         """An UPDATE of a processing_queue row, with the triggers that follow it in SQL
@@ -248,13 +260,7 @@ class MemoryState:
             if wanted is not None and job["id"] not in wanted:
                 continue
             if job["cancel_requested"]:
-                self._update(
-                    job,
-                    status="cancelled",
-                    completed_at=self.clock(),
-                    progress_percent=None,
-                    progress_message=None,
-                )
+                self._cancel_now(job)
             else:
                 self._update(
                     job,

@@ -232,6 +232,7 @@ class WorkerFunctions(FlowControl):
         p_error: str | None,
         p_retryable: bool | None = True,
         p_retry_after_seconds: int | None = None,
+        p_error_detail: str | None = None,
     ) -> list[dict[str, Any]]:
         if p_retry_after_seconds is not None and p_retry_after_seconds < 0:
             raise invalid(f"p_retry_after_seconds must be >= 0, got {p_retry_after_seconds}")
@@ -242,6 +243,8 @@ class WorkerFunctions(FlowControl):
             job, p_error, retryable=p_retryable is not False, retry_after=p_retry_after_seconds
         )
         self._sync_current_jobs([p_worker_id])
+        if p_error_detail is not None:
+            self.error_details[(job["id"], p_attempt)] = p_error_detail[:20000]
         return [self._row(job)]
 
     def fn_snooze_job(
@@ -256,13 +259,7 @@ class WorkerFunctions(FlowControl):
         if job is None:
             return []
         if job["cancel_requested"]:
-            self._update(
-                job,
-                status="cancelled",
-                completed_at=self.clock(),
-                progress_percent=None,
-                progress_message=None,
-            )
+            self._cancel_now(job)
         else:
             self._update(
                 job,

@@ -23,7 +23,7 @@ from typing import Any, Self, Unpack
 import httpx
 
 from supaworker import retry, rpc
-from supaworker.exceptions import ConfigurationError, NotFound
+from supaworker.exceptions import ConfigurationError, NotFound, RpcError
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
 from supaworker.retry import RetryPolicy
 from supaworker.rpc import BulkItem, EnqueueOptions, WorkerRegistration
@@ -222,20 +222,30 @@ class AsyncQueueClient:
         *,
         retryable: bool,
         retry_after: float | None = None,
+        detail: str | None = None,
     ) -> Job | None:
-        """Fail one attempt; `retry_after` (seconds) replaces the backoff before its retry."""
+        """Fail one attempt; `retry_after` (seconds) replaces the backoff before its retry.
+        `error` is what the job's owner reads, `detail` what operators read."""
         seconds = None if retry_after is None else max(math.ceil(retry_after), 0)
-        return await execute(
-            self.transport,
-            rpc.fail_job(
-                job.id,
-                worker_id,
-                job.attempt,
-                error,
-                retryable=retryable,
-                retry_after_seconds=seconds,
-            ),
-        )
+        try:
+            return await execute(
+                self.transport,
+                rpc.fail_job(
+                    job.id,
+                    worker_id,
+                    job.attempt,
+                    error,
+                    retryable=retryable,
+                    retry_after_seconds=seconds,
+                    error_detail=detail,
+                ),
+            )
+        except RpcError as exc:
+            # PGRST202: a database without migration 0014 (a rolling upgrade) has
+            # no p_error_detail; the attempt's outcome matters more than its detail.
+            if detail is None or exc.code != "PGRST202":
+                raise
+        return await self.fail(job, worker_id, error, retryable=retryable, retry_after=retry_after)
 
     async def snooze(self, job: Job, worker_id: str, seconds: float) -> Job | None:
         """Back to pending for `seconds` without spending an attempt (a handler's Snooze);

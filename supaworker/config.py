@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from supaworker.exceptions import ConfigurationError
 
+# Seconds an attempt may run when neither --job-timeout nor the job's timeout_seconds says
+# otherwise: one job must not hold a slot forever (issue 19). `--job-timeout 0` or `none`
+# turns the limit off.
+DEFAULT_JOB_TIMEOUT = 3600.0
+
 # Every worker offers this capability with its own id, so a job can be routed to exactly one
 # worker (the HTTP dispatch mode uses it).
 WORKER_CAPABILITY = "supaworker.worker_id"
@@ -67,7 +72,10 @@ class WorkerSettings(BaseSettings):
     complete_batch_size: int = Field(default=100, ge=0, le=1000)
     # Extra seconds a lone completion waits for company before it is sent.
     complete_batch_delay: float = Field(default=0.0, ge=0, le=1.0)
-    job_timeout: float | None = Field(default=None, gt=0)
+    job_timeout: float | None = Field(default=DEFAULT_JOB_TIMEOUT, gt=0)
+    # Seconds the event loop may be held (an async handler blocking it) before the watchdog
+    # logs `loop_blocked` with the running jobs (worker/watchdog.py).
+    loop_block_threshold: float = Field(default=2.0, gt=0)
     # A larger result fails its job (not retried): the row is read by frontends and sent by
     # Realtime, whose record limit is 1 MB. The same default as queue_settings'
     # max_payload_bytes.
@@ -95,6 +103,20 @@ class WorkerSettings(BaseSettings):
                 ) from exc
             if not isinstance(value, dict):
                 raise ValueError("--capabilities must be a JSON object, e.g. '{\"gpu\": true}'")
+        return value
+
+    @field_validator("job_timeout", mode="before")
+    @classmethod
+    def _parse_job_timeout(cls, value: Any) -> Any:
+        # 0, "0", "none" or "off": no limit (None); an empty variable keeps the default.
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("none", "off", "0", "0.0"):
+                return None
+            if not text:
+                return DEFAULT_JOB_TIMEOUT
+        if isinstance(value, int | float) and value == 0:
+            return None
         return value
 
     @field_validator("queues", mode="before")

@@ -17,11 +17,17 @@
     │       ├── Conflict          PT409 / HTTP 409
     │       ├── PayloadTooLarge   PT413 / HTTP 413
     │       └── QuotaExceeded     PT429 / HTTP 429 (queue_settings.max_pending_per_user)
-    ├── HandlerFailed             an external handler (--handler-command, --handler-url)
-    │   │                         failed the attempt; its message is stored as it is
-    │   └── PermanentHandlerFailed   ... and said not to retry (also a PermanentError)
-    ├── PermanentError            raised by a handler: fail the job now, no retry
+    ├── UserFacingError           its message is meant for the job's owner (error_message)
+    │   ├── HandlerFailed         an external handler (--handler-command, --handler-url)
+    │   │   │                     failed the attempt; its message is stored as it is
+    │   │   └── PermanentHandlerFailed   ... and said not to retry (also a PermanentError)
+    │   └── PermanentError        raised by a handler: fail the job now, no retry
     └── Snooze                    raised by a handler: back to pending for a while, no attempt spent
+
+What a job's owner reads of a failure (error_message, through RLS and Realtime) is the text
+of a UserFacingError, or of any exception with a `user_message` string attribute, and
+otherwise only the exception's class name; the full text with frames goes to operators
+(job_error_details). Both are redacted (logs.redact). docs/security-review.md, issue 19.
 
 The local stack's errors (`supaworker_local.errors`) are not part of this tree.
 Lower-level errors (httpx, postgrest) are translated where they cross into
@@ -128,10 +134,6 @@ class QuotaExceeded(RpcError):
     nothing was enqueued. The message names the limit and the count."""
 
 
-class PermanentError(SupaworkerError):
-    """The job cannot succeed; fail it without retrying."""
-
-
 class Snooze(SupaworkerError):
     """Raised by a handler: not now. The job goes back to pending for `seconds` without
     spending an attempt (`snooze_job`; retry_count is kept), e.g. when an API it calls is
@@ -144,7 +146,17 @@ class Snooze(SupaworkerError):
         self.seconds = seconds
 
 
-class HandlerFailed(SupaworkerError):
+class UserFacingError(SupaworkerError):
+    """A failure whose message is written for the job's owner: it is shown to them (redacted)
+    instead of the bare error class. Raise it, or a subclass, with a message that says what
+    the user can do, e.g. `PermanentError("unsupported file type")`."""
+
+
+class PermanentError(UserFacingError):
+    """The job cannot succeed; fail it without retrying."""
+
+
+class HandlerFailed(UserFacingError):
     """The handler failed the attempt."""
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:

@@ -15,12 +15,31 @@ from typing import Any
 
 # Attributes every LogRecord has; everything else came in through `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-# Defence in depth: nothing that looks like a JWT or an sb_ key is ever written out.
-_SECRET = re.compile(r"(eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}|sb_(secret|publishable)_[\w-]+)")
+# Defence in depth: common secret shapes are never written out, in logs nor in a job's error
+# texts (the owner's error_message and the operators' job_error_details alike):
+_SECRET = re.compile(
+    r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}"  # a JWT (Supabase keys, signed URLs' tokens)
+    r"|sb_(?:secret|publishable)_[\w-]+"  # Supabase API keys
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
+    r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.S,
+)
+# The secret part only, so the error keeps saying where: scheme://user:[redacted]@host.
+_URL_PASSWORD = re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)", re.I)
+# key=value and key: value pairs whose key names a secret (password=..., "token": "...",
+# Authorization: Bearer ..., aws_secret_access_key = ...).
+_SECRET_PAIR = re.compile(
+    r"(?P<keep>\b[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
+    r"private[_-]?key|credential|authorization)[\w-]*[\"']?\s*[=:]\s*[\"']?"
+    r"(?:bearer\s+|basic\s+)?)[^\s\"'&,;]+",
+    re.I,
+)
 
 
 def redact(text: str) -> str:
-    return _SECRET.sub("[redacted]", text)
+    text = _SECRET.sub("[redacted]", text)
+    text = _URL_PASSWORD.sub(r"\g<keep>[redacted]", text)
+    return _SECRET_PAIR.sub(r"\g<keep>[redacted]", text)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -348,7 +348,10 @@ def fail_job(
     *,
     retryable: bool,
     retry_after_seconds: int | None = None,
+    error_detail: str | None = None,
 ) -> RpcCall[Job | None]:
+    """`error` is what the job's owner reads (error_message); `error_detail` the operators'
+    full text (job_error_details, migration 0020)."""
     params: dict[str, Any] = {
         "p_job_id": str(job_id),
         "p_worker_id": worker_id,
@@ -359,6 +362,8 @@ def fail_job(
     # Only when set: a database without migration 20261128001600 still takes the call.
     if retry_after_seconds is not None:
         params["p_retry_after_seconds"] = retry_after_seconds
+    if error_detail is not None:
+        params["p_error_detail"] = error_detail
     return RpcCall("fail_job", params, _optional_job)
 
 

@@ -27,6 +27,8 @@ REQUIRED_VERSION = 19
 # p_retry_after_seconds (migration 0013), which --handler-url sends. 19: the flow control of
 # issue 18 (migrations 0014-0019): enqueue_jobs (enqueue_many), snooze_job (a handler's
 # Snooze), the keys of enqueue_job.
+# 20 (job_error_details, fail_job's p_error_detail) is not required: on a database without it
+# the worker sends fail_job again without the detail (AsyncQueueClient.fail).
 VERSION_FUNCTION = "supaworker_schema_version"
 # A database without that function predates the migration that added it.
 VERSION_MIGRATION = 12

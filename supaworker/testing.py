@@ -60,6 +60,7 @@ class InMemoryTransport(WorkerFunctions):
     concurrency_limits: dict[str, int] = field(default_factory=dict)
     rate_limits: dict[str, tuple[float, int]] = field(default_factory=dict)
     rate_buckets: dict[str, list[Any]] = field(default_factory=dict)
+    error_details: dict[tuple[uuid.UUID, int], str] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     fail_next: dict[str, Exception] = field(default_factory=dict)
 
@@ -356,13 +357,7 @@ class InMemoryTransport(WorkerFunctions):
             raise invalid("p_job_id is required")
         job = self._job(p_job_id)
         if job["status"] in ("pending", "assigned"):
-            self._update(
-                job,
-                status="cancelled",
-                completed_at=self.clock(),
-                progress_percent=None,
-                progress_message=None,
-            )
+            self._cancel_now(job)
             self._sync_current_jobs([job["assigned_to"]])
         elif job["status"] == "processing" and not job["cancel_requested"]:
             self._update(job, cancel_requested=True)
@@ -433,5 +428,7 @@ class InMemoryTransport(WorkerFunctions):
         }
         for job_id in gone:
             del self.jobs[job_id]
-        self.events = [e for e in self.events if e["job_id"] not in gone]  # on delete cascade
+        # on delete cascade
+        self.events = [e for e in self.events if e["job_id"] not in gone]
+        self.error_details = {k: v for k, v in self.error_details.items() if k[0] not in gone}
         return len(gone)

@@ -6,6 +6,7 @@ payload.mode:
   permanent   raise PermanentError
   sleep       sleep payload.seconds (async), honouring cancellation
   sync_sleep  time.sleep payload.seconds in the handler's thread
+  block       time.sleep payload.seconds inside the async handler: blocks the event loop
   cpu         spin the CPU in pure Python for payload.seconds (holds the GIL)
   progress    report progress 0..100 in payload.steps steps
   not_json    return an object that is not JSON-serialisable
@@ -55,6 +56,9 @@ async def handle(job: Job, ctx: JobContext) -> Any:
     if mode == "sleep":
         await asyncio.sleep(float(job.payload.get("seconds", 1)))
         return {"slept": job.payload.get("seconds", 1)}
+    if mode == "block":
+        time.sleep(float(job.payload.get("seconds", 1)))  # the bug this mode exists to show
+        return {"blocked": job.payload.get("seconds", 1)}
     if mode == "progress":
         steps = int(job.payload.get("steps", 4))
         for i in range(1, steps + 1):

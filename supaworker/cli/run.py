@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -99,7 +100,12 @@ def run(
         float | None, _opt("SUPAWORKER_HEARTBEAT_INTERVAL", "Seconds between heartbeats (5)")
     ] = None,
     job_timeout: Annotated[
-        float | None, _opt("SUPAWORKER_JOB_TIMEOUT", "Seconds before an attempt fails (no limit)")
+        str | None,
+        _opt(
+            "SUPAWORKER_JOB_TIMEOUT",
+            "Seconds before an attempt fails (3600; 0 or 'none': no limit)",
+            metavar="SECONDS",
+        ),
     ] = None,
     shutdown_timeout: Annotated[
         float | None, _opt("SUPAWORKER_SHUTDOWN_TIMEOUT", "Seconds to finish jobs on SIGTERM (30)")
@@ -184,6 +190,16 @@ def settings_from_cli(given: dict[str, Any], env_file: Path | None) -> WorkerSet
         raise ConfigurationError(f"invalid {where}: {first['msg']}") from None
 
 
+async def _heartbeat_client(
+    settings: WorkerSettings, metrics: WorkerMetrics | None
+) -> AsyncQueueClient:
+    """The heartbeat thread's own client (its own HTTP connections, on its own loop)."""
+    client = await AsyncQueueClient.connect(settings.supabase_url, settings.service_key)
+    if metrics is None:
+        return client
+    return AsyncQueueClient(InstrumentedTransport(client.transport, metrics))
+
+
 # As long as the worker's own registration keeps trying an unreachable API.
 SCHEMA_CHECK_SECONDS = 30.0
 
@@ -241,9 +257,16 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
         unavailable = await check_schema(queue)
         if unavailable is not None:
             return unavailable
-        worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+        worker = Worker(
+            queue,
+            handler,
+            settings,
+            supabase=supabase,
+            wakeup=wakeup,
+            heartbeat_client=functools.partial(_heartbeat_client, settings, metrics),
+        )
         if metrics is not None:
-            worker.events.subscribe(JobCounter(metrics))
+            worker.events.subscribe(JobCounter(metrics, settings.queues))
         if metrics is not None and settings.http_port is not None:
             server = WorkerHTTP(
                 worker,

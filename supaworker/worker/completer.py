@@ -181,6 +181,7 @@ class Completer:
                 outcome.error or "failed",
                 retryable=outcome.retryable,
                 retry_after=outcome.retry_after,
+                detail=outcome.detail,
             ),
         )
         self._slot_freed()
@@ -188,7 +189,14 @@ class Completer:
         if row is not None and row.status == JobStatus.PENDING and row.run_at is not None:
             self._retry_due(row.run_at)
         self.events.emit(
-            OutcomeEvent(kind, [job], self.worker_id, duration=duration, error=outcome.error)
+            # The log is for operators: the full (redacted) text.
+            OutcomeEvent(
+                kind,
+                [job],
+                self.worker_id,
+                duration=duration,
+                error=outcome.detail or outcome.error,
+            )
         )
 
     async def _snooze(

@@ -17,13 +17,13 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from supaworker.exceptions import ConfigurationError, HandlerFailed, PermanentError, Snooze
 from supaworker.logs import redact
 from supaworker.models import Job
+from supaworker.worker.error_text import ReportedFailure, describe, user_message
 from supaworker.worker.handler import Handler, JobContext, is_async, wants_context
 
 if TYPE_CHECKING:
@@ -47,25 +47,28 @@ class Outcome:
     retry_after: float | None = None
     # Seconds the job goes back to pending for, without spending an attempt (Snooze).
     snooze: float | None = None
+    # The operators' text (worker/error_text.py): job_error_details and the log; None when
+    # `error` says it all (the worker's own failures).
+    detail: str | None = None
 
     @classmethod
-    def failed(cls, error: str, *, retryable: bool, retry_after: float | None = None) -> Outcome:
-        # The error is stored on the job, which its owner reads (RLS, Realtime): an exception
-        # quoting a key or a signed URL's token must not carry it there.
+    def failed(
+        cls,
+        error: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        detail: str | None = None,
+    ) -> Outcome:
+        # `error` is stored on the job, which its owner reads (RLS, Realtime): an exception
+        # quoting a key or a signed URL's token must not carry it there, nor to operators.
         return cls(
             "failed",
             error=redact(error)[:MAX_ERROR_CHARS],
             retryable=retryable,
             retry_after=retry_after,
+            detail=None if detail is None else redact(detail)[:MAX_ERROR_CHARS],
         )
-
-
-def describe(exc: BaseException) -> str:
-    """`Type: message` plus the innermost frames, short enough to store on the job."""
-    frames = traceback.extract_tb(exc.__traceback__)[-3:]
-    where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
-    text = f"{type(exc).__name__}: {exc}"
-    return f"{text} [{where}]" if where else text
 
 
 def _checked_result(result: Any, max_bytes: int | None) -> Outcome:
@@ -94,11 +97,15 @@ def _outcome_of(exc: BaseException) -> Outcome:
     if isinstance(exc, HandlerFailed):
         # An external handler's own message: the adapter's frames would only mislead.
         return Outcome.failed(
-            str(exc), retryable=not isinstance(exc, PermanentError), retry_after=exc.retry_after
+            str(exc),
+            retryable=not isinstance(exc, PermanentError),
+            retry_after=exc.retry_after,
+            detail=f"{type(exc).__name__}: {exc}",
         )
-    if isinstance(exc, PermanentError):
-        return Outcome.failed(describe(exc), retryable=False)
-    return Outcome.failed(describe(exc), retryable=True)
+    if isinstance(exc, ReportedFailure):
+        return Outcome.failed(exc.user_message, retryable=not exc.permanent, detail=exc.detail)
+    retryable = not isinstance(exc, PermanentError)
+    return Outcome.failed(user_message(exc), retryable=retryable, detail=describe(exc))
 
 
 def check_executor(handler: Handler, executor: Executor, handler_path: str) -> None:

@@ -117,6 +117,8 @@ class Heartbeat:
             self.target.stop_job(job_id, "cancel_requested")
         for job_id in reply.lost:
             self.target.stop_job(job_id, "lost")
+        # owned_ids, then claims_in_flight: the threaded target answers both from one turn
+        # of the worker's loop (heartbeat_thread.LoopTarget).
         owned = set(self.target.owned_ids())
         unknown = [o.id for o in reply.orphaned if o.id not in owned]
         if unknown and not self.target.claims_in_flight():

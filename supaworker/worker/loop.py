@@ -3,7 +3,10 @@
     ledger.py      what the worker holds (running, waiting, being written, claims out)
     completer.py   every final write (batching.py: many per call, with the next claim;
                    retry.py: the one retry policy)
-    heartbeat.py   the beat and acting on its reply
+    heartbeat.py   the beat and acting on its reply (heartbeat_thread.py: on its own thread
+                   and client, so a handler that blocks this loop cannot silence it)
+    watchdog.py    notices and logs a blocked loop, with the running jobs
+    identity.py    one live process per worker id (checked before the first registration)
     events.py      job outcome events; logging (JobLog) and metrics subscribe to them
     supervisor.py  the side tasks (heartbeat, wake-up listener): one dying stops the worker
     execution.py   one handler call -> an Outcome (processes.py: --executor process)
@@ -50,10 +53,21 @@ from supaworker.worker.events import JobEvents, JobLog, OutcomeEvent, job_extra,
 from supaworker.worker.execution import check_executor, run_handler
 from supaworker.worker.handler import Handler, JobContext, is_async
 from supaworker.worker.heartbeat import Heartbeat
+from supaworker.worker.heartbeat_thread import ClientFactory, ThreadedHeartbeat
+from supaworker.worker.identity import (
+    PROCESS_CAPABILITY,
+    WorkerIdInUse,
+    check_id_free,
+    this_process,
+)
 from supaworker.worker.ledger import Ledger, RunningJob, StopReason
 from supaworker.worker.processes import ProcessExecutor
 from supaworker.worker.progress import ProgressForwarder
 from supaworker.worker.supervisor import SideTasks
+from supaworker.worker.watchdog import LoopWatchdog
+
+# Seconds since its last heartbeat within which an id's row counts as held (identity.py).
+ID_FRESH_SECONDS = 15.0
 
 __all__ = [
     "EXIT_CONFIG",
@@ -149,6 +163,7 @@ class Worker:
         supabase: Any = None,
         wakeup: WakeupSource | None = None,
         install_signal_handlers: bool = True,
+        heartbeat_client: ClientFactory | None = None,
     ) -> None:
         self.queue = queue
         self.handler = handler
@@ -178,7 +193,18 @@ class Worker:
             slot_freed=self._wake.set,
             retry_due=self._wake_at,
         )
-        self.heartbeat = Heartbeat(queue, self.worker_id, settings.heartbeat_interval, self)
+        # With a client factory (the CLI gives one) the heartbeat runs on its own thread with
+        # its own client, where a handler that blocks this loop cannot silence it
+        # (heartbeat_thread.py); without one (tests on the in-memory fake, which is
+        # single-threaded) it runs on this loop.
+        self.heartbeat: Heartbeat | ThreadedHeartbeat = (
+            ThreadedHeartbeat(heartbeat_client, self.worker_id, settings.heartbeat_interval, self)
+            if heartbeat_client is not None
+            else Heartbeat(queue, self.worker_id, settings.heartbeat_interval, self)
+        )
+        self.watchdog = LoopWatchdog(
+            self.worker_id, settings.loop_block_threshold, lambda: list(self.ledger.running)
+        )
         self._side_tasks = SideTasks(self._side_task_died)
         self._processes = (
             ProcessExecutor(settings.handler)
@@ -186,6 +212,7 @@ class Worker:
             else None
         )
         self._exit_code = EXIT_OK
+        self._holder = this_process()
 
     # -- public controls ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -225,6 +252,9 @@ class Worker:
             return EXIT_CONFIG
         try:
             await self.register()
+        except WorkerIdInUse as exc:
+            log.error("%s", exc, extra={"action": "worker_id_in_use", "worker_id": self.worker_id})
+            return EXIT_CONFIG
         except ConfigurationError as exc:
             log.error("%s", exc, extra={"action": "register_refused", "worker_id": self.worker_id})
             return EXIT_CONFIG
@@ -251,15 +281,22 @@ class Worker:
         return self._exit_code
 
     async def register(self) -> None:
-        """Register (or register again); ConfigurationError when refused."""
+        """Register (or register again); ConfigurationError when refused, WorkerIdInUse
+        when another live process holds the id (first registration only: worker/identity.py)."""
         deadline = time.monotonic() + max(30.0, self.settings.heartbeat_interval * 3)
+        first = not self.state.registered
         while True:
             try:
+                if first:
+                    await self._check_id_free()
                 info = await self.queue.register_worker(
                     self.worker_id,
                     worker_name=self.settings.worker_name or self.worker_id,
                     max_concurrent_jobs=self.settings.concurrency,
-                    capabilities=self.settings.advertised_capabilities(),
+                    capabilities={
+                        **self.settings.advertised_capabilities(),
+                        PROCESS_CAPABILITY: self._holder,
+                    },
                     queues=self.settings.queues or None,
                     host=socket.gethostname(),
                     version=__version__,
@@ -290,9 +327,19 @@ class Worker:
             },
         )
 
+    async def _check_id_free(self) -> None:
+        workers = await self.queue.workers()
+        row = next((w for w in workers if w.worker_id == self.worker_id), None)
+        # A live worker beats every heartbeat_interval (5 s by default); a row this fresh has
+        # a live process behind it unless its pid says otherwise.
+        check_id_free(
+            row, self._holder, max(ID_FRESH_SECONDS, 3 * self.settings.heartbeat_interval)
+        )
+
     # -- side tasks -----------------------------------------------------------------------
     def _start_side_tasks(self) -> None:
         self._side_tasks.start(self.heartbeat.run(), "heartbeat")
+        self._side_tasks.start(self.watchdog.tick(), "loop_watchdog")
         if self._wakeup is not None:
             self._side_tasks.start(
                 self._wakeup.run(self.wake, self._set_realtime_connected, self.heartbeat.request),

@@ -107,18 +107,47 @@ class WorkerMetrics:
         self.oldest_pending.set(oldest or 0)
 
 
+# The `queue` label of every queue not named (below): one series instead of one per name.
+OTHER_QUEUES = "other"
+# A worker that serves every queue names the first this many it sees; the rest are OTHER.
+MAX_NAMED_QUEUES = 20
+
+
+class QueueLabels:
+    """Bounded `queue` label values. Queue names are chosen by users (enqueue_job takes any
+    valid name), and each name was a new series on every worker's counters and histogram
+    buckets: 300 queues made 6,300 series per worker (issue 19). A worker started with
+    `--queue` names exactly those; one serving every queue names the first
+    MAX_NAMED_QUEUES it sees. Everything else is counted under OTHER_QUEUES."""
+
+    def __init__(self, served: list[str], limit: int = MAX_NAMED_QUEUES) -> None:
+        self._fixed = bool(served)
+        self._named: set[str] = set(served)
+        self._limit = limit
+
+    def __call__(self, queue: str) -> str:
+        if queue in self._named:
+            return queue
+        if not self._fixed and len(self._named) < self._limit:
+            self._named.add(queue)
+            return queue
+        return OTHER_QUEUES
+
+
 class JobCounter:
     """Turns job outcome events into the job counters and the duration histogram:
-    `worker.events.subscribe(JobCounter(metrics))`."""
+    `worker.events.subscribe(JobCounter(metrics, settings.queues))`."""
 
-    def __init__(self, metrics: WorkerMetrics) -> None:
+    def __init__(self, metrics: WorkerMetrics, served: list[str] | None = None) -> None:
         self.metrics = metrics
+        self.label = QueueLabels(served or [])
 
     def __call__(self, event: OutcomeEvent) -> None:
         outcome = OUTCOMES[event.kind]
         by_queue: dict[str, int] = {}
         for job in event.jobs:
-            by_queue[job.queue] = by_queue.get(job.queue, 0) + 1
+            queue = self.label(job.queue)
+            by_queue[queue] = by_queue.get(queue, 0) + 1
         for queue, count in by_queue.items():
             self.metrics.jobs.labels(queue=queue, outcome=outcome).inc(count)
             if event.duration is not None and event.kind != "claimed":

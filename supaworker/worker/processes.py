@@ -21,6 +21,7 @@ from typing import Any
 
 from supaworker.exceptions import PermanentError, Snooze
 from supaworker.models import Job
+from supaworker.worker.error_text import ReportedFailure
 
 _mp = multiprocessing.get_context("forkserver")
 
@@ -31,16 +32,21 @@ READY_TIMEOUT = 120.0
 class HandlerProcessDied(Exception):
     """The child process ended without an answer (killed, crashed, os._exit)."""
 
+    @property
+    def user_message(self) -> str:
+        # The worker's own words ("exited with code 17"), no handler text: the owner sees it.
+        return str(self)
+
 
 def _child_main(handler_path: str, conn: multiprocessing.connection.Connection) -> None:
-    from supaworker.worker.execution import describe
+    from supaworker.worker.error_text import describe, user_message
     from supaworker.worker.handler import load_handler
 
     try:
         try:
             handler = load_handler(handler_path)
         except BaseException as exc:
-            conn.send(("error", describe(exc)))
+            conn.send(("error", (user_message(exc), describe(exc))))
             return
         conn.send(("ready", None))
         job = Job.model_validate_json(conn.recv())
@@ -49,11 +55,11 @@ def _child_main(handler_path: str, conn: multiprocessing.connection.Connection) 
             json.dumps(result)
             conn.send(("ok", result))
         except PermanentError as exc:
-            conn.send(("permanent", describe(exc)))
+            conn.send(("permanent", (user_message(exc), describe(exc))))
         except Snooze as exc:
             conn.send(("snooze", exc.seconds))
         except BaseException as exc:
-            conn.send(("error", describe(exc)))
+            conn.send(("error", (user_message(exc), describe(exc))))
     except (EOFError, BrokenPipeError):  # the worker is gone or gave up on us
         pass
     finally:
@@ -110,12 +116,12 @@ class _Child:
                 status, value = await self._receive(timeout)
         finally:
             await self.close()
-        if status == "permanent":
-            raise PermanentError(value)
         if status == "snooze":
             raise Snooze(value)
-        if status == "error":
-            raise RuntimeError(value)
+        if status in ("permanent", "error"):
+            # Both texts as the child wrote them (worker/error_text.py).
+            user, detail = value
+            raise ReportedFailure(user, detail, permanent=status == "permanent")
         return value
 
     async def close(self) -> None:

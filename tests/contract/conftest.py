@@ -84,6 +84,8 @@ class Backend:
     # removed after the test.
     set_concurrency_limit: Callable[[str, int], None]
     set_rate_limit: Callable[[str, float, int], None]
+    # job_error_details' text for (job, attempt), None when there is no row.
+    error_detail: Callable[[uuid.UUID, int], str | None]
 
     async def raw(self, function: str, params: Mapping[str, Any]) -> Any:
         """A call that bypasses rpc.py: for arguments rpc.py would never send."""
@@ -138,6 +140,9 @@ def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
     def set_rate_limit(key: str, per_second: float, burst: int) -> None:
         fake.rate_limits[key] = (per_second, burst)
 
+    def error_detail(job_id: uuid.UUID, attempt: int) -> str | None:
+        return fake.error_details.get((job_id, attempt))
+
     hooks = {
         "make_stale": make_stale,
         "shift_back": shift_back,
@@ -145,6 +150,7 @@ def _memory() -> tuple[InMemoryTransport, dict[str, Any]]:
         "set_limits": set_limits,
         "set_concurrency_limit": set_concurrency_limit,
         "set_rate_limit": set_rate_limit,
+        "error_detail": error_detail,
     }
     return fake, hooks
 
@@ -198,6 +204,13 @@ def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
                 admin_db.execute(f"delete from {table} where key = any(%s)", (keys,))
             keys.clear()
 
+    def error_detail(job_id: uuid.UUID, attempt: int) -> str | None:
+        row = admin_db.execute(
+            "select detail from public.job_error_details where job_id = %s and attempt = %s",
+            (job_id, attempt),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     return {
         "make_stale": make_stale,
         "shift_back": shift_back,
@@ -205,6 +218,7 @@ def _sql(admin_db: psycopg.Connection[tuple[object, ...]]) -> dict[str, Any]:
         "set_limits": set_limits_and_forget_keys,
         "set_concurrency_limit": set_concurrency_limit,
         "set_rate_limit": set_rate_limit,
+        "error_detail": error_detail,
     }
 
 

@@ -101,6 +101,31 @@ async def test_fail_retries_then_dead_letters(backend: Backend) -> None:
     assert await backend.queue.claim(wid, 1, [backend.queue_name]) == []
 
 
+@covers("fail_job")
+async def test_fail_keeps_the_operators_detail_apart_from_the_owners_message(
+    backend: Backend,
+) -> None:
+    """Issue 19: p_error is what the job's owner reads, p_error_detail goes to
+    job_error_details (operators only); a call without it (an older worker) stores none."""
+    job_id = await backend.enqueue(max_attempts=1)
+    other_id = await backend.enqueue(max_attempts=1)
+    wid = await backend.worker()
+    claimed = {j.id: j for j in await backend.queue.claim(wid, 2, [backend.queue_name])}
+    detail = "ValueError: row 7 of tenant 42 [h.py:3 in handle]"
+    failed = await backend.queue.fail(
+        claimed[job_id], wid, "ValueError", retryable=False, detail=detail
+    )
+    assert failed is not None and failed.error_message == "ValueError"
+    assert backend.error_detail(job_id, claimed[job_id].attempt) == detail
+    await backend.queue.fail(claimed[other_id], wid, "corrupt file", retryable=False)
+    assert backend.error_detail(other_id, claimed[other_id].attempt) is None
+    # Fenced out: nothing is written, not even the detail.
+    assert (
+        await backend.queue.fail(claimed[job_id], wid, "x", retryable=True, detail="late") is None
+    )
+    assert backend.error_detail(job_id, claimed[job_id].attempt) == detail
+
+
 @covers("fail_job", "retry_job")
 async def test_non_retryable_failure_is_final(backend: Backend) -> None:
     job_id = await backend.enqueue(max_attempts=5)

@@ -184,6 +184,21 @@ TABLES: list[TableCase] = [
         NO_WRITES,
     ),
     ("vps_workers", "DELETE", lambda c: f"?worker_id=eq.{c.worker}", lambda c: None, NO_WRITES),
+    # Operators' error text (issue 19): signed-in users may query it, RLS shows them nothing.
+    (
+        "job_error_details",
+        "GET",
+        lambda c: f"?job_id=eq.{c.job}",
+        lambda c: None,
+        {"anon": 401, "stranger": 200, "owner": 200, "service": 200},
+    ),
+    (
+        "job_error_details",
+        "POST",
+        lambda c: "",
+        lambda c: {"job_id": c.job, "attempt": 1, "detail": "x"},
+        NO_WRITES,
+    ),
     ("queue_settings", "GET", lambda c: "", lambda c: None, SERVICE_READ),
     (
         "queue_settings",
@@ -241,6 +256,8 @@ def test_table_permission_matrix(api: Api, ctx: Ctx, admin_db: Admin) -> None:
         assert rows_seen[("vps_workers", "GET", "owner")] == []
         assert rows_seen[("vps_workers", "GET", "stranger")] == []
     assert seen == wanted
+    assert rows_seen[("job_error_details", "GET", "owner")] == []
+    assert rows_seen[("job_error_details", "GET", "stranger")] == []
 
     # Status 200 is not enough for reads: RLS must show the owner's rows to the owner only.
     for table in ("processing_queue", "job_events", "user_documents"):
@@ -328,6 +345,7 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
         for table in (
             "processing_queue",
             "job_events",
+            "job_error_details",
             "vps_workers",
             "queue_settings",
             "user_documents",
@@ -337,6 +355,11 @@ def test_no_function_or_table_is_granted_beyond_the_matrix(admin_db: Admin) -> N
     assert privileges == {
         "processing_queue": {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
         "job_events": {"anon": [], "authenticated": ["SELECT"], "service_role": ["SELECT"]},
+        "job_error_details": {
+            "anon": [],
+            "authenticated": ["SELECT"],
+            "service_role": ["SELECT"],
+        },
         "vps_workers": {"anon": [], "authenticated": workers_for_users, "service_role": ["SELECT"]},
         "queue_settings": {"anon": [], "authenticated": [], "service_role": ["SELECT", "UPDATE"]},
         "user_documents": {

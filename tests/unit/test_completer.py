@@ -153,7 +153,8 @@ async def test_a_conflicting_fail_job_is_retried() -> None:
     (job_id,) = enqueue(fake, p_max_attempts=1)
     assert await worker.run() == EXIT_OK
     assert fake.jobs[job_id]["status"] == "failed"
-    assert "bad input" in fake.jobs[job_id]["error_message"]
+    assert fake.jobs[job_id]["error_message"] == "ValueError"
+    assert "bad input" in fake.error_details[(job_id, fake.jobs[job_id]["attempt"])]
 
 
 async def test_a_conflict_in_complete_and_claim_does_not_turn_it_off() -> None:

@@ -158,8 +158,14 @@ async def test_held_jobs_stuck_behind_a_long_job_go_back_to_the_queue(
     worker, fake, gate, ids, task = await start_gated(monkeypatch, 6, heartbeat_interval=0.05)
     waiting = held(worker)
     assert waiting
-    for _ in range(200):
-        if not held(worker):
+
+    # Taken out of the buffer first, then released by a final write of its own: wait for both
+    # (a loaded machine may take a while; the gate keeps the long job running meanwhile).
+    def released() -> bool:
+        return not held(worker) and all(fake.jobs[j]["status"] == "pending" for j in waiting)
+
+    for _ in range(1000):
+        if released():
             break
         await asyncio.sleep(0.01)
     assert held(worker) == []

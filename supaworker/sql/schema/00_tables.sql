@@ -317,6 +317,26 @@ create index job_events_user_id_idx on public.job_events (user_id, id);
 -- ---------------------------------------------------------------------------------------
 -- Row-level security
 -- ---------------------------------------------------------------------------------------
+-- job_error_details: what operators see of a failed attempt (issue 19)
+-- processing_queue.error_message is read by the job's owner (RLS, Realtime): since issue 19
+-- it holds only a safe message (the error class, or the text of an error the handler meant
+-- for users). The full text (message and frames, secrets redacted by the worker) is kept
+-- here, one row per failed attempt, readable by service_role and queue admins only: RLS is
+-- on and its only policy is the queue-admin one (70_admin.sql), so an owner reads nothing.
+create table public.job_error_details (
+  job_id     uuid not null references public.processing_queue (id) on delete cascade,
+  attempt    integer not null,
+  detail     text not null check (length(detail) <= 20000),
+  created_at timestamptz not null default now(),
+  primary key (job_id, attempt)
+);
+comment on table public.job_error_details is
+  'The operator-only text of failed attempts (error class, message, stack frames; redacted '
+  'by the worker), one row per (job_id, attempt). Owners see processing_queue.error_message, '
+  'a safe message, and never this table (RLS: service_role and queue admins only).';
+alter table public.job_error_details enable row level security;
+
+-- ---------------------------------------------------------------------------------------
 -- RLS is on for every table. Signed-in users read their own jobs and their history; nobody
 -- writes through the API: every change goes through the security-definer functions.
 -- vps_workers and queue_settings have no "own rows" policy: only service_role (BYPASSRLS)

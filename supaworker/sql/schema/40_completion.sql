@@ -170,12 +170,14 @@ comment on function public.complete_and_claim(text, jsonb, integer, text[], inte
   '22023 for a malformed p_jobs, p_limit or p_prefetch outside 0..1000.';
 
 -- fail_job(p_job_id, p_worker_id, p_attempt, p_error, p_retryable true,
---          p_retry_after_seconds null) -> setof job
+--          p_retry_after_seconds null, p_error_detail null) -> setof job
 -- One failed attempt (fail_attempt in 10_private_helpers.sql): retried with backoff (or after
 -- p_retry_after_seconds, capped at backoff_max_seconds), failed at max_attempts or when not
--- retryable, cancelled when a cancel was requested. Returns the updated row, or no row when
--- fenced out (PostgREST: use setof, 0 rows = fenced). A five-argument call (a worker of the
--- previous version) resolves to this function through the default.
+-- retryable, cancelled when a cancel was requested. p_error is the message the job's owner
+-- reads (error_message); p_error_detail, when given, the operators' full text
+-- (job_error_details, one row per attempt). Returns the updated row, or no row when fenced
+-- out (PostgREST: use setof, 0 rows = fenced). Calls without the newer parameters (workers
+-- of previous versions) resolve to this function through the defaults.
 -- Who: service_role. Raises 22023 for a negative delay.
 create function public.fail_job(
   p_job_id              uuid,
@@ -183,7 +185,8 @@ create function public.fail_job(
   p_attempt             integer,
   p_error               text,
   p_retryable           boolean default true,
-  p_retry_after_seconds integer default null
+  p_retry_after_seconds integer default null,
+  p_error_detail        text    default null
 ) returns setof public.processing_queue
 language plpgsql volatile security definer set search_path = '' rows 1 as $$
 declare
@@ -196,15 +199,24 @@ begin
   v_found := found;
   if v_found then
     perform supaworker_private.refresh_current_jobs(array[p_worker_id]);
+    if p_error_detail is not null then
+      -- A retried job's new cycle numbers its attempts from 1 again: the latest text wins.
+      insert into public.job_error_details as d (job_id, attempt, detail)
+      values (p_job_id, p_attempt, left(p_error_detail, 20000))
+      on conflict (job_id, attempt) do update
+        set detail = excluded.detail, created_at = excluded.created_at;
+    end if;
   end if;
 end $$;
-comment on function public.fail_job(uuid, text, integer, text, boolean, integer) is
+comment on function public.fail_job(uuid, text, integer, text, boolean, integer, text) is
   'Record a failed attempt, fenced by (job, worker, attempt); returns the updated row, or no '
   'row when fenced out. retry_count + 1; cancellation requested -> cancelled; p_retryable '
   'false or retry_count >= max_attempts -> failed (error_message kept, completed_at set); '
   'otherwise pending again at now() + least(backoff_base_seconds * 2^(retry_count-1), '
   'backoff_max_seconds) * uniform[0.5, 1), or at now() + least(p_retry_after_seconds, '
-  'backoff_max_seconds) when given (a handler''s Retry-After). 22023 for a negative delay.';
+  'backoff_max_seconds) when given (a handler''s Retry-After). p_error goes to error_message '
+  '(read by the job''s owner), p_error_detail (operators only) to job_error_details. 22023 '
+  'for a negative delay.';
 
 -- snooze_job(p_job_id, p_worker_id, p_attempt, p_seconds) -> setof job
 -- A handler's "not now" (issue 18: supaworker.Snooze(seconds), a rate-limited API): the

@@ -99,6 +99,8 @@ create policy job_events_select_queue_admin on public.job_events
   for select to authenticated using ((select supaworker_private.is_queue_admin()));
 create policy vps_workers_select_queue_admin on public.vps_workers
   for select to authenticated using ((select supaworker_private.is_queue_admin()));
+create policy job_error_details_select_queue_admin on public.job_error_details
+  for select to authenticated using ((select supaworker_private.is_queue_admin()));
 
 -- ---------------------------------------------------------------------------------------
 -- admin_* functions (the dashboard's RPC API). Who: authenticated (checked inside: queue

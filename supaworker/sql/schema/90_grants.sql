@@ -36,6 +36,10 @@ grant update on table public.queue_settings to service_role;
 -- vps_workers: its only policy for signed-in users is the queue-admin one, so non-admins
 -- get an empty result (and no Realtime changes) instead of a permission error.
 grant select on table public.vps_workers to authenticated;
+-- job_error_details: operators only. service_role bypasses RLS; signed-in users pass only
+-- the queue-admin policy. Written by fail_job alone.
+revoke all on table public.job_error_details from public, anon, authenticated, service_role;
+grant select on table public.job_error_details to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- supaworker_private: no API role may execute anything ...
@@ -63,7 +67,7 @@ revoke all on function
   public.complete_job(uuid, text, integer, jsonb),
   public.complete_jobs(text, jsonb),
   public.complete_and_claim(text, jsonb, integer, text[], integer),
-  public.fail_job(uuid, text, integer, text, boolean, integer),
+  public.fail_job(uuid, text, integer, text, boolean, integer, text),
   public.release_jobs(text, uuid[]),
   public.snooze_job(uuid, text, integer, numeric),
   public.register_worker(text, text, integer, jsonb, text[], text, text),
@@ -99,7 +103,7 @@ grant execute on function
   public.complete_job(uuid, text, integer, jsonb),
   public.complete_jobs(text, jsonb),
   public.complete_and_claim(text, jsonb, integer, text[], integer),
-  public.fail_job(uuid, text, integer, text, boolean, integer),
+  public.fail_job(uuid, text, integer, text, boolean, integer, text),
   public.release_jobs(text, uuid[]),
   public.snooze_job(uuid, text, integer, numeric),
   public.register_worker(text, text, integer, jsonb, text[], text, text),
