@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from supaworker_local import stack
-from supaworker_local.config import StackConfig, default_state_dir
+from supaworker_local.config import StackConfig, default_state_dir, parse_limits
 
 app = typer.Typer(
     help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",
@@ -48,8 +48,39 @@ def up(
     db_port: Annotated[int | None, typer.Option(help="PostgreSQL port (default 54322)")] = None,
     api_port: Annotated[int | None, typer.Option(help="API gateway port (default 54321)")] = None,
     postgrest_port: Annotated[int | None, typer.Option(help="PostgREST port (54330)")] = None,
+    realtime_plan: Annotated[
+        str | None,
+        typer.Option(
+            help="Realtime quotas to enforce: free, pro (default), team or off "
+            "[env: SUPAWORKER_REALTIME_PLAN]"
+        ),
+    ] = None,
+    realtime_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Override one quota, e.g. max_events_per_second=50 (repeatable; 0 = unlimited) "
+            "[env: SUPAWORKER_REALTIME_LIMITS=a=1,b=2]"
+        ),
+    ] = None,
+    realtime_idle_multiplier: Annotated[
+        int | None,
+        typer.Option(
+            help="Wait N x 100 ms after an empty poll (1, hosted's cadence, by default) "
+            "[env: SUPAWORKER_REALTIME_IDLE_MULTIPLIER]"
+        ),
+    ] = None,
 ) -> None:
     """Start the stack (idempotent) and apply supabase/migrations with `supabase db push`."""
+    realtime: dict[str, object] = {}
+    if realtime_plan is not None:
+        realtime["realtime_plan"] = realtime_plan.strip().lower()
+    if realtime_limit:
+        try:
+            realtime["realtime_limits"] = parse_limits(",".join(realtime_limit))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--realtime-limit") from exc
+    if realtime_idle_multiplier is not None:
+        realtime["realtime_idle_multiplier"] = realtime_idle_multiplier
     ports = {
         name: value
         for name, value in (
@@ -62,7 +93,11 @@ def up(
     if postgrest_port is not None:
         ports["postgrest_admin_port"] = postgrest_port + 1
     with console.status("Starting the local stack..."):
-        config = stack.up(_dir(state_dir), reset=reset, **ports)
+        try:
+            config = stack.up(_dir(state_dir), reset=reset, realtime=realtime, **ports)
+        except ValueError as exc:  # an unknown plan or limit name
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
     _print_status(config)
     console.print('\nConfigure a shell with: [bold]eval "$(supaworker dev env)"[/bold]')
 

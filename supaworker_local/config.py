@@ -37,6 +37,14 @@ class StackConfig:
     secret_key: str = LOCAL_SECRET_KEY
     # Realtime's own default poll interval for its wal2json slot (about 100 ms).
     realtime_poll_interval_ms: int = 100
+    # Wait `interval x multiplier` after a poll that found the slot empty. Hosted Realtime waits
+    # the plain interval (1); a larger value trades wake-up latency for idle CPU, locally only.
+    realtime_idle_multiplier: int = 1
+    # The plan whose Realtime quotas the local endpoint enforces: "free", "pro" or "off"
+    # (supaworker_local/realtime/limits.py), and per-quota overrides by the names hosted
+    # Realtime's tenant settings use (`max_events_per_second`, ...).
+    realtime_plan: str = "pro"
+    realtime_limits: dict[str, int] = field(default_factory=dict)
     # Legacy JWT keys, minted once by `dev up` and kept so every process agrees on them.
     anon_key: str = ""
     service_role_key: str = ""
@@ -100,3 +108,31 @@ class StackConfig:
         directory = state_dir or default_state_dir()
         data = json.loads((directory / "stack.json").read_text())
         return cls(**data)
+
+
+# -- Realtime settings from the environment -------------------------------------------------
+ENV_REALTIME_PLAN = "SUPAWORKER_REALTIME_PLAN"
+ENV_REALTIME_LIMITS = "SUPAWORKER_REALTIME_LIMITS"
+ENV_REALTIME_IDLE_MULTIPLIER = "SUPAWORKER_REALTIME_IDLE_MULTIPLIER"
+
+
+def parse_limits(text: str) -> dict[str, int]:
+    """`max_events_per_second=50,max_concurrent_users=10` -> a dict (ValueError if malformed)."""
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected NAME=NUMBER, got {item!r}")
+        limits[name.strip()] = int(value)
+    return limits
+
+
+def apply_realtime_env(config: StackConfig, environ: dict[str, str] | None = None) -> None:
+    """What `supaworker dev up` takes from SUPAWORKER_REALTIME_* (unset ones change nothing)."""
+    env = os.environ if environ is None else environ
+    if plan := env.get(ENV_REALTIME_PLAN):
+        config.realtime_plan = plan.strip().lower()
+    if limits := env.get(ENV_REALTIME_LIMITS):
+        config.realtime_limits = {**config.realtime_limits, **parse_limits(limits)}
+    if multiplier := env.get(ENV_REALTIME_IDLE_MULTIPLIER):
+        config.realtime_idle_multiplier = int(multiplier)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supaworker_local import keys, postgres, processes, tools
-from supaworker_local.config import StackConfig
+from supaworker_local.config import StackConfig, apply_realtime_env
 from supaworker_local.errors import LocalStackError
+from supaworker_local.realtime import limits
 
 
 @dataclass
@@ -58,15 +59,34 @@ def _http_ok(url: str) -> bool:
 
 
 # -- configuration -------------------------------------------------------------------------
-def load_or_create_config(state_dir: Path, **overrides: int) -> StackConfig:
+def _realtime_settings(config: StackConfig) -> tuple[object, ...]:
+    return (
+        config.realtime_plan,
+        sorted(config.realtime_limits.items()),
+        config.realtime_idle_multiplier,
+        config.realtime_poll_interval_ms,
+    )
+
+
+def load_or_create_config(
+    state_dir: Path, realtime: dict[str, object] | None = None, **overrides: int
+) -> StackConfig:
+    """stack.json (or defaults), then the given ports, SUPAWORKER_REALTIME_* and `realtime`
+    (`realtime_plan`, `realtime_limits`, `realtime_idle_multiplier` from `dev up` options)."""
     if (state_dir / "stack.json").exists():
         config = StackConfig.load(state_dir)
-        for name, value in overrides.items():
-            setattr(config, name, value)
     else:
         config = StackConfig(state_dir=str(state_dir))
-        for name, value in overrides.items():
-            setattr(config, name, value)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    apply_realtime_env(config)
+    for name, setting in (realtime or {}).items():
+        if name == "realtime_limits" and isinstance(setting, dict):
+            config.realtime_limits = {**config.realtime_limits, **setting}
+        else:
+            setattr(config, name, setting)
+    # Fail here, with the reason, rather than in the gateway's log.
+    limits.resolve(config.realtime_plan, config.realtime_limits)
     if not (state_dir / "stack.json").exists() or not postgres.is_initialised(config):
         config.pg_dir = postgres.choose_pg_dir(state_dir)
     if not config.anon_key:
@@ -181,10 +201,23 @@ def reload_postgrest_schema(config: StackConfig) -> None:
 
 
 # -- life cycle ----------------------------------------------------------------------------
-def up(state_dir: Path, *, reset: bool = False, **ports: int) -> StackConfig:
+def up(
+    state_dir: Path,
+    *,
+    reset: bool = False,
+    realtime: dict[str, object] | None = None,
+    **ports: int,
+) -> StackConfig:
     if reset:
         down(state_dir, reset=True)
-    config = load_or_create_config(state_dir, **ports)
+    before = (
+        _realtime_settings(StackConfig.load(state_dir))
+        if (state_dir / "stack.json").exists()
+        else None
+    )
+    config = load_or_create_config(state_dir, realtime, **ports)
+    if before is not None and before != _realtime_settings(config):
+        stop_gateway(config)  # the gateway reads its Realtime settings once, at start
     ensure_postgres(config)
     apply_migrations(config)
     start_postgrest(config)

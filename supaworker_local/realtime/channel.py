@@ -1,8 +1,9 @@
 """A joined `realtime:<name>` topic: what `RealtimeWeb.RealtimeChannel` does per channel.
 
-Join (token check, reply with the bindings and their ids, then "Subscribed to PostgreSQL" once
-the database subscription is live), `access_token` updates and token expiry, `phx_leave`,
-broadcast (`self`/`ack` options, V2 binary frames) and a small Phoenix-style presence.
+Start (reply with the bindings and their ids, then "Subscribed to PostgreSQL" once the database
+subscription is live; the checks before it are in `joining`), `access_token` updates and token
+expiry, `phx_leave`, broadcast (`self`/`ack` options, V2 binary frames, write policies of
+private channels), a small Phoenix-style presence, and the messages-per-second shutdown.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from supaworker_local.realtime import auth
+from supaworker_local.realtime import auth, limits
+from supaworker_local.realtime.authorization import AuthorizationError, Policies, PolicyError
 from supaworker_local.realtime.bindings import Binding, BindingError, binding_id, parse_binding
 from supaworker_local.realtime.checks import SubscriptionError
 from supaworker_local.realtime.poller import PollerUnavailable
-from supaworker_local.realtime.protocol import Frame, RawJson, reply
+from supaworker_local.realtime.protocol import Frame, RawJson, UserBroadcast, dumps, reply
 from supaworker_local.realtime.registry import TopicKey
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ TOPIC_PREFIX = "realtime:"
 CONFIRM_TOKEN_INTERVAL_S = 300.0
 # After a database failure Realtime retries the subscription in 5..10 s.
 RESUBSCRIBE_DELAY_S = (5.0, 10.0)
-# Realtime's default `max_channels_per_client`.
-MAX_CHANNELS_PER_CLIENT = 100
 
 
 def _flag(value: Any) -> bool:
@@ -75,66 +75,15 @@ class JoinConfig:
         )
 
 
-def join(conn: Connection, frame: Frame) -> None:
-    """Handle `phx_join`: refuse with the reason Realtime gives, or create the channel."""
-    topic = frame.topic
-    if not topic.startswith(TOPIC_PREFIX):
-        conn.send(reply(frame, "error", {"reason": "unmatched topic"}))
-        return
-    if topic == TOPIC_PREFIX:
-        conn.send(
-            reply(frame, "error", {"reason": "TopicNameRequired: You must provide a topic name"})
-        )
-        return
-    payload = frame.payload if isinstance(frame.payload, dict) else {}
-    token = _join_token(conn.token, payload)
-    try:
-        claims = auth.verify_for_channel(conn.server.config.jwt_secret, token)
-    except auth.AuthError as exc:
-        log.info(
-            "Realtime join refused: %s",
-            exc.reason,
-            extra={"action": "realtime.join_refused", "topic": topic},
-        )
-        conn.send(reply(frame, "error", {"reason": exc.reason}))
-        return
-    config = JoinConfig.parse(payload)
-    if config.private:
-        # Private channels authorize through RLS on realtime.messages, which this local
-        # endpoint does not implement; refuse rather than pretend.
-        conn.send(
-            reply(
-                frame,
-                "error",
-                {
-                    "reason": "Unauthorized: You do not have permissions to read from this Channel "
-                    f"topic: {topic[len(TOPIC_PREFIX) :]} (private channels are not supported "
-                    "by the local Realtime endpoint)"
-                },
-            )
-        )
-        return
-    previous = conn.channels.get(topic)
-    if previous is None and len(conn.channels) >= MAX_CHANNELS_PER_CLIENT:
-        conn.send(reply(frame, "error", {"reason": "ChannelRateLimitReached: Too many channels"}))
-        return
-    if previous is not None:
-        previous.close(notify=False)  # a duplicate join replaces the old channel, as in Phoenix
-    channel = Channel(conn, frame, token, claims, config)
-    conn.channels[topic] = channel
-    channel.start(frame)
-
-
-def _join_token(connect_token: str, payload: dict[str, Any]) -> str:
-    token = payload.get("access_token") or payload.get("user_token")
-    if not isinstance(token, str) or not token or token.startswith("sb_"):
-        return connect_token
-    return token
-
-
 class Channel:
     def __init__(
-        self, conn: Connection, frame: Frame, token: str, claims: auth.Claims, config: JoinConfig
+        self,
+        conn: Connection,
+        frame: Frame,
+        token: str,
+        claims: auth.Claims,
+        config: JoinConfig,
+        policies: Policies | None = None,
     ) -> None:
         self.conn = conn
         self.topic = frame.topic
@@ -143,6 +92,8 @@ class Channel:
         self.token = token
         self.claims = claims
         self.config = config
+        # RLS results of a private channel (None on public ones, which need none).
+        self.policies = policies
         self.closed = False
         self.bindings: list[Binding] = []
         self.presence_meta: dict[str, Any] | None = None
@@ -164,8 +115,9 @@ class Channel:
         replies = [{**params, "id": binding_id(params)} for params in self.config.postgres_changes]
         self.conn.send(reply(frame, "ok", {"postgres_changes": replies}))
         self._schedule_token_check()
-        if self.config.presence_enabled:
+        if self.config.presence_enabled and self._may_read_presence():
             self.push("presence_state", self._presence_state())
+            self.conn.server.metrics.delivered("presence")
         if self.config.postgres_changes:
             self._start_subscription()
         log.info(
@@ -198,6 +150,9 @@ class Channel:
 
     def shutdown(self, message: str) -> None:
         """Realtime's `shutdown_response`: a system error, then the channel stops."""
+        if self.closed:
+            return
+        self.conn.server.metrics.shutdowns[message] += 1
         self.push_system("system", "error", message)
         log.info(
             "Realtime channel shut down: %s",
@@ -217,24 +172,43 @@ class Channel:
         )
 
     def push_change(self, ids: list[int], data: RawJson) -> None:
-        if not self.closed:
-            # Realtime fastlanes changes: no join_ref, no ref.
-            self.conn.send(
-                Frame(None, None, self.topic, "postgres_changes", {"ids": ids, "data": data})
-            )
+        # Realtime fastlanes changes: no join_ref, no ref.
+        self.deliver(
+            Frame(None, None, self.topic, "postgres_changes", {"ids": ids, "data": data}),
+            "postgres_changes",
+        )
+
+    def deliver(self, frame: Frame, kind: str) -> None:
+        """Send a billed message, then count it as hosted's channel does on
+        `:update_rate_counter`: past the messages-per-second limit the channel shuts down."""
+        if self.closed:
+            return
+        server = self.conn.server
+        self.conn.send(frame)
+        server.metrics.delivered(kind)
+        server.quotas.events.add()
+        if server.quotas.events.triggered:
+            self.shutdown(limits.MESSAGES_SHUTDOWN)
+
+    def may_receive_broadcast(self) -> bool:
+        return self.policies is None or self.policies.broadcast_read is True
+
+    def _may_read_presence(self) -> bool:
+        return self.policies is None or self.policies.presence_read is True
 
     # -- incoming -----------------------------------------------------------------------------
-    def handle(self, frame: Frame) -> None:
+    async def handle(self, frame: Frame) -> None:
         if frame.event == "phx_leave":
             self.conn.send(reply(frame, "ok", {}))
             self.close(notify=True)
         elif frame.event == "access_token":
-            self._on_access_token(frame)
+            await self._on_access_token(frame)
         elif frame.event == "broadcast":
-            self._on_broadcast(frame)
+            await self._on_broadcast(frame)
         elif frame.event == "presence":
-            self._on_presence(frame)
+            await self._on_presence(frame)
         else:
+            self.conn.server.quotas.events.add()  # hosted's catch-all `handle_in` counts too
             log.debug(
                 "Realtime ignored `%s` on %s",
                 frame.event,
@@ -242,7 +216,7 @@ class Channel:
                 extra={"action": "realtime.unexpected_event", "topic": self.topic},
             )
 
-    def _on_access_token(self, frame: Frame) -> None:
+    async def _on_access_token(self, frame: Frame) -> None:
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         token = payload.get("access_token")
         if (
@@ -257,21 +231,96 @@ class Channel:
         except auth.AuthError as exc:
             self.shutdown(exc.message)
             return
+        if self.policies is not None and not await self._recheck_read(claims):
+            return
         self.token, self.claims = token, claims
         self._schedule_token_check()
         if self.config.postgres_changes:
             # Realtime re-subscribes with the new claims and says "Subscribed" again.
             self._start_subscription()
 
-    def _on_broadcast(self, frame: Frame) -> None:
+    async def _on_broadcast(self, frame: Frame) -> None:
+        server = self.conn.server
+        if self.policies is not None and not await self._may_write("broadcast_write"):
+            return  # hosted drops a broadcast the INSERT policies refuse, without a reply
+        server.metrics.received["broadcast"] += 1
+        server.quotas.events.add()
+        if server.quotas.limits.payload_too_large(_payload_size(frame.payload)):
+            server.metrics.payloads_too_large += 1
+            if self.config.ack_broadcast:
+                # `{:reply, {:error, :payload_size_exceeded}, socket}`: Phoenix encodes the atom.
+                self.conn.send(
+                    Frame(
+                        frame.join_ref,
+                        frame.ref,
+                        frame.topic,
+                        "phx_reply",
+                        {"status": "error", "response": "payload_size_exceeded"},
+                    )
+                )
+            return
         skip = None if self.config.self_broadcast else self
-        self.conn.server.fan_out(self.name, frame.payload, private=self.config.private, skip=skip)
+        server.fan_out(self.name, frame.payload, private=self.config.private, skip=skip)
         if self.config.ack_broadcast:
             self.conn.send(reply(frame, "ok", {}))
 
-    def _on_presence(self, frame: Frame) -> None:
+    async def _recheck_read(self, claims: auth.Claims) -> bool:
+        """A new token re-evaluates a private channel's policies (hosted's `access_token`
+        handler): no read at all, or a read the old token had and this one lacks, shuts it."""
+        assert self.policies is not None
+        previous = self.policies
+        try:
+            current = await self.conn.server.read_policies(
+                self.name, claims, presence=self.config.presence_enabled
+            )
+        except AuthorizationError:
+            self.shutdown("Realtime was unable to connect to the project database")
+            return False
+        if not (current.broadcast_read or current.presence_read):
+            self.shutdown(
+                f"You do not have permissions to read from this Channel topic: {self.name}"
+            )
+            return False
+        revoked = (previous.broadcast_read and current.broadcast_read is False) or (
+            previous.presence_read and current.presence_read is False
+        )
+        if revoked:
+            self.shutdown(
+                f"You no longer have permission to read from this Channel topic: {self.name}"
+            )
+            return False
+        self.policies = current  # write permissions are checked again when next needed
+        return True
+
+    async def _may_write(self, which: str) -> bool:
+        assert self.policies is not None
+        if getattr(self.policies, which) is None:
+            try:
+                await self.conn.server.write_policies(self.name, self.claims, self.policies)
+            except (AuthorizationError, PolicyError) as exc:
+                log.warning(
+                    "Realtime could not check the write policies of %s: %s",
+                    self.topic,
+                    exc,
+                    extra={"action": "realtime.write_check_failed", "topic": self.topic},
+                )
+                return False
+        return getattr(self.policies, which) is True
+
+    async def _on_presence(self, frame: Frame) -> None:
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         event = payload.get("event")
+        self.conn.server.metrics.received["presence"] += 1
+        if event == "track" and self.conn.server.quotas.presence.triggered:
+            self.shutdown(limits.PRESENCE_SHUTDOWN)
+            return
+        if (
+            event == "track"
+            and self.policies is not None
+            and not await self._may_write("presence_write")
+        ):
+            self.conn.send(reply(frame, "error", {}))  # hosted: {:error, :unauthorized}
+            return
         if event == "track":
             meta = payload.get("payload", {})
             if not isinstance(meta, dict):
@@ -366,8 +415,11 @@ class Channel:
             self._presence_diff({}, {self.config.presence_key: {"metas": [previous]}})
 
     def _presence_diff(self, joins: dict[str, Any], leaves: dict[str, Any]) -> None:
-        for member in self.conn.server.registry.members(self.topic_key):
-            if not member.closed:
+        server = self.conn.server
+        for member in server.registry.members(self.topic_key):
+            if not member.closed and member._may_read_presence():
+                server.metrics.delivered("presence")
+                server.quotas.presence.add()
                 member.conn.send(
                     Frame(
                         None,
@@ -377,6 +429,13 @@ class Channel:
                         {"joins": joins, "leaves": leaves},
                     )
                 )
+
+
+def _payload_size(payload: dict[str, Any] | UserBroadcast) -> int:
+    """About `:erlang.external_size/1` of what hosted validates: the JSON, or the raw bytes."""
+    if isinstance(payload, UserBroadcast):
+        return len(payload.payload)
+    return len(dumps(payload).encode())
 
 
 def _presence_ref() -> str:

@@ -19,6 +19,8 @@ import psycopg
 from supaworker_local.realtime import checks
 from supaworker_local.realtime.checks import FilterCheck
 from supaworker_local.realtime.database import Conn, Pool, Publication, TypeNames, fetch_table_views
+from supaworker_local.realtime.limits import PLANS, Quotas
+from supaworker_local.realtime.metrics import Metrics
 from supaworker_local.realtime.protocol import RawJson
 from supaworker_local.realtime.registry import Registry, Subscription
 from supaworker_local.realtime.wal import (
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("supaworker_local.realtime")
 K = TypeVar("K")
+MESSAGES = ("realtime", "messages")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +61,45 @@ class _Work:
 
 
 class ChangeProcessor:
-    def __init__(self, registry: Registry, pool: Pool) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        pool: Pool,
+        *,
+        quotas: Quotas | None = None,
+        metrics: Metrics | None = None,
+        on_message: Callable[[WalChange], bool] = lambda change: False,
+    ) -> None:
         self._registry = registry
         self._pool = pool
         self._types = TypeNames()
+        self._quotas = quotas or Quotas(PLANS["off"])
+        self._metrics = metrics or Metrics()
+        # Inserts into realtime.messages go to Broadcast, not to postgres_changes.
+        self._on_message = on_message
 
     async def process(self, changes: Sequence[WalChange], publication: Publication) -> int:
         """Deliver a batch; returns how many changes reached at least one subscriber."""
-        work = list(self._collect(changes, publication))
-        if not work:
-            return 0
         delivered = 0
+        table_changes: list[WalChange] = []
+        for change in changes:
+            if (change.schema, change.table) == MESSAGES:
+                delivered += self._on_message(change)
+            elif change.action.lower() in publication.actions.split(","):
+                table_changes.append(change)
+        work = list(self._collect(table_changes, publication))
+        if not work:
+            return delivered
+        if self._quotas.db_events.triggered:
+            # Hosted's poller skips the whole batch while its db_events counter is over the
+            # messages-per-second limit (replication_poller.ex, reason :rate_limited).
+            self._metrics.changes_skipped += len(work)
+            log.warning(
+                "Realtime skipped %d changes: MessagePerSecondRateLimitReached",
+                len(work),
+                extra={"action": "realtime.changes_rate_limited"},
+            )
+            return delivered
         async with self._pool.connection() as conn:
             views = await fetch_table_views(
                 conn, {(w.oid, s.role) for w in work for s in w.subscribers}
@@ -136,6 +167,8 @@ class ChangeProcessor:
             view = views[(item.oid, role)]
             for select, group in _group(subs, lambda s: s.select).items():
                 pushed |= _deliver(group, build_data(change, view, select, rendered.values))
+        # One per subscriber of the change, as hosted's poller adds `subscription_ids`.
+        self._quotas.db_events.add(len(item.subscribers))
         return int(pushed)
 
     async def _visible(

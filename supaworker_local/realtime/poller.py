@@ -4,9 +4,12 @@
 * A dedicated session creates `pg_create_logical_replication_slot(name, 'wal2json', true)`;
   the slot is temporary, so it lives and dies with that session.
 * Each poll reads at most 100 changes of the `supabase_realtime` publication's tables with
-  Realtime's wal2json options. Cadence as Realtime's: poll again at once after delivering
-  rows, after `interval` (+50..100 ms jitter) when the slot had changes nobody wanted, and
-  after `interval * idle_multiplier` (5, i.e. 500 ms by default) when the slot was empty.
+  Realtime's wal2json options, plus the inserts into `realtime.messages` (Broadcast from the
+  database, which hosted reads over its own pgoutput replication connection) while any channel
+  is joined. Cadence as Realtime's: poll again at once after delivering rows, after `interval`
+  (+50..100 ms jitter) when the slot had changes nobody wanted, and after `interval` again when
+  the slot was empty (`idle_multiplier` > 1 stretches that last wait; hosted has no such idle
+  back-off, so the default is 1).
 * The slot is opened when the first subscription arrives and dropped after a minute with
   none; during that minute it is advanced without decoding (no one could receive a change).
   A lost connection (database restart, terminated backend) is retried with backoff;
@@ -34,7 +37,8 @@ from supaworker_local.realtime.wal import WalChange, parse_change
 log = logging.getLogger("supaworker_local.realtime")
 
 MAX_CHANGES = 100
-IDLE_MULTIPLIER = 5
+IDLE_MULTIPLIER = 1
+MESSAGES_TABLE = "realtime.messages"
 IDLE_SHUTDOWN_S = 60.0
 PUBLICATION_REFRESH_S = 5.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0
@@ -56,6 +60,7 @@ class ReplicationPoller:
         process: ProcessFn,
         has_subscribers: Callable[[], bool],
         on_slot_recreated: Callable[[], None],
+        wants_messages: Callable[[], bool] = lambda: False,
         idle_multiplier: int = IDLE_MULTIPLIER,
     ) -> None:
         self._dsn = dsn
@@ -63,6 +68,7 @@ class ReplicationPoller:
         self._idle_multiplier = max(idle_multiplier, 1)
         self._process = process
         self._has_subscribers = has_subscribers
+        self._wants_messages = wants_messages
         self._on_slot_recreated = on_slot_recreated
         self.slot_name = f"supabase_realtime_replication_slot_{os.getpid()}_{secrets.token_hex(3)}"
         self._conn: Conn | None = None
@@ -73,6 +79,7 @@ class ReplicationPoller:
         self._wake = asyncio.Event()
         self._waiters = 0
         self._last_error = ""
+        self._failed_at: float | None = None
         # Set when a live slot was lost to an error (not dropped for idleness): the next slot
         # must be announced to subscribers, who may have missed changes in between.
         self._slot_lost = False
@@ -100,6 +107,16 @@ class ReplicationPoller:
         self._publication = publication
         self._published_at = time.monotonic()
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def failing(self, within_s: float) -> str | None:
+        """The last error, if opening the slot failed in the last `within_s` seconds."""
+        if self._failed_at is not None and time.monotonic() - self._failed_at < within_s:
+            return self._last_error
+        return None
+
     async def ensure_ready(self, timeout: float) -> None:
         """Return once the slot exists, so changes committed from now on will be read."""
         self.start()
@@ -119,7 +136,7 @@ class ReplicationPoller:
         backoff = BACKOFF_MIN_S
         idle_since: float | None = None
         while True:
-            wanted = self._waiters > 0 or self._has_subscribers()
+            wanted = self._waiters > 0 or self._has_subscribers() or self._wants_messages()
             if self._conn is None and not wanted:
                 await self._sleep_until_woken()
                 continue
@@ -140,6 +157,7 @@ class ReplicationPoller:
                 # Database errors are expected (restarts, terminated sessions); anything else is
                 # a bug, logged with its traceback. Either way the poller lives on.
                 self._last_error = _describe(exc)
+                self._failed_at = time.monotonic()
                 log.log(
                     logging.WARNING if isinstance(exc, psycopg.Error | OSError) else logging.ERROR,
                     "Realtime replication failed (%s); retrying in %.1f s",
@@ -180,6 +198,7 @@ class ReplicationPoller:
             raise
         self._conn = conn
         self._ready.set()
+        self._failed_at = None
         log.info(
             "Realtime replication slot %s created",
             self.slot_name,
@@ -210,7 +229,8 @@ class ReplicationPoller:
         publication = self._publication
         if self._flush_before_poll:
             await self._flush_wal(conn)
-        if not wanted or not publication.tables or not publication.actions:
+        tables, actions = self._decode_targets(wanted, publication)
+        if not tables:
             # Nothing to decode, or nobody to tell (the slot is only kept for a subscriber
             # who comes back soon): move the slot on, so that a bulk write in the meantime
             # is not a backlog that delays the next subscriber's first change by seconds.
@@ -220,7 +240,7 @@ class ReplicationPoller:
                 (self.slot_name,),
             )
             return self._interval * self._idle_multiplier
-        cur = await conn.execute(self._changes_query(), self._changes_params(publication))
+        cur = await conn.execute(self._changes_query(), self._changes_params(tables, actions))
         rows = await cur.fetchall()
         changes = [c for c in (parse_change(str(row[0])) for row in rows) if c is not None]
         processed = await self._deliver(changes, publication) if changes else 0
@@ -241,13 +261,23 @@ class ReplicationPoller:
             f" 'format-version', '2', 'actions', %s, 'add-tables', %s{extra})"
         )
 
-    def _changes_params(self, publication: Publication) -> tuple[object, ...]:
-        params: tuple[object, ...] = (
-            self.slot_name,
-            MAX_CHANGES,
-            publication.actions,
-            publication.add_tables(),
-        )
+    def _decode_targets(self, wanted: bool, publication: Publication) -> tuple[str, str]:
+        """wal2json's `add-tables` and `actions`: the publication's tables (for postgres_changes),
+        `realtime.messages` inserts (for Broadcast from the database), or nothing."""
+        if not wanted:
+            return "", ""
+        tables: list[str] = []
+        actions = set(filter(None, publication.actions.split(",")))
+        if actions and (published := publication.add_tables()):
+            tables.append(published)
+        if self._wants_messages():
+            tables.append(MESSAGES_TABLE)
+            actions.add("insert")
+        order = ("insert", "update", "delete")
+        return ",".join(tables), ",".join(a for a in order if a in actions)
+
+    def _changes_params(self, tables: str, actions: str) -> tuple[object, ...]:
+        params: tuple[object, ...] = (self.slot_name, MAX_CHANGES, actions, tables)
         return (*params, FLUSH_MESSAGE_PREFIX) if self._flush_before_poll else params
 
     async def _deliver(self, changes: list[WalChange], publication: Publication) -> int:

@@ -50,6 +50,8 @@ class UserBroadcast:
     event: str
     payload: bytes
     json_encoded: bool
+    # JSON-encoded metadata (`{"id": ...}` of a database broadcast), sent as `meta`.
+    metadata: bytes | None = None
 
     def as_json_payload(self) -> dict[str, Any] | None:
         """The V1/JSON form `{"type","event","payload"}`; None for binary payloads,
@@ -60,7 +62,14 @@ class UserBroadcast:
             user_payload = json.loads(self.payload)
         except ValueError:
             return None
-        return {"type": "broadcast", "event": self.event, "payload": user_payload}
+        converted: dict[str, Any] = {
+            "type": "broadcast",
+            "event": self.event,
+            "payload": user_payload,
+        }
+        if self.metadata is not None:
+            converted["meta"] = json.loads(self.metadata)
+        return converted
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +217,13 @@ class V2Serializer:
         if len(topic_bytes) > 255 or len(event_bytes) > 255:
             raise ProtocolError("topic and event must each fit in 255 bytes")
         encoding = _ENCODING_JSON if message.json_encoded else _ENCODING_BINARY
+        meta = message.metadata or b""
+        if len(meta) > 255:
+            raise ProtocolError("metadata must fit in 255 bytes")
         header = struct.pack(
-            "BBBBB", _KIND_USER_BROADCAST, len(topic_bytes), len(event_bytes), 0, encoding
+            "BBBBB", _KIND_USER_BROADCAST, len(topic_bytes), len(event_bytes), len(meta), encoding
         )
-        return header + topic_bytes + event_bytes + message.payload
+        return header + topic_bytes + event_bytes + meta + message.payload
 
 
 SERIALIZERS: dict[str, Serializer] = {V1: V1Serializer(), V2: V2Serializer()}

@@ -84,5 +84,8 @@ class Registry:
         if not members:
             del self._topics[key]
 
+    def has_topics(self) -> bool:
+        return bool(self._topics)
+
     def members(self, key: TopicKey) -> list[Channel]:
         return list(self._topics.get(key, ()))

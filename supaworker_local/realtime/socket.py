@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from supaworker_local.realtime.channel import Channel, join
+from supaworker_local.realtime.channel import Channel
+from supaworker_local.realtime.joining import join
 from supaworker_local.realtime.protocol import Frame, ProtocolError, Serializer, reply
 
 if TYPE_CHECKING:
@@ -38,8 +39,11 @@ class Connection:
         # The connect token (after `sb_` translation): a join without `access_token` uses it.
         self.token = token
         self.channels: dict[str, Channel] = {}
+        # Hosted counts a socket toward the concurrent connections from its first join on
+        # (`UsersCounter.add`) until it closes.
+        self.counted = False
         self.closed = False
-        self._outbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self._outbox: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue()
         self._queued_bytes = 0
         self._closing: asyncio.Task[bool] | None = None
 
@@ -79,6 +83,12 @@ class Connection:
             return
         self._queued_bytes += len(data)
         self._outbox.put_nowait(data)
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once what is queued has been written (a refusal the client must still see)."""
+        if not self.closed:
+            self.closed = True
+            self._outbox.put_nowait((code, reason))
 
     def abort(self, code: int, reason: str) -> None:
         self.closed = True
@@ -122,7 +132,9 @@ class Connection:
                 await self.ws.close(code=1003, message=b"invalid frame")
                 return
             try:
-                self._route(frame)
+                # Awaited in order, as Phoenix handles a socket's messages one at a time (a
+                # join that checks RLS holds back the frames after it).
+                await self._route(frame)
             except Exception:
                 # A bug in handling one message must not take the socket (or the gateway) down.
                 log.exception(
@@ -133,24 +145,28 @@ class Connection:
                 )
                 self.send(reply(frame, "error", {"reason": "Unknown Error on Channel"}))
 
-    def _route(self, frame: Frame) -> None:
+    async def _route(self, frame: Frame) -> None:
         if frame.topic == "phoenix":
             if frame.event == "heartbeat":
                 self.send(reply(frame, "ok", {}))
             return
         if frame.event == "phx_join":
-            join(self, frame)
+            await join(self, frame)
             return
         channel = self.channels.get(frame.topic)
         if channel is None:
             self.send(reply(frame, "error", {"reason": "unmatched topic"}))
             return
-        channel.handle(frame)
+        await channel.handle(frame)
 
     # -- writing -----------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         while True:
             data = await self._outbox.get()
+            if isinstance(data, tuple):
+                code, reason = data
+                await self.ws.close(code=code, message=reason.encode())
+                return
             self._queued_bytes -= len(data)
             try:
                 if isinstance(data, str):

@@ -113,6 +113,95 @@ alter publication supabase_realtime owner to postgres;
 create schema if not exists realtime;
 grant usage on schema realtime to postgres, anon, authenticated, service_role;
 
+-- Broadcast from the database and private-channel authorization, as the Realtime service
+-- creates them in a project (supabase/realtime lib/realtime/tenants/repo/migrations, latest
+-- definitions: 20241108114728 messages_using_uuid, 20260514120000 binary_payload,
+-- 20240523004032 topic(), 20260605120000 send, 20240919163303 broadcast_changes,
+-- 20260707120000 owners). Hosted partitions `realtime.messages` by day on `inserted_at`
+-- (and drops old partitions); locally it is one plain table with the same columns, keys,
+-- grants and RLS. The functions are SECURITY INVOKER on purpose, as on hosted: a user who
+-- calls realtime.send() needs an INSERT policy on realtime.messages.
+create table if not exists realtime.messages (
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp without time zone not null default now(),
+  inserted_at timestamp without time zone not null default now(),
+  id uuid not null default gen_random_uuid(),
+  binary_payload bytea,
+  primary key (id, inserted_at),
+  constraint messages_payload_exclusive check (payload is null or binary_payload is null)
+);
+create index if not exists messages_inserted_at_topic_index
+  on realtime.messages (inserted_at desc, topic);
+alter table realtime.messages owner to supabase_realtime_admin;
+alter table realtime.messages enable row level security;
+grant select, insert, update on realtime.messages to postgres, anon, authenticated, service_role;
+-- Without supautils' policy_grants, hosted leaves postgres a member of supabase_realtime_admin:
+-- that is what lets migrations (run as postgres) create policies on realtime.messages.
+grant supabase_realtime_admin to postgres;
+
+create or replace function realtime.topic() returns text as $$
+select nullif(current_setting('realtime.topic', true), '')::text;
+$$ language sql stable;
+alter function realtime.topic() owner to supabase_realtime_admin;
+
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true) returns void
+as $$
+declare
+  generated_id uuid;
+  final_payload jsonb;
+begin
+  begin
+    generated_id := gen_random_uuid();
+
+    -- Check if payload has an 'id' key, if not, add the generated UUID
+    if payload ? 'id' then
+      final_payload := payload;
+    else
+      final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+    end if;
+
+    -- Set the topic configuration
+    execute format('SET LOCAL realtime.topic TO %L', topic);
+
+    insert into realtime.messages (id, payload, event, topic, private, extension)
+    values (generated_id, final_payload, event, topic, private, 'broadcast');
+  exception
+    when others then
+      raise warning 'WarnSendingBroadcastMessage: %', SQLERRM;
+  end;
+end;
+$$ language plpgsql;
+alter function realtime.send(jsonb, text, text, boolean) owner to supabase_realtime_admin;
+
+create or replace function realtime.broadcast_changes (topic_name text, event_name text, operation text, table_name text, table_schema text, NEW record, OLD record, level text default 'ROW')
+    returns void
+    as $$
+declare
+    -- Declare a variable to hold the JSONB representation of the row
+    row_data jsonb := '{}'::jsonb;
+begin
+    if level = 'STATEMENT' then
+        raise exception 'function can only be triggered for each row, not for each statement';
+    end if;
+    -- Check the operation type and handle accordingly
+    if operation = 'INSERT' or operation = 'UPDATE' or operation = 'DELETE' then
+        row_data := jsonb_build_object('old_record', OLD, 'record', NEW, 'operation', operation, 'table', table_name, 'schema', table_schema);
+        perform realtime.send (row_data, event_name, topic_name);
+    else
+        raise exception 'Unexpected operation type: %', operation;
+    end if;
+exception
+    when others then
+        raise exception 'Failed to process the row: %', SQLERRM;
+end;
+
+$$ language plpgsql;
+alter function realtime.broadcast_changes(text, text, text, text, text, record, record, text) owner to supabase_realtime_admin;
+
 -- pg_cron, where the server has it preloaded (Supabase: "enable the extension") ----------
 do $$
 begin

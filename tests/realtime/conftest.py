@@ -3,13 +3,18 @@ through `supabase_realtime`, and raw Phoenix clients."""
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import psycopg
 import pytest
+from aiohttp import web
 
 from supaworker_local.config import StackConfig
+from supaworker_local.realtime import setup_realtime
+from supaworker_local.realtime.server import SERVER_KEY, RealtimeServer
 from tests.realtime.wire import WireClient, websocket_url
 
 Admin = psycopg.Connection[tuple[object, ...]]
@@ -80,3 +85,93 @@ async def connect(
     client = await WireClient.connect(websocket_url(stack, key, vsn), vsn)
     clients.append(client)
     return client
+
+
+LocalRealtime = Callable[..., Awaitable[tuple[StackConfig, RealtimeServer]]]
+
+
+@pytest.fixture()
+async def local_realtime(realtime_stack: StackConfig) -> AsyncIterator[LocalRealtime]:
+    """A second Realtime endpoint on the test stack's database, in this process, with its own
+    plan and limits (`await local_realtime("free", max_events_per_second=2)`): what the gateway
+    mounts, on a free port, so a test can exceed small quotas without touching the shared one."""
+    runners: list[web.AppRunner] = []
+
+    async def start(plan: str = "pro", **limits: int) -> tuple[StackConfig, RealtimeServer]:
+        with socket.socket() as sock:
+            sock.bind((realtime_stack.host, 0))
+            port = int(sock.getsockname()[1])
+        config = dataclasses.replace(
+            realtime_stack, api_port=port, realtime_plan=plan, realtime_limits=limits, extra={}
+        )
+        app = web.Application()
+        setup_realtime(app, config)
+        runner = web.AppRunner(app, shutdown_timeout=1)
+        await runner.setup()
+        await web.TCPSite(runner, config.host, port).start()
+        runners.append(runner)
+        return config, app[SERVER_KEY]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivateTopics:
+    """Topics `<prefix>:<user id>` each user may read and write, and `<prefix>-ro:<user id>`
+    they may only read: RLS policies on realtime.messages, as a project would write them."""
+
+    prefix: str
+
+    def own(self, user_id: uuid.UUID) -> str:
+        return f"{self.prefix}:{user_id}"
+
+    def read_only(self, user_id: uuid.UUID) -> str:
+        return f"{self.prefix}-ro:{user_id}"
+
+
+@pytest.fixture()
+def private_topics(realtime_stack: StackConfig) -> Iterator[PrivateTopics]:
+    prefix = f"rt-{uuid.uuid4().hex[:8]}"
+    # As `postgres`, the migration owner: a project's migrations create these policies.
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute(
+            f'create policy "{prefix} read" on realtime.messages for select to authenticated'
+            f" using (realtime.topic() in ('{prefix}:' || (select auth.uid())::text,"
+            f" '{prefix}-ro:' || (select auth.uid())::text)"
+            " and realtime.messages.extension in ('broadcast', 'presence'))"
+        )
+        db.execute(
+            f'create policy "{prefix} write" on realtime.messages for insert to authenticated'
+            f" with check (realtime.topic() = '{prefix}:' || (select auth.uid())::text"
+            " and realtime.messages.extension in ('broadcast', 'presence'))"
+        )
+    yield PrivateTopics(prefix)
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute(f'drop policy "{prefix} read" on realtime.messages')
+        db.execute(f'drop policy "{prefix} write" on realtime.messages')
+
+
+@pytest.fixture()
+def broadcasting_table(realtime_stack: StackConfig, private_topics: PrivateTopics) -> Iterator[str]:
+    """A table whose trigger calls realtime.broadcast_changes to `<prefix>:<owner>`."""
+    name = f"rt_bc_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute(f"create table public.{name} (id bigint primary key, owner uuid, body text)")
+        db.execute(f"alter table public.{name} enable row level security")
+        db.execute(
+            f"create function public.{name}_changed() returns trigger language plpgsql"
+            " security definer set search_path = '' as $$ begin"
+            f" perform realtime.broadcast_changes('{private_topics.prefix}:' ||"
+            " coalesce(new.owner, old.owner)::text, tg_op, tg_op, tg_table_name,"
+            " tg_table_schema, new, old); return null; end $$"
+        )
+        db.execute(
+            f"create trigger {name}_changed after insert or update or delete on public.{name}"
+            f" for each row execute function public.{name}_changed()"
+        )
+    yield name
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute(f"drop table public.{name}")
+        db.execute(f"drop function public.{name}_changed()")

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from supaworker_local import keys
 from supaworker_local.config import StackConfig
-from tests.realtime.conftest import Admin, insert
+from tests.realtime import metrics_client
+from tests.realtime.conftest import Admin, PrivateTopics, insert
 
 pytestmark = pytest.mark.stack
 
@@ -223,3 +225,62 @@ async def test_supabase_js_broadcast_between_clients(
     if not any("sent" in line for line in js.lines):
         await js.read_until(lambda line: "sent" in line)
     assert [line["sent"] for line in js.lines if "sent" in line] == ["ok"]
+
+
+async def test_supabase_js_private_channels(
+    run_js: Callable[..., Any],
+    realtime_stack: StackConfig,
+    make_user: Callable[..., Any],
+    private_topics: PrivateTopics,
+    broadcasting_table: str,
+) -> None:
+    """`config: {private: true}`: alice joins her own topic and receives what the database sends
+    to it (realtime.send, broadcast_changes from a trigger); her join of bob's topic is refused
+    with hosted's reason."""
+    alice, bob = make_user(), make_user()
+    own, theirs = private_topics.own(alice.id), private_topics.own(bob.id)
+    js = await run_js(
+        realtime_stack.publishable_key,
+        [
+            {
+                "name": "own",
+                "token": alice.token,
+                "channel": own,
+                "private": True,
+                "subs": [],
+                "listen": True,
+            },
+            {
+                "name": "theirs",
+                "token": alice.token,
+                "channel": theirs,
+                "private": True,
+                "subs": [],
+            },
+        ],
+    )
+    refused = await js.read_until(lambda line: line.get("client") == "theirs")
+    assert refused["status"] == "CHANNEL_ERROR"
+    assert refused["error"] == (
+        "Unauthorized: You do not have permissions to read from this Channel topic: " + theirs
+    )
+    if not any(line.get("client") == "own" and "status" in line for line in js.lines):
+        await js.read_until(lambda line: line.get("client") == "own" and "status" in line)
+    assert [line["status"] for line in js.lines if line.get("client") == "own"] == ["SUBSCRIBED"]
+
+    before = await metrics_client.read(realtime_stack)
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:
+        db.execute("select realtime.send('{\"step\": 1}'::jsonb, 'progress', %s)", (own,))
+    got = await js.read_until(lambda line: "broadcast" in line)
+    message = got["broadcast"]
+    assert (got["client"], message["event"]) == ("own", "progress")
+    assert message["payload"] == {"step": 1, "id": message["meta"]["id"]}
+    with psycopg.connect(realtime_stack.db_url, autocommit=True) as db:  # broadcast_changes
+        db.execute(f"insert into public.{broadcasting_table} values (1, %s, 'js')", (alice.id,))
+    got = await js.read_until(lambda line: "broadcast" in line)
+    change = got["broadcast"]
+    assert (change["event"], change["payload"]["operation"]) == ("INSERT", "INSERT")
+    assert change["payload"]["record"] == {"id": 1, "owner": str(alice.id), "body": "js"}
+    after = await metrics_client.read(realtime_stack)
+    sent = 'realtime_messages_sent_by_kind_total{kind="broadcast"}'
+    assert after[sent] - before[sent] == 2

@@ -141,6 +141,11 @@ class WireClient:
         )
 
 
+def reply_to(ref: str) -> Callable[[Message], bool]:
+    """`expect` predicate: the reply to the message sent with `ref`."""
+    return lambda message: message.ref == ref
+
+
 def decode(raw: str | bytes, vsn: str) -> Message:
     if isinstance(raw, bytes):
         return _decode_user_broadcast(raw)

@@ -1,7 +1,8 @@
 // supabase-js 2 (realtime-js, protocol 2.0.0, unchanged) against the local Realtime endpoint.
 //
 // Input: the env var RT_CONFIG, JSON:
-//   {url, key, timeoutMs, clients: [{name, token?, channel, subs: [{id, event, table, filter?}]}]}
+//   {url, key, timeoutMs, clients: [{name, token?, channel, private?, subs: [{id, event, table, filter?}]}]}
+// (`private: true` joins with `config: {private: true}`: RLS on realtime.messages decides.)
 // Output, one JSON object per stdout line:
 //   {client, status, error}            each subscribe() status (SUBSCRIBED, CHANNEL_ERROR, ...)
 //   {ready: true}                      once every client's channel got "Subscribed to PostgreSQL"
@@ -32,7 +33,10 @@ for (const spec of config.clients) {
     // The documented way to give Realtime a user's JWT (RLS is checked with its claims).
     await supabase.realtime.setAuth(spec.token)
   }
-  const channel = supabase.channel(spec.channel)
+  const channel = supabase.channel(
+    spec.channel,
+    spec.private ? { config: { private: true } } : undefined,
+  )
   for (const sub of spec.subs) {
     const filter = { event: sub.event, schema: 'public', table: sub.table }
     if (sub.filter) filter.filter = sub.filter
