@@ -161,7 +161,7 @@ def test_the_definitions_build_the_schema_the_migrations_build(
     defined = schema_of(stack, defined_db)
     # The dump really holds the schema (a broken dump of two empty databases would agree).
     assert any("CREATE FUNCTION supaworker_private.claim_jobs(" in line for line in migrated)
-    assert "publication: ('supabase_realtime', 'public', 'vps_workers')" in migrated
+    assert "publication: ('supabase_realtime', 'public', 'processing_queue')" in migrated
     if migrated != defined:
         pytest.fail(
             f"{SOURCES.definitions.relative_to(ROOT)} and {SOURCES.migrations.relative_to(ROOT)}"

@@ -254,12 +254,10 @@ create policy job_events_select_own on public.job_events
 alter table public.processing_queue replica identity default;
 alter table public.job_events replica identity default;
 
--- Published to Supabase Realtime: the jobs and their history (frontends follow their own
--- rows), and the worker registry: each worker subscribes to its own vps_workers row (filter
--- worker_id=eq.<id>) so that a pause or resume reaches it within about a second instead of at
--- its next heartbeat; the operator dashboard follows all rows. Realtime's per-subscriber RLS
--- check delivers vps_workers changes only to service_role and queue admins; its replica
--- identity stays DEFAULT too (subscribers need the new row, which UPDATE events always carry).
+-- Published to Supabase Realtime: the jobs and their history, for frontends that follow their
+-- own rows with postgres_changes (Broadcast topics are the cheaper path: 35_wakeups.sql).
+-- vps_workers is not published (issue 20): each heartbeat updates its row, and every update of
+-- a published table is a message to each subscriber that may see it; workers get pause,
+-- resume and cancel as Broadcast `control` messages instead (35_wakeups.sql).
 -- Every Supabase project has the supabase_realtime publication.
-alter publication supabase_realtime add table public.processing_queue, public.job_events,
-  public.vps_workers;
+alter publication supabase_realtime add table public.processing_queue, public.job_events;

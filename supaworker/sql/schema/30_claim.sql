@@ -17,7 +17,8 @@
 -- requires contained in the worker's capabilities, in claim order (priority desc, run_at,
 -- created_at; indexes processing_queue_claim_idx / _claim_order_idx). Claimed jobs get
 -- assigned_to, assigned_at and attempt + 1 (the fencing token) and become assigned, or with
--- p_start processing with started_at = now(). Sets current_jobs. Returns them in claim
+-- p_start processing with started_at = now(). Sets current_jobs, and whether the worker now
+-- waits for work (worker_wakeups.awaiting: the claim came back short). Returns them in claim
 -- order. An unknown, paused or offline worker gets nothing.
 -- Who: the two wrappers only. Errors: 22023 empty worker id, p_limit or p_prefetch outside
 -- 0..1000.
@@ -90,6 +91,11 @@ begin
 
   update public.vps_workers w set current_jobs = v_running + v_claimed
    where w.worker_id = p_worker_id and w.current_jobs is distinct from v_running + v_claimed;
+  -- Wake-ups (35_wakeups.sql): a claim that came back short means the worker now waits for
+  -- work, one that filled its slots that it comes back by itself (p_limit 0 is no claim).
+  if p_limit > 0 then
+    perform supaworker_private.note_claim(p_worker_id, v_slots > 0 and v_claimed < v_slots);
+  end if;
 end $$;
 comment on function supaworker_private.claim_jobs(text, integer, text[], boolean, integer) is
   'The claim behind claim_next_job and complete_and_claim: up to p_limit jobs, never more '

@@ -20,6 +20,9 @@ revoke all on table public.processing_queue, public.job_events, public.vps_worke
                     public.queue_settings
   from public, anon, authenticated, service_role;
 revoke all on sequence public.job_events_id_seq from public, anon, authenticated, service_role;
+-- supaworker_private's table (wake-up state): the owner's only.
+revoke all on table supaworker_private.worker_wakeups
+  from public, anon, authenticated, service_role;
 
 -- Signed-in users: their own jobs and history (RLS); queue admins: everything (RLS).
 grant select on table public.processing_queue, public.job_events to authenticated;
