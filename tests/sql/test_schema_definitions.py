@@ -108,6 +108,9 @@ CATALOG_QUERIES = {
     "settings": "select to_jsonb(s) - 'updated_at' from public.queue_settings s",
     "default_acl": "select defaclrole::regrole::text, defaclnamespace::regnamespace::text,"
     " defaclobjtype, defaclacl::text from pg_default_acl order by 1, 2, 3",
+    # supaworker's policies on realtime.messages (who may join its Broadcast topics).
+    "realtime_policies": "select policyname, cmd, roles::text, qual, with_check"
+    " from pg_policies where schemaname = 'realtime' order by 1",
     "event_triggers": "select evtname, evtevent, evtfoid::regproc::text from pg_event_trigger"
     " order by 1",
 }

@@ -254,10 +254,12 @@ create policy job_events_select_own on public.job_events
 alter table public.processing_queue replica identity default;
 alter table public.job_events replica identity default;
 
--- Published to Supabase Realtime: the jobs and their history, for frontends that follow their
--- own rows with postgres_changes (Broadcast topics are the cheaper path: 35_wakeups.sql).
--- vps_workers is not published (issue 20): each heartbeat updates its row, and every update of
--- a published table is a message to each subscriber that may see it; workers get pause,
--- resume and cancel as Broadcast `control` messages instead (35_wakeups.sql).
+-- Published to Supabase Realtime: the jobs, for frontends that follow their own rows with
+-- postgres_changes (kept for existing subscribers; the private Broadcast topics of
+-- 75_status_topics.sql are the cheaper and tighter path). Not published (issue 20):
+-- vps_workers (each heartbeat updates its row, and every update of a published table is a
+-- message to each subscriber that may see it; workers get pause, resume and cancel as
+-- Broadcast `control` messages, 35_wakeups.sql, admins the `workers` topic) and job_events
+-- (the history has no live subscriber; every row would be decoded for nothing).
 -- Every Supabase project has the supabase_realtime publication.
-alter publication supabase_realtime add table public.processing_queue, public.job_events;
+alter publication supabase_realtime add table public.processing_queue;
