@@ -443,10 +443,11 @@ async function signIn() {
   await reset();
   const session = state.session;
   state.client = supabase.createClient(SUPAWORKER_CONFIG.url, SUPAWORKER_CONFIG.anonKey, {
-    global: { headers: { Authorization: `Bearer ${token}` } },
-    auth: { persistSession: false, autoRefreshToken: false },
+    // The token for every request and every Realtime (re)join: with realtime.setAuth(token)
+    // alone, supabase-js rejoins with the anon key after a reconnect, which private topics
+    // refuse.
+    accessToken: async () => token,
   });
-  state.client.realtime.setAuth(token);
   $("whoami").textContent = "checking...";
   // The first call decides: admin_queue_stats answers PT403 unless the token is a queue admin's.
   let data;
