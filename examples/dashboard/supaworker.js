@@ -206,6 +206,7 @@ async function cancelJob(supabase, jobId, options = {}) {
 function watchJob(supabase, jobId, onChange, options = {}) {
   return new Promise((resolve, reject) => {
     let newest = -1;
+    let latest = null;
     let done = false;
     let timer;
     let unsubscribe = () => {
@@ -224,6 +225,7 @@ function watchJob(supabase, jobId, onChange, options = {}) {
       const version = timestampMicros(job.updated_at);
       if (version <= newest) return;
       newest = version;
+      latest = job;
       try {
         onChange?.(job, source);
       } catch (error) {
@@ -286,8 +288,22 @@ function watchJob(supabase, jobId, onChange, options = {}) {
         return;
       }
       unsubscribe = followOwner(supabase, owner, {
-        onJob: (job) => {
-          if (job.id === jobId) offer(job, "change");
+        onJob: (change) => {
+          if (change.id !== jobId || latest === null) return;
+          if (!FINAL_STATUSES.has(change.status)) {
+            offer({
+              ...latest,
+              ...change
+            }, "change");
+            return;
+          }
+          getJob(supabase, jobId).then((job) => offer(job ?? {
+            ...latest,
+            ...change
+          }, "change"), () => offer({
+            ...latest,
+            ...change
+          }, "change"));
         },
         onStatus: (status) => {
           if (done) return;

@@ -46,6 +46,7 @@ export function watchJob(
 ): Promise<Job> {
   return new Promise<Job>((resolve, reject) => {
     let newest = -1;
+    let latest: Job | null = null; // the newest full row (a topic message carries a part)
     let done = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let unsubscribe: () => void = () => {};
@@ -65,6 +66,7 @@ export function watchJob(
       const version = timestampMicros(job.updated_at);
       if (version <= newest) return; // already reported (or older than what was)
       newest = version;
+      latest = job;
       try {
         onChange?.(job, source);
       } catch (error) {
@@ -121,8 +123,17 @@ export function watchJob(
         return;
       }
       unsubscribe = followOwner(supabase, owner, {
-        onJob: (job) => {
-          if (job.id === jobId) offer(job, "change");
+        onJob: (change) => {
+          if (change.id !== jobId || latest === null) return;
+          if (!FINAL_STATUSES.has(change.status)) {
+            offer({ ...latest, ...change }, "change");
+            return;
+          }
+          // The end: the message has no result, so the job is read in full (once per watch).
+          getJob(supabase, jobId).then(
+            (job) => offer(job ?? { ...(latest as Job), ...change }, "change"),
+            () => offer({ ...(latest as Job), ...change }, "change"),
+          );
         },
         onStatus: (status) => {
           if (done) return;
@@ -176,8 +187,11 @@ function followRow(
   };
 }
 
+/** What a `jobs:<user_id>` message carries of the job: what changes while it runs. */
+type JobChange = Partial<Job> & Pick<Job, "id" | "status" | "updated_at">;
+
 interface OwnerListener {
-  onJob: (job: Job) => void;
+  onJob: (change: JobChange) => void;
   onStatus: (status: string) => void;
 }
 
@@ -210,7 +224,7 @@ function followOwner(
       status: null,
     };
     entry.channel
-      .on("broadcast", { event: "job" }, (message: { payload?: { record?: Job } }) => {
+      .on("broadcast", { event: "job" }, (message: { payload?: { record?: JobChange } }) => {
         const job = message.payload?.record;
         if (job) for (const l of [...entry.listeners]) l.onJob(job);
       })

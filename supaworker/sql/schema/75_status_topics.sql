@@ -13,8 +13,9 @@
 -- hosted), an anon-key holder gets an error frame for each change, and DELETE events skip
 -- RLS (other users' job ids). Here each message goes to one private topic, read only by
 -- those the policies below allow:
---  * `jobs:<user_id>`: event `job`, {type: INSERT|UPDATE|DELETE, record (the job row) or
---    old_record {id} for DELETE}, for every change of that user's jobs; readable by that user
+--  * `jobs:<user_id>`: event `job`, {type: INSERT|UPDATE|DELETE, record (the job's id, owner,
+--    document, queue, status, attempt, retry_count, progress, error_message,
+--    cancel_requested, assigned_to, updated_at: not payload or result) or old_record {id}}, for every change of that user's jobs; readable by that user
 --    and by queue admins. Progress is already at most 4 updates a second per job (the
 --    worker's ProgressForwarder), so it is sent as it comes.
 --  * `workers`: event `worker`, {type: INSERT|UPDATE, record (the vps_workers row)}, when a
@@ -34,8 +35,17 @@ begin
         'job', 'jobs:' || old.user_id::text, true);
     end if;
   elsif new.user_id is not null then
-    perform realtime.send(jsonb_build_object('type', tg_op, 'record', to_jsonb(new)),
-                          'job', 'jobs:' || new.user_id::text, true);
+    -- What changes while a job runs, not its payload or result (a read gets those): each
+    -- message is a row of realtime.messages, WAL that hosted Realtime decodes too.
+    perform realtime.send(
+      jsonb_build_object('type', tg_op, 'record', jsonb_build_object(
+        'id', new.id, 'user_id', new.user_id, 'user_document_id', new.user_document_id,
+        'queue', new.queue, 'status', new.status, 'attempt', new.attempt,
+        'retry_count', new.retry_count, 'progress_percent', new.progress_percent,
+        'progress_message', new.progress_message, 'error_message', new.error_message,
+        'cancel_requested', new.cancel_requested, 'assigned_to', new.assigned_to,
+        'updated_at', new.updated_at)),
+      'job', 'jobs:' || new.user_id::text, true);
   end if;
   return null;
 end $$;
