@@ -277,8 +277,9 @@ def render(now: dict[str, Any], today: dict[str, Any] | None) -> str:
         "Each cell: today → now.",
         "",
         "| workers | to workers / job | to the owner / job | WAL bytes / job (enqueue) "
-        "| WAL bytes / job (processing) | seconds | messages/s | Pro limit hits |",
-        "|---|---|---|---|---|---|---|---|",
+        "| WAL bytes / job (processing) | seconds (burst enqueued -> last completed) "
+        "| messages/s over the burst |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in now["bursts"]:
         w = row["workers"]
@@ -287,7 +288,7 @@ def render(now: dict[str, Any], today: dict[str, Any] | None) -> str:
             f"| {pair('bursts', w, 'to_owner_per_job')} "
             f"| {pair('bursts', w, 'wal_enqueue_per_job')} "
             f"| {pair('bursts', w, 'wal_process_per_job')} | {pair('bursts', w, 'seconds')} "
-            f"| {pair('bursts', w, 'messages_per_second')} | {pair('bursts', w, 'limit_hits')} |"
+            f"| {pair('bursts', w, 'messages_per_second')} |"
         )
     lines += ["", "| idle workers | messages per idle worker-hour (today → now) |", "|---|---|"]
     for row in now["idle"]:

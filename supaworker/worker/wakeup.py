@@ -3,8 +3,8 @@
 One private Broadcast channel per worker, topic `worker:<worker_id>`, joined with the service
 role key (which bypasses the RLS on realtime.messages, on hosted as locally). The database
 sends it (supaworker/sql/schema/35_wakeups.sql):
-- `wake` {queue, run_at}: a job this worker can take arrived while it waited for work. The
-  database picks one waiting worker per job, so a burst of N jobs costs at most
+- `wake` {job_id, queue, run_at}: a job this worker can take arrived while it waited for work.
+  The database picks one waiting worker per job, so a burst of N jobs costs at most
   min(N, waiting workers) messages, however many workers there are; a job due later (a retry
   with backoff) comes with its run_at and wakes the worker then;
 - `control` {}: pause, resume, or a cancel request for one of its jobs (acted on through an

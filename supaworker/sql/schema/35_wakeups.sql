@@ -12,7 +12,7 @@
 -- Each worker joins one private Broadcast topic, `worker:<worker_id>`, with the service role
 -- (which bypasses the RLS on realtime.messages, on hosted and locally: no policy needed).
 -- The database sends it:
---  * `wake` {queue, run_at}: a job it can take arrived while it was waiting for work. One
+--  * `wake` {job_id, queue, run_at}: a job it can take arrived while it was waiting for work. One
 --    job wakes at most one worker, chosen here: active, serving the job's queue, with the
 --    job's capabilities, and awaiting work (its last claim came back short). Choosing clears
 --    that flag, so a burst of N jobs on a queue with W waiting workers sends at most
@@ -91,7 +91,8 @@ begin
     update supaworker_private.worker_wakeups k set next_wake_at = new.run_at, woken_at = now()
      where k.worker_id = v_worker;
   end if;
-  perform realtime.send(jsonb_build_object('queue', new.queue, 'run_at', new.run_at),
+  perform realtime.send(jsonb_build_object('job_id', new.id, 'queue', new.queue,
+                                           'run_at', new.run_at),
                         'wake', 'worker:' || v_worker, true);
   return null;
 end $$;
