@@ -13,7 +13,7 @@ jobs enqueued in one statement; the run ends when every job is completed. Counte
 Then W idle workers for `--idle-seconds`: messages per idle worker-hour (heartbeats every 5 s).
 
 The owner follows jobs the way the schema offers: Broadcast on the private topic
-jobs:<user_id> when the database has it (migration 20261128002100), else postgres_changes on
+jobs:<user_id> when the database has it (migration 0015_status_topics), else postgres_changes on
 processing_queue filtered by user_id (what the examples did before). The same script runs in
 an old checkout for the "today" figures (--out there, --today here renders both).
 """

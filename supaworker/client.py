@@ -7,6 +7,7 @@ document itself, and what the operator CLI and the worker are built on.
     return {"success": True, "status": "queued", "job_id": str(job.id)}
 
 Each method is one RPC (see `supaworker.rpc`); errors are `supaworker.exceptions` errors.
+`enqueue` alone retries a passing outage (`supaworker.retry`): it is idempotent per document.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any, Self, Unpack
 
 import httpx
 
-from supaworker import rpc
-from supaworker.exceptions import ConfigurationError
+from supaworker import retry, rpc
+from supaworker.exceptions import ConfigurationError, NotFound
 from supaworker.models import HeartbeatReply, Job, JobEvent, QueueStats, WorkerInfo, WorkerStatus
+from supaworker.retry import RetryPolicy
 from supaworker.rpc import EnqueueOptions, WorkerRegistration
 from supaworker.transport import (
     DEFAULT_TIMEOUT,
@@ -35,6 +37,11 @@ from supaworker.transport import (
 )
 
 DocumentId = uuid.UUID | str
+_RETRY = RetryPolicy()
+
+
+def _retry_from(env: Mapping[str, str] | None) -> RetryPolicy:
+    return retry.from_env(dict(os.environ if env is None else env), _RETRY)
 
 
 def credentials_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -52,8 +59,9 @@ def credentials_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str
 class AsyncQueueClient:
     """The queue's API for asyncio code."""
 
-    def __init__(self, transport: AsyncTransport) -> None:
+    def __init__(self, transport: AsyncTransport, *, enqueue_retry: RetryPolicy = _RETRY) -> None:
         self.transport = transport
+        self.enqueue_retry = enqueue_retry
 
     @classmethod
     async def connect(
@@ -63,17 +71,18 @@ class AsyncQueueClient:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         access_token: str | None = None,
+        enqueue_retry: RetryPolicy = _RETRY,
     ) -> AsyncQueueClient:
         """`access_token` acts as a signed-in user (only their documents) instead of the key."""
         transport = await SupabaseAsyncTransport.connect(
             url, key, timeout=timeout, access_token=access_token
         )
-        return cls(transport)
+        return cls(transport, enqueue_retry=enqueue_retry)
 
     @classmethod
     async def from_env(cls, env: Mapping[str, str] | None = None) -> AsyncQueueClient:
         url, key = credentials_from_env(env)
-        return await cls.connect(url, key)
+        return await cls.connect(url, key, enqueue_retry=_retry_from(env))
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -86,8 +95,16 @@ class AsyncQueueClient:
 
     # -- app side ---------------------------------------------------------------------
     async def enqueue(self, document_id: DocumentId, **options: Unpack[EnqueueOptions]) -> Job:
-        """Queue a document (idempotent: an active job for it is returned as is)."""
-        return await execute(self.transport, rpc.enqueue_job(document_id, **options))
+        """Queue a document (idempotent: an active job for it is returned as is).
+
+        Transient failures (connection refused, no answer, HTTP 502/503/504, PostgREST's
+        "could not connect") are retried with backoff for `enqueue_retry.within` seconds (30
+        by default; `SUPAWORKER_ENQUEUE_RETRY_SECONDS` with `from_env`), which is safe
+        because a second call returns the job the first one queued. A refusal (4xx: unknown
+        document, bad argument, key refused) is raised at once, never retried.
+        """
+        call = rpc.enqueue_job(document_id, **options)
+        return await self.enqueue_retry.arun(call.function, lambda: execute(self.transport, call))
 
     async def get(self, job_id: DocumentId) -> Job:
         return await execute(self.transport, rpc.get_job(job_id))
@@ -117,6 +134,13 @@ class AsyncQueueClient:
 
     async def set_worker_status(self, worker_id: str, status: WorkerStatus) -> WorkerInfo:
         return await execute(self.transport, rpc.set_worker_status(worker_id, status))
+
+    async def schema_version(self) -> int | None:
+        """The database's supaworker schema version; None before migration 0012 (no function)."""
+        try:
+            return await execute(self.transport, rpc.supaworker_schema_version())
+        except NotFound:
+            return None
 
     async def reap_stale_jobs(self) -> int:
         return await execute(self.transport, rpc.reap_stale_jobs())
@@ -207,8 +231,9 @@ class AsyncQueueClient:
 class QueueClient:
     """The queue's API for synchronous code (Flask, Django, scripts)."""
 
-    def __init__(self, transport: SyncTransport) -> None:
+    def __init__(self, transport: SyncTransport, *, enqueue_retry: RetryPolicy = _RETRY) -> None:
         self.transport = transport
+        self.enqueue_retry = enqueue_retry
 
     @classmethod
     def connect(
@@ -218,15 +243,17 @@ class QueueClient:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         access_token: str | None = None,
+        enqueue_retry: RetryPolicy = _RETRY,
     ) -> QueueClient:
         return cls(
-            SupabaseSyncTransport.connect(url, key, timeout=timeout, access_token=access_token)
+            SupabaseSyncTransport.connect(url, key, timeout=timeout, access_token=access_token),
+            enqueue_retry=enqueue_retry,
         )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> QueueClient:
         url, key = credentials_from_env(env)
-        return cls.connect(url, key)
+        return cls.connect(url, key, enqueue_retry=_retry_from(env))
 
     def close(self) -> None:
         self.transport.close()
@@ -243,8 +270,13 @@ class QueueClient:
         self.close()
 
     def enqueue(self, document_id: DocumentId, **options: Unpack[EnqueueOptions]) -> Job:
-        """Queue a document (idempotent: an active job for it is returned as is)."""
-        return execute_sync(self.transport, rpc.enqueue_job(document_id, **options))
+        """Queue a document (idempotent: an active job for it is returned as is).
+
+        Retries transient failures for `enqueue_retry.within` seconds (30 by default) and
+        never a refusal, as `AsyncQueueClient.enqueue` does.
+        """
+        call = rpc.enqueue_job(document_id, **options)
+        return self.enqueue_retry.run(call.function, lambda: execute_sync(self.transport, call))
 
     def get(self, job_id: DocumentId) -> Job:
         return execute_sync(self.transport, rpc.get_job(job_id))
@@ -280,6 +312,13 @@ class QueueClient:
 
     def resume(self, worker_id: str) -> WorkerInfo:
         return self.set_worker_status(worker_id, WorkerStatus.ACTIVE)
+
+    def schema_version(self) -> int | None:
+        """The database's supaworker schema version; None before migration 0012 (no function)."""
+        try:
+            return execute_sync(self.transport, rpc.supaworker_schema_version())
+        except NotFound:
+            return None
 
     def purge_finished(self, older_than_seconds: float | None = None) -> int:
         return execute_sync(self.transport, rpc.purge_finished_jobs(older_than_seconds))

@@ -62,6 +62,11 @@ class WorkerSettings(BaseSettings):
     # to the API (worker/prefetch.py). 0: never claim more than the free slots. How the default
     # was chosen: docs/benchmarks.md.
     prefetch: int = Field(default=128, ge=0, le=1000)
+    # Successful completions written together, up to this many per call, which also claims
+    # the next jobs (worker/batching.py). 0 or 1: each job written on its own.
+    complete_batch_size: int = Field(default=100, ge=0, le=1000)
+    # Extra seconds a lone completion waits for company before it is sent.
+    complete_batch_delay: float = Field(default=0.0, ge=0, le=1.0)
     job_timeout: float | None = Field(default=None, gt=0)
     # A larger result fails its job (not retried): the row is read by frontends and sent by
     # Realtime, whose record limit is 1 MB. The same default as queue_settings'
@@ -71,7 +76,9 @@ class WorkerSettings(BaseSettings):
     executor: Literal["thread", "process"] = "thread"
     burst: bool = False
     http_port: int | None = Field(default=None, ge=1, le=65535)
-    http_host: str = "0.0.0.0"
+    # Loopback by default: /metrics and /internal/process must not appear on a VPS's public
+    # address unless the operator says so (a container sets 0.0.0.0: its network is private).
+    http_host: str = "127.0.0.1"
     internal_api_key: str | None = Field(default=None, repr=False)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

@@ -2,7 +2,8 @@
 
     SupaworkerError
     ├── ConfigurationError        settings missing or invalid (exit code 2 in the CLI)
-    │   └── HandlerImportError    `--handler MODULE:FUNCTION` cannot be imported
+    │   ├── HandlerImportError    `--handler MODULE:FUNCTION` cannot be imported
+    │   └── SchemaOutdated        the database's supaworker schema is older than the package's
     ├── QueueError                a call to the queue did not succeed
     │   ├── TransportError        no usable answer: the outcome may be unknown
     │   │   ├── ConnectionFailed  the request never reached the server (safe to retry)
@@ -41,6 +42,10 @@ class ConfigurationError(SupaworkerError):
 
 class HandlerImportError(ConfigurationError):
     """The handler could not be imported."""
+
+
+class SchemaOutdated(ConfigurationError):
+    """The database's supaworker schema is older than this package needs."""
 
 
 class QueueError(SupaworkerError):

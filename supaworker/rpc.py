@@ -1,7 +1,7 @@
 """The catalogue of the queue's SQL functions: their names, parameters and result parsing.
 
 This is the only module that knows the RPC names (the SQL contracts are in
-`supabase/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
+`supaworker/sql/migrations/` and `docs/architecture.md`). It does no I/O: each function returns an
 `RpcCall` that a transport executes, so the sync and async clients share every line here.
 """
 
@@ -51,6 +51,7 @@ RpcName = Literal[
     "list_jobs",
     "job_history",
     "list_workers",
+    "supaworker_schema_version",
 ]
 
 
@@ -378,3 +379,8 @@ def _workers(data: Any) -> list[WorkerInfo]:
 
 def list_workers() -> RpcCall[list[WorkerInfo]]:
     return RpcCall("list_workers", {}, _workers)
+
+
+def supaworker_schema_version() -> RpcCall[int]:
+    """The schema version the database reports (migration 0012 and later)."""
+    return RpcCall("supaworker_schema_version", {}, _int)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from supaworker import schema
 from supaworker._memory_state import (
     FINISHED,
     QUEUE_NAME,
@@ -269,6 +270,10 @@ class InMemoryTransport(WorkerFunctions):
             "failed_last_minute": finished("failed", minute),
             "failed_last_hour": finished("failed", hour),
         }
+
+    def fn_supaworker_schema_version(self) -> int:
+        # The model is of the newest schema the package carries.
+        return schema.latest_version()
 
     def fn_list_workers(self) -> list[dict[str, Any]]:
         rows = sorted(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from supaworker_local import stack
 from supaworker_local.config import StackConfig, default_state_dir, parse_limits
+from supaworker_local.errors import LocalStackError
 
 app = typer.Typer(
     help="Run a local Supabase-compatible stack (PostgreSQL, PostgREST, gateway).",
@@ -24,9 +26,44 @@ StateDir = Annotated[
     typer.Option(
         "--state-dir",
         envvar="SUPAWORKER_STATE_DIR",
-        help="Where the stack keeps its data and pid files [env: SUPAWORKER_STATE_DIR]",
+        # Typer names the variable itself ([env var: ...]): not repeated here.
+        help="Where the stack keeps its data and pid files (default: .supaworker/ in the "
+        "project root)",
     ),
 ]
+
+
+DbPort = Annotated[int | None, typer.Option(help="PostgreSQL port (default 54322)")]
+ApiPort = Annotated[int | None, typer.Option(help="API gateway port (default 54321)")]
+PostgrestPort = Annotated[int | None, typer.Option(help="PostgREST port (default 54330)")]
+
+
+def ports_given(
+    db_port: int | None, api_port: int | None, postgrest_port: int | None
+) -> dict[str, Any]:
+    ports = {
+        name: value
+        for name, value in (
+            ("db_port", db_port),
+            ("api_port", api_port),
+            ("postgrest_port", postgrest_port),
+        )
+        if value is not None
+    }
+    if postgrest_port is not None:
+        ports["postgrest_admin_port"] = postgrest_port + 1
+    return ports
+
+
+def starting(call: Callable[[], StackConfig]) -> StackConfig:
+    """Bring the stack up; a missing tool or a failed step is a message and exit 2, not a
+    traceback."""
+    try:
+        with console.status("Starting the local stack..."):
+            return call()
+    except LocalStackError as exc:
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _dir(state_dir: Path | None) -> Path:
@@ -45,9 +82,9 @@ def _config(state_dir: Path | None) -> StackConfig:
 def up(
     state_dir: StateDir = None,
     reset: Annotated[bool, typer.Option(help="Wipe all local data and rebuild")] = False,
-    db_port: Annotated[int | None, typer.Option(help="PostgreSQL port (default 54322)")] = None,
-    api_port: Annotated[int | None, typer.Option(help="API gateway port (default 54321)")] = None,
-    postgrest_port: Annotated[int | None, typer.Option(help="PostgREST port (54330)")] = None,
+    db_port: DbPort = None,
+    api_port: ApiPort = None,
+    postgrest_port: PostgrestPort = None,
     realtime_plan: Annotated[
         str | None,
         typer.Option(
@@ -70,7 +107,8 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Start the stack (idempotent) and apply supabase/migrations with `supabase db push`."""
+    """Start the stack (idempotent) and push the project's supabase/migrations with the
+    Supabase CLI (`supabase db push`); serve its supabase/functions."""
     realtime: dict[str, object] = {}
     if realtime_plan is not None:
         realtime["realtime_plan"] = realtime_plan.strip().lower()
@@ -81,23 +119,14 @@ def up(
             raise typer.BadParameter(str(exc), param_hint="--realtime-limit") from exc
     if realtime_idle_multiplier is not None:
         realtime["realtime_idle_multiplier"] = realtime_idle_multiplier
-    ports = {
-        name: value
-        for name, value in (
-            ("db_port", db_port),
-            ("api_port", api_port),
-            ("postgrest_port", postgrest_port),
+    ports = ports_given(db_port, api_port, postgrest_port)
+    try:
+        config = starting(
+            lambda: stack.up(_dir(state_dir), reset=reset, realtime=realtime, **ports)
         )
-        if value is not None
-    }
-    if postgrest_port is not None:
-        ports["postgrest_admin_port"] = postgrest_port + 1
-    with console.status("Starting the local stack..."):
-        try:
-            config = stack.up(_dir(state_dir), reset=reset, realtime=realtime, **ports)
-        except ValueError as exc:  # an unknown plan or limit name
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
+    except ValueError as exc:  # an unknown plan or limit name
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     _print_status(config)
     console.print('\nConfigure a shell with: [bold]eval "$(supaworker dev env)"[/bold]')
 
@@ -116,13 +145,15 @@ def down(
 def status(
     state_dir: StateDir = None, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
-    """What runs, on which port, healthy or not."""
+    """What runs, on which port, healthy or not (exit 1 unless all of it is healthy)."""
     config = _config(state_dir)
+    states = stack.status(config)
     if as_json:
-        rows = [vars(s) for s in stack.status(config)]
-        typer.echo(json.dumps(rows))
-        return
-    _print_status(config)
+        typer.echo(json.dumps([vars(s) for s in states]))
+    else:
+        _print_status(config)
+    if not all(s.healthy for s in states):
+        raise typer.Exit(1)
 
 
 def _print_status(config: StackConfig) -> None:
@@ -141,10 +172,18 @@ def _print_status(config: StackConfig) -> None:
 
 @app.command()
 def env(
-    state_dir: StateDir = None, as_json: Annotated[bool, typer.Option("--json")] = False
+    state_dir: StateDir = None,
+    db_port: DbPort = None,
+    api_port: ApiPort = None,
+    postgrest_port: PostgrestPort = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Print `export` lines for SUPABASE_URL, the keys, SUPABASE_DB_URL and the JWT secret."""
-    variables = stack.env_vars(_config(state_dir))
+    """Print `export` lines for SUPABASE_URL, the keys, SUPABASE_DB_URL and the JWT secret
+    (the port options as given to `dev up`, when it was started with other ports)."""
+    config = _config(state_dir)
+    for port_name, port in ports_given(db_port, api_port, postgrest_port).items():
+        setattr(config, port_name, port)
+    variables = stack.env_vars(config)
     if as_json:
         typer.echo(json.dumps(variables, indent=2))
         return

@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from supaworker_local.tools import project_root
+
 # The Supabase CLI's published local defaults (cli pkg/config/apikeys.go): public test values,
 # never used outside the local stack.
 LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -21,7 +23,12 @@ LOCAL_AUTHENTICATOR_PASSWORD = "authenticator-local-password"
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("SUPAWORKER_STATE_DIR", ".supaworker")).resolve()
+    """$SUPAWORKER_STATE_DIR, else `.supaworker/` in the project root (the folder holding
+    `supabase/`, found from any of its subfolders), else in the working directory."""
+    env = os.environ.get("SUPAWORKER_STATE_DIR")
+    if env:
+        return Path(env).resolve()
+    return project_root() / ".supaworker"
 
 
 @dataclass
@@ -51,6 +58,8 @@ class StackConfig:
     # Where PostgreSQL keeps its data and socket: the state folder, unless the `postgres`
     # OS user cannot reach it (a checkout under /root, say); see postgres.choose_pg_dir.
     pg_dir: str = ""
+    # The project whose supabase/ (migrations, functions) the stack serves.
+    project_dir: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------

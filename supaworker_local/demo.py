@@ -1,6 +1,7 @@
 """`supaworker demo`: the whole idea in one minute, on the local stack.
 
-1. brings up the local stack (`supaworker dev up`);
+1. brings up the local stack (`supaworker dev up`) for the project in the working directory,
+   or, outside any project, for a throwaway one holding supaworker's packaged schema;
 2. signs in a demo user and uploads the sample documents as that user (RLS applies);
 3. enqueues them the way an API server would (`QueueClient.enqueue`), one set up to fail
    its first attempt so the retry can be seen;
@@ -28,9 +29,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from supabase import ClientOptions, create_client
 
+from supaworker import project
 from supaworker.client import QueueClient
 from supaworker.models import Job, JobStatus
-from supaworker_local import stack
+from supaworker_local import stack, tools
+from supaworker_local.cli import ApiPort, DbPort, PostgrestPort, ports_given, starting
 from supaworker_local.config import StackConfig, default_state_dir
 
 console = Console()
@@ -41,6 +44,31 @@ WORKERS = ("vps1", "vps2")
 def sample_documents() -> list[tuple[str, str]]:
     folder = resources.files("supaworker_local.examples").joinpath("sample_documents")
     return sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name[0] != ".")
+
+
+DEMO_CONFIG_TOML = """# A throwaway project made by `supaworker demo`: only supaworker's schema.
+project_id = "supaworker-demo"
+
+[db]
+major_version = 15
+"""
+
+
+def demo_project(state_dir: Path) -> Path:
+    """The project the demo runs: the one around the working directory, else a throwaway one
+    in the state folder with the packaged migrations and edge functions (`supaworker init`)."""
+    if os.environ.get("SUPAWORKER_PROJECT_DIR"):
+        return tools.project_root()
+    found = tools.find_project_root(Path.cwd().resolve())
+    if found is not None:
+        return found
+    root = state_dir / "demo-project"
+    (root / "supabase").mkdir(parents=True, exist_ok=True)
+    config = root / "supabase" / "config.toml"
+    if not config.exists():
+        config.write_text(DEMO_CONFIG_TOML)
+    project.init(project.Project(root))
+    return root
 
 
 def upload_documents(config: StackConfig, user_id: str, token: str) -> list[tuple[str, str]]:
@@ -127,11 +155,15 @@ def _summary(jobs: list[Job], names: dict[str, str]) -> Table:
 def demo(
     state_dir: Annotated[Path | None, typer.Option(envvar="SUPAWORKER_STATE_DIR")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds")] = 120,
+    db_port: DbPort = None,
+    api_port: ApiPort = None,
+    postgrest_port: PostgrestPort = None,
 ) -> None:
     """Bring up the local stack, queue sample documents, and watch two workers process them."""
     directory = (state_dir or default_state_dir()).resolve()
-    with console.status("Starting the local Supabase-compatible stack..."):
-        config = stack.up(directory)
+    root = demo_project(directory)
+    ports = ports_given(db_port, api_port, postgrest_port)
+    config = starting(lambda: stack.up(directory, project=root, **ports))
     console.print(f"[green]✓[/green] local stack at {config.api_url}")
     user_id, token = stack.create_user(config, "demo@example.test")
     documents = upload_documents(config, str(user_id), token)

@@ -104,11 +104,17 @@ async def rest_proxy(request: web.Request) -> web.StreamResponse:
             )
         except KeyRejected as exc:
             return _reject(exc.message)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers.pop("Authorization", None)
-    headers.pop("authorization", None)
+    # The key is the gateway's business, never PostgREST's (Kong's key-auth with
+    # hide_credentials): left in the query it is read as a filter or an RPC argument, and
+    # PostgREST's error quotes it back ("failed to parse filter (sb_secret_...)").
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in HOP_BY_HOP and k.lower() not in ("authorization", "apikey")
+    }
     if authorization:
         headers["Authorization"] = authorization
+    params = [(k, v) for k, v in request.query.items() if k != "apikey"]
     tail = request.match_info["tail"]
     url = f"{config.postgrest_url}/{tail}"
     body = await request.read()
@@ -117,7 +123,7 @@ async def rest_proxy(request: web.Request) -> web.StreamResponse:
         async with session.request(
             request.method,
             url,
-            params=request.query,
+            params=params,
             headers=headers,
             data=body or None,
             allow_redirects=False,

@@ -121,7 +121,17 @@ def _server_options(config: StackConfig) -> str:
         # Newer minor releases only let listed plugins decode WAL; Realtime decodes with wal2json.
         options.append("-c output_plugin_libraries=pgoutput,test_decoding,wal2json")
     if tools.pg_cron_installed():
-        options += ["-c shared_preload_libraries=pg_cron", "-c cron.database_name=postgres"]
+        options += [
+            "-c shared_preload_libraries=pg_cron",
+            "-c cron.database_name=postgres",
+            # pg_cron runs each job over libpq as the user who scheduled it (`postgres`, the
+            # migration owner), by default to localhost over TCP, where this cluster asks for
+            # a password that pg_cron does not have: every run was "connection failed". The
+            # private socket is trusted (as for the superuser's own connections); background
+            # workers would avoid libpq too, but take max_worker_processes slots that
+            # parallel queries and logical decoding also need.
+            f"-c cron.host={config.socket_dir}",
+        ]
     return " ".join(options)
 
 
@@ -179,6 +189,21 @@ def bootstrap(config: StackConfig) -> None:
         conn.execute(sql)
         conn.execute(f"alter role postgres password '{LOCAL_DB_PASSWORD}'")
         conn.execute(f"alter role authenticator password '{LOCAL_AUTHENTICATOR_PASSWORD}'")
+
+
+def repoint_cron_jobs(config: StackConfig) -> None:
+    """cron.schedule() stores the host a job connects to (cron.host at that moment), so jobs
+    scheduled by a cluster started before cron.host pointed at the socket still dial
+    localhost and fail: point them at the socket too."""
+    if not tools.pg_cron_installed():
+        return
+    with admin_connect(config) as conn:
+        if conn.execute("select to_regclass('cron.job') is null").fetchone() == (True,):
+            return
+        conn.execute(
+            "update cron.job set nodename = current_setting('cron.host')"
+            " where nodename is distinct from current_setting('cron.host')"
+        )
 
 
 def applied_migrations(config: StackConfig) -> list[str]:

@@ -106,11 +106,22 @@ def ensure_postgres(config: StackConfig) -> None:
     postgres.bootstrap(config)
 
 
+def project_dir(config: StackConfig) -> Path:
+    return Path(config.project_dir) if config.project_dir else tools.project_root()
+
+
+def require_project(root: Path) -> None:
+    if not (root / "supabase" / "migrations").is_dir():
+        raise LocalStackError(
+            f"No supabase/migrations folder under {root}: run `supaworker init` in your "
+            "project (after `supabase init`), or `supaworker demo` for a throwaway one"
+        )
+
+
 def apply_migrations(config: StackConfig) -> str:
     """`supabase db push` against the local database: the same command as for a hosted one."""
-    root = tools.project_root()
-    if not (root / "supabase" / "migrations").is_dir():
-        raise LocalStackError(f"No supabase/migrations folder under {root}")
+    root = project_dir(config)
+    require_project(root)
     result = subprocess.run(
         [
             tools.supabase_cli(),
@@ -181,7 +192,7 @@ def start_gateway(config: StackConfig) -> None:
         [sys.executable, "-m", "supaworker_local.gateway", "--state-dir", str(config.path)],
         run_dir=_run_dir(config),
         log_dir=_log_dir(config),
-        env={**os.environ, "SUPAWORKER_PROJECT_DIR": str(tools.project_root())},
+        env={**os.environ, "SUPAWORKER_PROJECT_DIR": str(project_dir(config))},
     )
     processes.wait_until(
         lambda: _http_ok(f"{config.api_url}/_stack/health"),
@@ -205,9 +216,14 @@ def up(
     state_dir: Path,
     *,
     reset: bool = False,
+    project: Path | None = None,
     realtime: dict[str, object] | None = None,
     **ports: int,
 ) -> StackConfig:
+    """`project`: the folder holding supabase/ (default: found from the working directory).
+    `realtime`: Realtime settings from `dev up` options (see load_or_create_config)."""
+    root = (project or tools.project_root()).resolve()
+    require_project(root)  # before anything is started
     if reset:
         down(state_dir, reset=True)
     before = (
@@ -216,10 +232,13 @@ def up(
         else None
     )
     config = load_or_create_config(state_dir, realtime, **ports)
+    config.project_dir = str(root)
+    config.save()
     if before is not None and before != _realtime_settings(config):
         stop_gateway(config)  # the gateway reads its Realtime settings once, at start
     ensure_postgres(config)
     apply_migrations(config)
+    postgres.repoint_cron_jobs(config)
     start_postgrest(config)
     reload_postgrest_schema(config)
     start_gateway(config)

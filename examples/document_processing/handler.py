@@ -7,6 +7,10 @@ an install with the `[local]` extra as `supaworker_local.examples.handler:proces
 It reads the `user_documents` row through the worker's Supabase client (service role),
 extracts plain text from .txt / .md / .html / .csv content, and returns statistics that
 are stored as the job's result. Copy it and replace `analyse` with your own work.
+
+What it needs of `user_documents` beyond what supaworker needs (`id`, `user_id`): a `content`
+text column holding the document's text (the table supaworker creates has one). `name`, used
+for the file type, is optional. A project that keeps its files in Storage replaces `fetch`.
 """
 
 from __future__ import annotations
@@ -98,12 +102,11 @@ def analyse(text: str) -> dict[str, Any]:
     }
 
 
-async def process_user_document(job: Job, ctx: JobContext) -> dict[str, Any]:
-    """The handler: fetch the document, extract its text, compute statistics."""
-    ctx.progress(5, "fetching document")
+async def fetch(job: Job, ctx: JobContext) -> tuple[str, str]:
+    """The document's name and text. `select("*")`: a project's own table may lack `name`."""
     response = await (
         ctx.supabase.table("user_documents")
-        .select("id, name, content")
+        .select("*")
         .eq("id", str(job.user_document_id))
         .limit(1)
         .execute()
@@ -111,15 +114,26 @@ async def process_user_document(job: Job, ctx: JobContext) -> dict[str, Any]:
     if not response.data:
         raise PermanentError(f"document {job.user_document_id} no longer exists")
     document = response.data[0]
+    if "content" not in document:
+        raise PermanentError(
+            "this example handler reads the text from user_documents.content, a column your "
+            "table does not have: replace fetch() in the handler (e.g. download from Storage)"
+        )
+    return str(document.get("name") or document["id"]), document["content"] or ""
+
+
+async def process_user_document(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """The handler: fetch the document, extract its text, compute statistics."""
+    ctx.progress(5, "fetching document")
+    name, content = await fetch(job, ctx)
     if job.payload.get("simulate_transient_failure") and job.retry_count == 0:
         # The demo's way of showing recovery: the first attempt hits a "network" error.
         raise ConnectionError("storage backend timed out (simulated, first attempt only)")
-    content = document.get("content") or ""
     if not content.strip():
-        raise PermanentError(f"document {document['name']!r} is empty")
+        raise PermanentError(f"document {name!r} is empty")
     ctx.progress(30, "extracting text")
-    text = extract_text(document["name"], content)
+    text = extract_text(name, content)
     ctx.progress(60, "computing statistics")
     stats = analyse(text)
     ctx.progress(95, "saving")
-    return {"document": document["name"], **stats}
+    return {"document": name, **stats}

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from supaworker import __version__
+from supaworker.cli import init as init_command
 from supaworker.cli import ops
 from supaworker.cli import run as run_command
 
@@ -52,6 +53,7 @@ def build_app(invoked: str | None = None) -> typer.Typer:
         """supaworker: a Supabase-native job queue for document processing."""
 
     app.command(epilog=run_command.EXIT_CODES_HELP)(run_command.run)
+    app.command()(init_command.init)
     ops.register(app)
     for name in LOCAL_COMMANDS:
         if name == invoked:

@@ -1,6 +1,9 @@
 """Operator commands: enqueue, status, workers, jobs, job, retry, cancel, pause, resume, watch.
 
-Tables for people, `--json` for scripts. Connection from SUPABASE_URL and a service key.
+Tables for people (readable at 80 columns: ids shortened to their first 8 characters),
+`--json` for scripts (ids whole). Connection from SUPABASE_URL and a service key, in
+the environment or `.env` as for `supaworker run`. Each command first checks that the
+database's supaworker schema is one this package works with (exit 2 otherwise).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from supaworker import schema
 from supaworker.client import AsyncQueueClient, QueueClient, credentials_from_env
-from supaworker.exceptions import QueueError, SupaworkerError
+from supaworker.config import WORKER_CAPABILITY, WorkerSettings
+from supaworker.exceptions import ConfigurationError, QueueError, SupaworkerError
 from supaworker.models import Job, JobStatus, WorkerStatus
 from supaworker.realtime_subscription import (
     Binding,
@@ -34,21 +40,78 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output"
 EXIT_QUEUE_ERROR = 1
 
 
+def credentials() -> tuple[str, str]:
+    """SUPABASE_URL and the service key from the environment, else from ./.env (the same
+    reading as `supaworker run`: the environment wins)."""
+    try:
+        settings = WorkerSettings(_env_file=".env")
+    except ValueError as exc:  # pydantic's ValidationError: an invalid SUPAWORKER_* variable
+        raise ConfigurationError(f"invalid settings in the environment or .env: {exc}") from None
+    return credentials_from_env(
+        {"SUPABASE_URL": settings.supabase_url, "SUPABASE_SERVICE_ROLE_KEY": settings.service_key}
+    )
+
+
+def _require_schema(client: QueueClient) -> None:
+    try:
+        version = client.schema_version()
+    except QueueError:
+        return  # a refused key or an outage: the command's own call says so
+    schema.require_version(version)
+
+
 @contextmanager
 def queue_client() -> Iterator[QueueClient]:
     """A client from the environment; any supaworker error becomes one line and exit 1/2."""
     try:
-        client = QueueClient.from_env()
+        url, key = credentials()
+        client = QueueClient.connect(url, key)
     except SupaworkerError as exc:
         typer.echo(f"supaworker: error: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
+        _require_schema(client)
         yield client
+    except ConfigurationError as exc:  # the schema is too old
+        typer.echo(f"supaworker: error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except QueueError as exc:
         typer.echo(f"supaworker: error: {exc}", err=True)
         raise typer.Exit(EXIT_QUEUE_ERROR) from None
     finally:
         client.close()
+
+
+def table(
+    *titles: str,
+    wrap: tuple[str, ...] = (),
+    ids: tuple[str, ...] = (),
+    widest: dict[str, int] | None = None,
+) -> Table:
+    """A table that fits 80 columns: no vertical rules, titles and `ids` (short_id) never cut,
+    names longer than `widest` cut with an ellipsis; the last column takes the width left and
+    wraps, as do the columns in `wrap`."""
+    result = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
+    for title in titles:
+        wraps = title in wrap
+        result.add_column(
+            title,
+            min_width=max(len(title), SHORT_ID if title in ids else 0),
+            max_width=(widest or {}).get(title),
+            no_wrap=not (wraps or title == titles[-1]),
+            overflow="fold" if wraps else "ellipsis",
+            # The last column takes what is left; the others keep their width.
+            ratio=1 if title == titles[-1] else None,
+        )
+    return result
+
+
+SHORT_ID = 8
+
+
+def short_id(value: object) -> str:
+    """The first 8 characters of an id: enough to tell rows apart; `--json` has it whole."""
+    return str(value)[:SHORT_ID]
 
 
 def _echo_json(data: Any) -> None:
@@ -83,16 +146,13 @@ def _parse_json_object(text: str, flag: str) -> dict[str, Any]:
 
 
 def _job_row(job: Job) -> list[str]:
-    progress = "" if job.progress_percent is None else f"{job.progress_percent:.0f}%"
     return [
-        str(job.id),
-        str(job.user_document_id),
+        short_id(job.id),
+        short_id(job.user_document_id),
         job.status.value,
         job.queue,
-        str(job.priority),
         f"{job.retry_count}/{job.max_attempts}",
         job.assigned_to or "",
-        progress,
         _age(job.updated_at),
         (job.error_message or "")[:60],
     ]
@@ -123,10 +183,10 @@ def status(as_json: JsonFlag = False) -> None:
     if as_json:
         _echo_json(data)
         return
-    table = Table("status", "jobs")
+    counts = table("status", "jobs")
     for name in JobStatus:
-        table.add_row(name.value, str(stats.by_status.get(name.value, 0)))
-    console.print(table)
+        counts.add_row(name.value, str(stats.by_status.get(name.value, 0)))
+    console.print(counts)
     oldest = stats.oldest_pending_seconds
     console.print(f"oldest pending: {'-' if oldest is None else f'{oldest:.0f}s'}")
     for key in ("completed_last_minute", "completed_last_hour", "failed_last_hour"):
@@ -142,18 +202,29 @@ def workers(as_json: JsonFlag = False) -> None:
     if as_json:
         _echo_json([w.model_dump(mode="json") for w in rows])
         return
-    table = Table("worker", "status", "heartbeat", "jobs", "queues", "capabilities", "host")
+    listing = table(
+        "worker",
+        "status",
+        "heartbeat",
+        "jobs",
+        "queues",
+        "host",
+        "capabilities",
+        widest={"worker": 14, "queues": 8, "host": 10},
+    )
     for w in rows:
-        table.add_row(
+        # Every worker offers its own id as a capability (direct dispatch): not news here.
+        offered = {k: v for k, v in (w.capabilities or {}).items() if k != WORKER_CAPABILITY}
+        listing.add_row(
             w.worker_id,
             w.status.value,
             _age(w.last_heartbeat),
             f"{w.current_jobs}/{w.max_concurrent_jobs}",
             ",".join(w.queues or []) or "all",
-            json.dumps(w.capabilities),
             w.host or "",
+            json.dumps(offered) if offered else "",
         )
-    console.print(table)
+    console.print(listing)
 
 
 def jobs(
@@ -174,21 +245,21 @@ def jobs(
     if as_json:
         _echo_json([j.model_dump(mode="json") for j in rows])
         return
-    table = Table(
+    listing = table(
         "job",
         "document",
         "status",
         "queue",
-        "prio",
-        "retries",
+        "tries",
         "worker",
-        "progress",
         "updated",
         "error",
+        ids=("job", "document"),
+        widest={"queue": 10, "worker": 12},
     )
     for job in rows:
-        table.add_row(*_job_row(job))
-    console.print(table)
+        listing.add_row(*_job_row(job))
+    console.print(listing)
 
 
 def job(job_id: str, as_json: JsonFlag = False) -> None:
@@ -206,9 +277,11 @@ def job(job_id: str, as_json: JsonFlag = False) -> None:
         return
     for name, value in row.model_dump(mode="json").items():
         console.print(f"[bold]{name}[/bold]: {value}")
-    table = Table("when", "event", "from", "to", "worker", "attempt", "message")
+    history = table(
+        "when", "event", "from", "to", "worker", "try", "message", widest={"worker": 12}
+    )
     for e in events:
-        table.add_row(
+        history.add_row(
             e.created_at.strftime("%H:%M:%S.%f")[:-3],
             e.event,
             e.from_status or "",
@@ -217,7 +290,7 @@ def job(job_id: str, as_json: JsonFlag = False) -> None:
             str(e.attempt or ""),
             (e.message or "")[:80],
         )
-    console.print(table)
+    console.print(history)
 
 
 def retry(
@@ -271,7 +344,7 @@ def watch(
     """Follow a job's status and progress live until it ends (exit 0 if it completed)."""
     with queue_client() as client:
         job = client.get(job_id)  # a clear error now for an unknown or malformed id
-        url, key = credentials_from_env()
+        url, key = credentials()
     owner = str(job.user_id) if job.user_id is not None else None
     try:
         final = asyncio.run(_follow(url, key, job_id, timeout, realtime, owner))

@@ -6,27 +6,30 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
-from supaworker import logs
+from supaworker import logs, schema
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
-from supaworker.exceptions import ConfigurationError
+from supaworker.exceptions import ConfigurationError, QueueError, TransportError
 from supaworker.worker.command_handler import CommandHandler
 from supaworker.worker.handler import Handler, load_handler
 from supaworker.worker.http import WorkerHTTP
-from supaworker.worker.loop import EXIT_CONFIG, Worker
-from supaworker.worker.metrics import InstrumentedTransport, JobLogCounter, WorkerMetrics
+from supaworker.worker.loop import EXIT_CONFIG, EXIT_UNAVAILABLE, Worker
+from supaworker.worker.metrics import InstrumentedTransport, JobCounter, WorkerMetrics
 from supaworker.worker.url_handler import UrlHandler
+
+log = logging.getLogger("supaworker.worker")
 
 EXIT_CODES_HELP = """Exit codes: 0 stopped cleanly (or --burst found nothing left);
 1 an internal error (a side task died); 2 configuration error (missing URL or key, bad
-handler, key refused); 3 the Supabase API could not be reached at start; 130 forced stop
-(second SIGINT/SIGTERM)."""
+handler, key refused, database schema older than this package needs); 3 the Supabase API
+could not be reached at start; 130 forced stop (second SIGINT/SIGTERM)."""
 
 
 def _opt(envvar: str, help_text: str, **kw: Any) -> Any:
@@ -118,7 +121,11 @@ def run(
         ),
     ] = None,
     http_host: Annotated[
-        str | None, _opt("SUPAWORKER_HTTP_HOST", "Address for --http-port (0.0.0.0)")
+        str | None,
+        _opt(
+            "SUPAWORKER_HTTP_HOST",
+            "Address for --http-port (127.0.0.1; 0.0.0.0 serves every interface)",
+        ),
     ] = None,
     env_file: Annotated[
         Path | None, typer.Option(help="Read settings from this .env file (default ./.env)")
@@ -156,7 +163,10 @@ def run(
     except ConfigurationError as exc:
         raise fail(str(exc)) from None
     logs.configure(settings.log_format, settings.log_level)
-    code = asyncio.run(_serve(settings, loaded))
+    try:
+        code = asyncio.run(_serve(settings, loaded))
+    except ConfigurationError as exc:  # the database's schema is too old
+        raise fail(str(exc)) from None
     raise typer.Exit(code)
 
 
@@ -174,13 +184,41 @@ def settings_from_cli(given: dict[str, Any], env_file: Path | None) -> WorkerSet
         raise ConfigurationError(f"invalid {where}: {first['msg']}") from None
 
 
+# As long as the worker's own registration keeps trying an unreachable API.
+SCHEMA_CHECK_SECONDS = 30.0
+
+
+async def check_schema(
+    queue: AsyncQueueClient, patience: float = SCHEMA_CHECK_SECONDS
+) -> int | None:
+    """Raise SchemaOutdated before any work against a database older than the package needs;
+    EXIT_UNAVAILABLE when the API stays unreachable for `patience` seconds.
+
+    A refused key or another error of the call is left to the worker's registration, which
+    says what is wrong in its own words (exit 2).
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            version = await queue.schema_version()
+            break
+        except TransportError as exc:
+            if time.monotonic() > deadline:
+                log.error("cannot reach the queue: %s", exc, extra={"action": "register_failed"})
+                return EXIT_UNAVAILABLE
+            await asyncio.sleep(1)
+        except QueueError:
+            return None
+    schema.require_version(version)
+    return None
+
+
 async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     queue = await AsyncQueueClient.connect(settings.supabase_url, settings.service_key)
     supabase = getattr(queue.transport, "client", None)
     metrics = None
     if settings.http_port is not None:
         metrics = WorkerMetrics()
-        logging.getLogger("supaworker.worker").addHandler(JobLogCounter(metrics))
         queue = AsyncQueueClient(InstrumentedTransport(queue.transport, metrics))
     wakeup = None
     if settings.realtime:
@@ -198,7 +236,14 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
             except ConfigurationError as exc:
                 typer.echo(f"supaworker: error: {exc}", err=True)
                 return EXIT_CONFIG
+        # After the handler's own set-up: a handler that cannot start is a configuration
+        # error (exit 2) whether or not the API answers.
+        unavailable = await check_schema(queue)
+        if unavailable is not None:
+            return unavailable
         worker = Worker(queue, handler, settings, supabase=supabase, wakeup=wakeup)
+        if metrics is not None:
+            worker.events.subscribe(JobCounter(metrics))
         if metrics is not None and settings.http_port is not None:
             server = WorkerHTTP(
                 worker,

@@ -18,19 +18,22 @@ Every caller still learns its own job's result:
   others (fenced out: cancelled, rescued, reassigned);
 - a lone job with nothing to claim goes with `complete_job`;
 - the call failed (network, refusal)             -> each job is written on its own with
-  `complete_job` through the worker's retry policy, as without batching; a job that call
-  reports as not completed is looked up (`get_job`), in case the failed batch did land.
-  The claim part is never retried: if it landed, the jobs are assigned to this worker
-  without its knowing, and the worker's heartbeat finds and releases them (orphans).
-- a database without `complete_and_claim` (refused) -> `complete_jobs` plus look-ups of the
-  fenced-out jobs, and the worker's own claims, as before that function existed.
+  `complete_job` through the worker's retry policy (worker/retry.py), as without batching;
+  a job that call reports as not completed is looked up (`get_job`), in case the failed
+  batch did land. The claim part is never retried: if it landed, the jobs are assigned to
+  this worker without its knowing, and the worker's heartbeat finds and releases them.
+- a database without `complete_and_claim` (PostgREST PGRST202, no such function)
+  -> `complete_jobs` plus look-ups of the fenced-out jobs, and the worker's own claims, as
+  before that function existed; without `complete_jobs` either, no batching. Any other
+  refusal (a serialization failure, a bad result) only sends that batch's jobs one by one.
 Anything unexpected returns None for the jobs of that batch: the caller then writes them
 itself, exactly as it does without batching. The caller counts each answer among its final
 writes, so shutdown still waits for every completion.
 
-On by default with batches of up to 100 (bench/throughput.py). `SUPAWORKER_COMPLETE_BATCH_SIZE`
-(0 or 1 turns it off, at most 1000) and `SUPAWORKER_COMPLETE_BATCH_DELAY` (extra seconds to
-wait for company, default 0) configure it.
+On by default with batches of up to 100 (bench/throughput.py). `WorkerSettings`'
+`complete_batch_size` (`SUPAWORKER_COMPLETE_BATCH_SIZE`; 0 or 1 turns it off, at most 1000)
+and `complete_batch_delay` (`SUPAWORKER_COMPLETE_BATCH_DELAY`, extra seconds to wait for
+company, default 0) configure it.
 """
 
 from __future__ import annotations
@@ -42,19 +45,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from supaworker.client import AsyncQueueClient
-from supaworker.exceptions import QueueError, RpcError
+from supaworker.exceptions import QueueError
 from supaworker.models import Job, JobStatus
+from supaworker.worker.retry import is_missing_function
 
 log = logging.getLogger("supaworker.worker.batching")
 T = TypeVar("T")
 
 
 class RetryPolicy(Protocol):
-    """The worker's `_with_retries`: retries transient faults, None when it gives up."""
+    """worker/retry.py's `RetryPolicy`: retries transient faults, None when it gives up."""
 
     def __call__(self, name: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T | None]: ...
 
@@ -81,15 +82,6 @@ class ClaimAlong(Protocol):
         """A call is answered. `jobs`: what its claim returned; None: the call failed, so
         the claim may or may not have landed."""
         ...
-
-
-class BatchSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SUPAWORKER_COMPLETE_BATCH_", env_file=".env", extra="ignore"
-    )
-
-    size: int = Field(default=100, ge=0, le=1000)
-    delay: float = Field(default=0.0, ge=0, le=1.0)
 
 
 @dataclass
@@ -130,30 +122,6 @@ class CompletionBatcher:
         """Whether completions go with claims (until the database refuses the call)."""
         return self._exchange
 
-    @classmethod
-    def from_env(
-        cls,
-        queue: AsyncQueueClient,
-        worker_id: str,
-        retry: RetryPolicy,
-        *,
-        claims: ClaimAlong,
-        queues: list[str] | None = None,
-    ) -> CompletionBatcher | None:
-        """A batcher configured by `SUPAWORKER_COMPLETE_BATCH_*`, or None when it is off."""
-        settings = BatchSettings()
-        if settings.size < 2:
-            return None
-        return cls(
-            queue,
-            worker_id,
-            retry,
-            size=settings.size,
-            delay=settings.delay,
-            claims=claims,
-            queues=queues,
-        )
-
     def submit(self, job: Job, result: Any) -> asyncio.Future[bool | None]:
         """The job's answer to come: True once it is completed by this attempt, False when it
         was fenced out, None: write it yourself. (A future, not a task per job: at thousands
@@ -171,7 +139,7 @@ class CompletionBatcher:
             # `delay`), so that the jobs finishing in the same turn (a claim's worth of short
             # jobs) go in one call instead of one alone and the rest after it. A claim that
             # runs before this write lands may find the job's slot still taken; the write's
-            # landing wakes the claim loop again (Worker._write_outcome).
+            # landing wakes the claim loop again (Completer's slot_freed).
             self._timer = (
                 loop.call_later(self.delay, self._flush_if_idle)
                 if self.delay
@@ -249,9 +217,9 @@ class CompletionBatcher:
             )
         except QueueError as exc:
             self._log_batch_failed("complete_and_claim", batch, exc)
-            if isinstance(exc, RpcError):
-                # Refused (a database older than the function): complete_jobs from now on,
-                # and the worker claims on its own as it did before.
+            if is_missing_function(exc):
+                # A database older than the function: complete_jobs from now on, and the
+                # worker claims on its own as it did before.
                 self._exchange = False
                 return await self._complete_many(batch), None
             return list(await asyncio.gather(*(self._one(p) for p in batch))), None
@@ -267,8 +235,8 @@ class CompletionBatcher:
             )
         except QueueError as exc:
             self._log_batch_failed("complete_jobs", batch, exc)
-            if isinstance(exc, RpcError):
-                self._disabled = True  # refused (e.g. an older database): stop batching
+            if is_missing_function(exc):
+                self._disabled = True  # an older database: stop batching
             return list(await asyncio.gather(*(self._one(p) for p in batch)))
         if count == len(batch):
             return [True] * len(batch)

@@ -4,8 +4,11 @@ Sync handlers never run on the event loop, so heartbeats keep flowing while they
 - `thread` (default): one daemon thread per job. A thread cannot be killed, so a timed-out
   sync handler is told to stop (`ctx.is_cancelled()`) and abandoned; its late result is
   ignored because the attempt is already failed (and fenced in SQL).
-- `process`: one child process per job (forkserver), killed on timeout or cancel. For
-  CPU-bound work that holds the GIL, and for handlers that may crash their process.
+- `process`: one child process per job (worker/processes.py), killed on timeout or cancel.
+  For CPU-bound work that holds the GIL, and for handlers that may crash their process. The
+  child imports the handler by its path and calls `handler(job)`: a `JobContext` (progress,
+  cancellation, the Supabase client) cannot cross into it, so a sync `(job, ctx)` handler is
+  refused at start (`check_executor`).
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import multiprocessing
-import multiprocessing.connection
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from supaworker.exceptions import HandlerFailed, PermanentError
+from supaworker.exceptions import ConfigurationError, HandlerFailed, PermanentError
 from supaworker.logs import redact
 from supaworker.models import Job
 from supaworker.worker.handler import Handler, JobContext, is_async, wants_context
+
+if TYPE_CHECKING:
+    from supaworker.worker.processes import ProcessExecutor
+
+Executor = Literal["thread", "process"]
 
 MAX_ERROR_CHARS = 4000
 
@@ -91,6 +97,17 @@ def _outcome_of(exc: BaseException) -> Outcome:
     return Outcome.failed(describe(exc), retryable=True)
 
 
+def check_executor(handler: Handler, executor: Executor, handler_path: str) -> None:
+    """Raise ConfigurationError when `executor` cannot run `handler` (checked at start, so
+    that a worker never spends every job's attempts on a call that cannot work)."""
+    if executor == "process" and not is_async(handler) and wants_context(handler):
+        raise ConfigurationError(
+            f"--executor process cannot run {handler_path or 'the handler'}: it takes "
+            "(job, ctx), and a JobContext cannot be passed to a child process. Use "
+            "--executor thread, or a handler that takes only (job)"
+        )
+
+
 def _arguments(handler: Handler, job: Job, ctx: JobContext) -> tuple[Any, ...]:
     return (job, ctx) if wants_context(handler) else (job,)
 
@@ -101,18 +118,19 @@ async def run_handler(
     ctx: JobContext,
     *,
     timeout: float | None,
-    executor: Literal["thread", "process"],
-    handler_path: str,
+    processes: ProcessExecutor | None = None,
     max_result_bytes: int | None = None,
 ) -> Outcome:
-    """Run the handler once. Raises CancelledError only if the calling task is cancelled."""
+    """Run the handler once: async handlers on the loop, sync ones in `processes` when
+    given (the process executor), else in a thread. Raises CancelledError only if the
+    calling task is cancelled."""
     try:
         if is_async(handler):
             # In the job's own task (wait_for would wrap the coroutine in a second task).
             async with asyncio.timeout(timeout):
                 result = await handler(*_arguments(handler, job, ctx))
-        elif executor == "process":
-            result = await _in_process(handler_path, job, timeout)
+        elif processes is not None:
+            result = await processes.run(job, timeout)
         else:
             result = await asyncio.wait_for(_in_thread(handler, job, ctx), timeout)
     except TimeoutError:
@@ -139,67 +157,3 @@ def _in_thread(handler: Handler, job: Job, ctx: JobContext) -> asyncio.Future[An
 
     threading.Thread(target=target, name=f"job-{job.id}", daemon=True).start()
     return asyncio.wrap_future(future)
-
-
-# -- process executor ---------------------------------------------------------------------
-_mp = multiprocessing.get_context("forkserver")
-
-
-def _child_main(
-    handler_path: str, job_json: str, conn: multiprocessing.connection.Connection
-) -> None:
-    from supaworker.worker.handler import load_handler
-
-    try:
-        handler = load_handler(handler_path)
-        job = Job.model_validate_json(job_json)
-        result = handler(job)
-        json.dumps(result)
-        conn.send(("ok", result))
-    except PermanentError as exc:
-        conn.send(("permanent", describe(exc)))
-    except BaseException as exc:
-        conn.send(("error", describe(exc)))
-    finally:
-        conn.close()
-
-
-class HandlerProcessDied(Exception):
-    """The child process ended without an answer (killed, crashed, os._exit)."""
-
-
-async def _in_process(handler_path: str, job: Job, timeout: float | None) -> Any:
-    receiver, sender = _mp.Pipe(duplex=False)
-    process = _mp.Process(
-        target=_child_main, args=(handler_path, job.model_dump_json(), sender), daemon=True
-    )
-    process.start()
-    sender.close()
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def on_readable() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(receiver.fileno(), on_readable)
-    try:
-        await asyncio.wait_for(ready, timeout)
-        try:
-            status, value = receiver.recv()
-        except EOFError as exc:
-            await loop.run_in_executor(None, process.join, 5)
-            raise HandlerProcessDied(
-                f"The handler's process exited with code {process.exitcode} before answering"
-            ) from exc
-    finally:
-        loop.remove_reader(receiver.fileno())
-        receiver.close()
-        if process.is_alive():
-            process.kill()
-        await loop.run_in_executor(None, process.join, 5)
-    if status == "permanent":
-        raise PermanentError(value)
-    if status == "error":
-        raise RuntimeError(value)
-    return value

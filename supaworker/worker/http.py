@@ -54,7 +54,7 @@ class WorkerHTTP:
         metrics: WorkerMetrics,
         *,
         internal_api_key: str | None,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = 9464,
     ) -> None:
         self.worker = worker

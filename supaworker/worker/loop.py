@@ -1,15 +1,20 @@
-"""The worker loop: register, claim, run, report, heartbeat, shut down.
+"""The worker loop: register, claim, spawn a task per job, shut down. The parts it drives:
+
+    ledger.py      what the worker holds (running, waiting, being written, claims out)
+    completer.py   every final write (batching.py: many per call, with the next claim;
+                   retry.py: the one retry policy)
+    heartbeat.py   the beat and acting on its reply
+    events.py      job outcome events; logging (JobLog) and metrics subscribe to them
+    supervisor.py  the side tasks (heartbeat, wake-up listener): one dying stops the worker
+    execution.py   one handler call -> an Outcome (processes.py: --executor process)
 
     run -> _register -> _claim_loop -> _claim_once -> _run_claimed -> _spawn -> _process
-        -> _finish -> the completion batcher, whose call also claims the next jobs
-           (complete_and_claim: _ClaimAlong -> _run_claimed; extras wait in _prefetch)
-                  side tasks: _heartbeat_loop, wake-up listener (supervised)
+        -> Completer.finish, whose batched call also claims the next jobs (_ClaimAlong ->
+           _run_claimed; extras wait in the ledger's prefetch)
         -> _shutdown: stop claiming, drain within the shutdown timeout, cancel and release
            the rest, wait for every final write, deregister.
 
 The loop talks to the queue only through `AsyncQueueClient` (no RPC names, no HTTP here).
-Every status write that ends an attempt runs in its own task that the loop's cancellation
-cannot reach, and shutdown waits for all of them: a finished job's outcome is never dropped.
 """
 
 from __future__ import annotations
@@ -22,40 +27,54 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol
 
 from supaworker import __version__
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
 from supaworker.exceptions import (
     ConfigurationError,
-    NotFound,
     PermissionDenied,
     QueueError,
     RpcError,
     TransportError,
 )
-from supaworker.models import HeartbeatReply, Job, JobStatus, WorkerStatus
+from supaworker.models import Job, WorkerStatus
 from supaworker.worker import signals
-from supaworker.worker.batching import CompletionBatcher, Reservation
-from supaworker.worker.execution import Outcome, run_handler
-from supaworker.worker.handler import Handler, JobContext
-from supaworker.worker.prefetch import Prefetch
+from supaworker.worker.batching import Reservation
+from supaworker.worker.completer import Completer
+from supaworker.worker.events import JobEvents, JobLog, OutcomeEvent, job_extra, job_logger
+from supaworker.worker.execution import check_executor, run_handler
+from supaworker.worker.handler import Handler, JobContext, is_async
+from supaworker.worker.heartbeat import Heartbeat
+from supaworker.worker.ledger import Ledger, RunningJob, StopReason
+from supaworker.worker.processes import ProcessExecutor
 from supaworker.worker.progress import ProgressForwarder
+from supaworker.worker.supervisor import SideTasks
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_FORCED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "RunningJob",
+    "StopReason",
+    "WakeupSource",
+    "Worker",
+    "WorkerState",
+]
 
 log = logging.getLogger("supaworker.worker")
-T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_FORCED = 130
-
-StopReason = Literal["cancel_requested", "lost", "shutdown"]
 
 
 class WakeupSource(Protocol):
@@ -74,70 +93,10 @@ class WakeupSource(Protocol):
 
 
 @dataclass
-class RunningJob:
-    job: Job
-    ctx: JobContext
-    task: asyncio.Task[None]
-    stop_reason: StopReason | None = None
-
-
-class _ClaimAlong:
-    """Lets the completion batcher claim for the worker (batching.ClaimAlong): the free
-    slots, plus the prefetch allowance minus the jobs already waiting for a slot, minus what
-    the calls still in flight may bring back."""
-
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-        # Over the calls in flight: the jobs they complete (their slots are theirs to refill)
-        # and the jobs their claims may bring.
-        self._completing = 0
-        self._reserved = 0
-
-    def reserve(self, completing: int) -> Reservation:
-        w = self._worker
-        if w._stop.is_set() or w.state.paused:
-            return Reservation(completing, 0, 0)
-        allowance = w._prefetch.allowance(w.settings.concurrency)
-        # What SQL will count as this worker's once the calls' completions land: running,
-        # waiting, and finished jobs whose outcome no call carries yet.
-        held = (
-            len(w._running)
-            + len(w._prefetch)
-            + len(w._finishing)
-            - self._completing
-            - completing
-            + self._reserved
-        )
-        claim = Reservation(
-            completing, max(w.settings.concurrency + allowance - held, 0), allowance
-        )
-        self._completing += completing
-        self._reserved += claim.limit
-        if claim.limit:
-            w._claims_in_flight += 1
-        return claim
-
-    def settled(self, claim: Reservation, jobs: list[Job] | None) -> None:
-        w = self._worker
-        self._completing -= claim.completing
-        self._reserved -= claim.limit
-        if claim.limit:
-            w._claims_in_flight -= 1
-            w._prefetch.observe_round_trip(time.monotonic() - claim.sent_at)
-        if jobs is None:
-            w._beat_now.set()  # if the claim landed, the heartbeat finds its jobs: release
-        else:
-            w._run_claimed(jobs)
-        if jobs is None or len(jobs) < claim.limit:
-            # The queue may have had no more (the claim loop looks again, and burst mode
-            # learns it is done), or the claim failed. A call that claimed nothing because
-            # the worker is full needs no claim either: its next completion claims.
-            w._wake.set()
-
-
-@dataclass
 class WorkerState:
-    """What the worker knows about itself, for health checks and tests."""
+    """What the worker knows about itself, for health checks and tests. The counters are
+    attempts whose outcome this worker wrote: `completed` by this attempt, `failed` (failed,
+    retry scheduled or cancelled), `lost` (fenced out: the job was no longer this worker's)."""
 
     registered: bool = False
     paused: bool = False
@@ -147,27 +106,34 @@ class WorkerState:
     claimed: int = 0
     completed: int = 0
     failed: int = 0
+    lost: int = 0
+
+    def count(self, event: OutcomeEvent) -> None:
+        n = len(event.jobs)
+        if event.kind == "claimed":
+            self.claimed += n
+        elif event.kind == "completed":
+            self.completed += n
+        elif event.kind in ("failed", "retried", "cancelled"):
+            self.failed += n
+        elif event.kind == "lost":
+            self.lost += n
 
 
-@functools.lru_cache(maxsize=256)
-def _job_logger(queue: str) -> logging.Logger:
-    # getLogger takes the logging module's lock: once per queue, not once per job.
-    return logging.getLogger(f"supaworker.job.{queue}")
+class _ClaimAlong:
+    """The worker's side of claiming with a completion call (batching.ClaimAlong): the
+    ledger counts, the worker runs what comes back."""
 
+    def __init__(self, ledger: Ledger, worker: Worker) -> None:
+        self._ledger = ledger
+        self._worker = worker
 
-def _rounded(duration: float | None) -> float | None:
-    return round(duration, 4) if duration is not None else None
+    def reserve(self, completing: int) -> Reservation:
+        return self._ledger.reserve(completing, may_claim=self._worker.may_claim())
 
-
-def _job_extra(action: str, job: Job, worker_id: str, **more: Any) -> dict[str, Any]:
-    return {
-        "action": action,
-        "job_id": str(job.id),
-        "worker_id": worker_id,
-        "attempt": job.attempt,
-        "queue": job.queue,
-        **more,
-    }
+    def settled(self, claim: Reservation, jobs: list[Job] | None) -> None:
+        self._ledger.settle(claim)
+        self._worker.claim_answered(jobs, complete=jobs is not None and len(jobs) >= claim.limit)
 
 
 class Worker:
@@ -189,35 +155,34 @@ class Worker:
         self._supabase = supabase
         self._wakeup = wakeup
         self._install_signal_handlers = install_signal_handlers
-        self._running: dict[uuid.UUID, RunningJob] = {}
-        self._final_writes: set[asyncio.Task[None]] = set()
-        # Jobs whose handler is done but whose outcome write is still in flight: still ours,
-        # so heartbeats must keep reporting them (or they would look orphaned).
-        self._finishing: set[uuid.UUID] = set()
-        # Claimed beyond the free slots, waiting for one (worker/prefetch.py).
-        self._prefetch = Prefetch(settings.prefetch)
-        # On unless SUPAWORKER_COMPLETE_BATCH_SIZE < 2 (see worker/batching.py); it also
-        # claims the next jobs with each completion call (complete_and_claim).
-        self._completions = CompletionBatcher.from_env(
+        self.ledger = Ledger(settings.concurrency, settings.prefetch)
+        self.events = JobEvents()
+        self._job_log = JobLog()
+        self.events.subscribe(self.state.count)
+        self.events.subscribe(self._job_log)
+        self._stop = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.completer = Completer(
             queue,
             self.worker_id,
-            self._with_retries,
-            claims=_ClaimAlong(self),
+            self.ledger,
+            self.events,
+            batch_size=settings.complete_batch_size,
+            batch_delay=settings.complete_batch_delay,
+            claims=_ClaimAlong(self.ledger, self),
             queues=settings.queues or None,
+            slot_freed=self._wake.set,
+            retry_due=self._wake_at,
         )
-        self._stop = asyncio.Event()
-        self._force = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._beat_now = asyncio.Event()
-        self._side_tasks: list[asyncio.Task[None]] = []
-        # Claims whose answer has not arrived (the claim loop's and those sent along with
-        # completions): while any is out, unknown jobs in a heartbeat may be its answer.
-        self._claims_in_flight = 0
+        self.heartbeat = Heartbeat(queue, self.worker_id, settings.heartbeat_interval, self)
+        self._side_tasks = SideTasks(self._side_task_died)
+        self._processes = (
+            ProcessExecutor(settings.handler)
+            if settings.executor == "process" and not is_async(handler)
+            else None
+        )
         self._exit_code = EXIT_OK
-        # Completed jobs whose log line is still to be written (_log_completed).
-        self._completed_unlogged: list[tuple[Job, float | None]] = []
-        # Set at shutdown: final writes keep retrying through faults until then, not forever.
-        self._writes_deadline: float | None = None
 
     # -- public controls ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -228,7 +193,7 @@ class Worker:
                 extra={
                     "action": "shutdown_requested",
                     "worker_id": self.worker_id,
-                    "running": len(self._running),
+                    "running": len(self.ledger.running),
                 },
             )
         self._stop.set()
@@ -237,23 +202,26 @@ class Worker:
         """Second signal: cancel and release running jobs now."""
         log.warning("forced stop", extra={"action": "shutdown_forced", "worker_id": self.worker_id})
         self._exit_code = EXIT_FORCED
+        self.completer.retry.force()
         self._stop.set()
-        self._force.set()
+        self._forced.set()
 
     def wake(self) -> None:
         self._wake.set()
 
     @property
     def running_job_ids(self) -> list[uuid.UUID]:
-        return list(self._running)
-
-    def _owned_job_ids(self) -> list[uuid.UUID]:
-        return [*self._running, *self._finishing, *self._prefetch.ids()]
+        return list(self.ledger.running)
 
     # -- run ------------------------------------------------------------------------------
     async def run(self) -> int:
         try:
-            await self._register()
+            check_executor(self.handler, self.settings.executor, self.settings.handler)
+        except ConfigurationError as exc:
+            log.error("%s", exc, extra={"action": "handler_refused", "worker_id": self.worker_id})
+            return EXIT_CONFIG
+        try:
+            await self.register()
         except ConfigurationError as exc:
             log.error("%s", exc, extra={"action": "register_refused", "worker_id": self.worker_id})
             return EXIT_CONFIG
@@ -271,13 +239,16 @@ class Worker:
         )
         with stop_handlers:
             self._start_side_tasks()
+            if self._processes is not None:
+                self._processes.warm()  # the first job's process starts now
             try:
                 await self._claim_loop()
             finally:
                 await self._shutdown()
         return self._exit_code
 
-    async def _register(self) -> None:
+    async def register(self) -> None:
+        """Register (or register again); ConfigurationError when refused."""
         deadline = time.monotonic() + max(30.0, self.settings.heartbeat_interval * 3)
         while True:
             try:
@@ -318,14 +289,22 @@ class Worker:
 
     # -- side tasks -----------------------------------------------------------------------
     def _start_side_tasks(self) -> None:
-        self._side_tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        self._side_tasks.start(self.heartbeat.run(), "heartbeat")
         if self._wakeup is not None:
-            self._side_tasks.append(
-                asyncio.create_task(
-                    self._wakeup.run(self.wake, self._set_realtime_connected, self._beat_now.set),
-                    name="wakeup",
-                )
+            self._side_tasks.start(
+                self._wakeup.run(self.wake, self._set_realtime_connected, self.heartbeat.request),
+                "wakeup",
             )
+
+    def _side_task_died(self, name: str, exc: BaseException) -> None:
+        log.error(
+            "side task %s died: %r",
+            name,
+            exc,
+            extra={"action": "side_task_died", "worker_id": self.worker_id},
+        )
+        self._exit_code = EXIT_ERROR
+        self._stop.set()  # the claim loop ends now and the shutdown drains the jobs
 
     def _set_realtime_connected(self, connected: bool) -> None:
         if connected != self.state.realtime_connected:
@@ -342,85 +321,43 @@ class Worker:
         if connected:
             self._wake.set()  # catch up on anything that arrived while disconnected
 
-    def _side_task_failed(self) -> bool:
-        for task in self._side_tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error(
-                    "side task %s died: %r",
-                    task.get_name(),
-                    task.exception(),
-                    extra={"action": "side_task_died", "worker_id": self.worker_id},
-                )
-                self._exit_code = EXIT_ERROR
-                return True
-        return False
+    # -- what the heartbeat asks (heartbeat.HeartbeatTarget) -------------------------------
+    def owned_ids(self) -> list[uuid.UUID]:
+        return self.ledger.owned_ids()
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)
-            self._beat_now.clear()
-            # Prefetched jobs stuck behind a job far longer than the average go back.
-            self._release_waiting(
-                self._prefetch.take_older_than(self.settings.heartbeat_interval), "waited too long"
-            )
-            try:
-                reply = await self.queue.heartbeat(self.worker_id, self._owned_job_ids())
-            except NotFound:
-                log.warning(
-                    "worker row is gone; registering again",
-                    extra={"action": "reregister", "worker_id": self.worker_id},
-                )
-                with contextlib.suppress(QueueError):
-                    await self._register()
-                continue
-            except QueueError as exc:
-                log.warning(
-                    "heartbeat failed: %s",
-                    exc,
-                    extra={"action": "heartbeat_failed", "worker_id": self.worker_id},
-                )
-                continue
-            self.state.last_heartbeat_ok = time.monotonic()
-            await self._apply_heartbeat(reply)
+    def claims_in_flight(self) -> bool:
+        return self.ledger.claims_in_flight > 0
 
-    async def _apply_heartbeat(self, reply: HeartbeatReply) -> None:
-        paused = reply.status == WorkerStatus.PAUSED
-        if paused != self.state.paused:
-            log.info(
-                "worker %s",
-                "paused" if paused else "resumed",
-                extra={
-                    "action": "worker_paused" if paused else "worker_resumed",
-                    "worker_id": self.worker_id,
-                },
-            )
-            self.state.paused = paused
-            if not paused:
-                self._wake.set()
-        for job_id in reply.cancel:
-            self._stop_job(job_id, "cancel_requested")
-        for job_id in reply.lost:
-            self._stop_job(job_id, "lost")
-        owned = set(self._owned_job_ids())
-        unknown = [o.id for o in reply.orphaned if o.id not in owned]
-        if unknown and not self._claims_in_flight:
-            # Claimed by a call whose answer never arrived: give them back, no attempt spent.
-            log.warning(
-                "releasing %d job(s) from an unanswered claim",
-                len(unknown),
-                extra={"action": "orphans_released", "worker_id": self.worker_id},
-            )
-            with contextlib.suppress(QueueError):
-                await self.queue.release(self.worker_id, unknown)
+    def before_beat(self) -> None:
+        # Prefetched jobs stuck behind a job far longer than the average go back.
+        waited = self.ledger.prefetch.take_older_than(self.settings.heartbeat_interval)
+        self.completer.release_waiting(waited, "waited too long")
 
-    def _stop_job(self, job_id: uuid.UUID, reason: StopReason) -> None:
-        waiting = self._prefetch.take(job_id)
+    def beat_ok(self, at: float) -> None:
+        self.state.last_heartbeat_ok = at
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self.state.paused:
+            return
+        log.info(
+            "worker %s",
+            "paused" if paused else "resumed",
+            extra={
+                "action": "worker_paused" if paused else "worker_resumed",
+                "worker_id": self.worker_id,
+            },
+        )
+        self.state.paused = paused
+        if not paused:
+            self._wake.set()
+
+    def stop_job(self, job_id: uuid.UUID, reason: StopReason) -> None:
+        waiting = self.ledger.prefetch.take(job_id)
         if waiting is not None:  # prefetched, not started: nothing to interrupt
             if reason == "cancel_requested":
-                self._write_cancelled(waiting)
+                self.completer.cancelled(waiting)
             return
-        running = self._running.get(job_id)
+        running = self.ledger.running.get(job_id)
         if running is None or running.stop_reason is not None:
             return
         running.stop_reason = reason
@@ -430,23 +367,22 @@ class Worker:
             "stopping job %s: %s",
             job_id,
             reason,
-            extra=_job_extra("job_stopping", running.job, self.worker_id, reason=reason),
+            extra=job_extra("job_stopping", running.job, self.worker_id, reason=reason),
         )
 
     # -- claiming -------------------------------------------------------------------------
+    def may_claim(self) -> bool:
+        return not self._stop.is_set() and not self.state.paused
+
     async def _claim_loop(self) -> None:
         while not self._stop.is_set():
             self.state.loop_turned_at = time.monotonic()
-            if self._side_task_failed():
-                break
             if not self.state.paused:
                 claimed = await self._claim_once()
                 if (
                     self.settings.burst
                     and claimed == 0
-                    and not self._running
-                    and not self._finishing
-                    and not self._prefetch
+                    and self.ledger.idle()
                     # A completion that landed while the claim was answered frees a slot
                     # the claim could not see (it sets _wake): claim once more first.
                     and not self._wake.is_set()
@@ -456,12 +392,9 @@ class Worker:
                         extra={"action": "burst_done", "worker_id": self.worker_id},
                     )
                     break
-                if claimed and self._free_slots() > 0:
+                if claimed and self.ledger.free_slots() > 0:
                     continue  # there may be more waiting
             await self._wait_for_work()
-
-    def _free_slots(self) -> int:
-        return self.settings.concurrency - len(self._running)
 
     async def _wait_for_work(self) -> None:
         interval = (
@@ -481,10 +414,10 @@ class Worker:
 
     async def _claim_once(self) -> int | None:
         """Claim up to the free slots. None when the claim's outcome is unknown or failed."""
-        free = self._free_slots()
-        if free <= 0:
+        free = self.ledger.free_slots()
+        if free <= 0 or self._stop.is_set():
             return 0
-        self._claims_in_flight += 1
+        self.ledger.claims_in_flight += 1
         try:
             # start=True: the jobs come back processing, so no start_job round trip per job.
             jobs = await self.queue.claim(
@@ -498,7 +431,7 @@ class Worker:
                 exc,
                 extra={"action": "claim_failed", "worker_id": self.worker_id},
             )
-            self._beat_now.set()
+            self.heartbeat.request()
             await self._sleep_unless_stopped(1.0)
             return None
         except RpcError as exc:
@@ -510,37 +443,39 @@ class Worker:
             await self._sleep_unless_stopped(self.settings.poll_interval)
             return None
         finally:
-            self._claims_in_flight -= 1
+            self.ledger.claims_in_flight -= 1
         self._run_claimed(jobs)
         return len(jobs)
 
+    def claim_answered(self, jobs: list[Job] | None, *, complete: bool) -> None:
+        """A claim sent with a completion call is back: `jobs` it brought, None if the call
+        failed (the claim may have landed). `complete`: it brought all it asked for."""
+        if jobs is None:
+            self.heartbeat.request()  # if the claim landed, the heartbeat finds its jobs
+        else:
+            self._run_claimed(jobs)
+        if not complete:
+            # The queue may have had no more (the claim loop looks again, and burst mode
+            # learns it is done), or the claim failed. A call that claimed nothing because
+            # the worker is full needs no claim either: its next completion claims.
+            self._wake.set()
+
     def _run_claimed(self, jobs: list[Job]) -> None:
-        self._log_jobs("jobs_claimed", "claimed", jobs)
-        self.state.claimed += len(jobs)
+        if jobs:
+            self.events.emit(OutcomeEvent("claimed", jobs, self.worker_id))
         if self._stop.is_set():
             # Answered after shutdown began (a completion call claims too): give them back.
-            self._release_waiting(jobs, "shutting down")
+            self.completer.release_waiting(jobs, "shutting down")
             return
         for job in jobs:
-            if self._free_slots() > 0:
+            if self.ledger.free_slots() > 0:
                 self._spawn(job)
             else:
-                self._prefetch.hold(job)
+                self.ledger.prefetch.hold(job)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
-
-    def _spawn(self, job: Job) -> None:
-        ctx = JobContext(
-            job=job,
-            worker_id=self.worker_id,
-            logger=_job_logger(job.queue),
-            supabase=self._supabase,
-        )
-        task = asyncio.create_task(self._process(job, ctx), name=f"job-{job.id}")
-        self._running[job.id] = RunningJob(job, ctx, task)
-        task.add_done_callback(functools.partial(self._job_done, job.id))
 
     def _wake_at(self, moment: datetime) -> None:
         """Claim again when a job scheduled for later (a retry's backoff) becomes due."""
@@ -548,22 +483,28 @@ class Worker:
         if 0 < delay < self.settings.realtime_poll_interval:
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
+    # -- running jobs ---------------------------------------------------------------------
+    def _spawn(self, job: Job) -> None:
+        ctx = JobContext(
+            job=job,
+            worker_id=self.worker_id,
+            logger=job_logger(job.queue),
+            supabase=self._supabase,
+        )
+        task = asyncio.create_task(self._process(job, ctx), name=f"job-{job.id}")
+        self.ledger.add_running(RunningJob(job, ctx, task))
+        task.add_done_callback(functools.partial(self._job_done, job.id))
+
     def _job_done(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
-        running = self._running.get(job_id)
-        if running is not None and running.task is task:  # (not a newer attempt's task)
-            del self._running[job_id]
-        while not self._stop.is_set() and self._free_slots() > 0:
-            job = self._prefetch.next()
+        self.ledger.remove_running(job_id, task)
+        while not self._stop.is_set() and self.ledger.free_slots() > 0:
+            job = self.ledger.prefetch.next()
             if job is None:
                 break
             self._spawn(job)
 
-    # -- processing one job ---------------------------------------------------------------
     async def _process(self, job: Job, ctx: JobContext) -> None:
-        # Claimed with start=True the job is processing already; a job claimed by an older
-        # path (assigned) still needs its start_job.
-        if job.status != JobStatus.PROCESSING and not await self._start(job):
-            return
+        # Every claim starts its jobs (start=True): the job is processing already.
         forwarder = ProgressForwarder(
             asyncio.get_running_loop(),
             lambda pct, msg: self.queue.progress(job, self.worker_id, pct, msg),
@@ -576,283 +517,52 @@ class Worker:
                 job,
                 ctx,
                 timeout=job.timeout_seconds or self.settings.job_timeout,
-                executor=self.settings.executor,
-                handler_path=self.settings.handler,
+                processes=self._processes,
                 max_result_bytes=self.settings.max_result_bytes,
             )
         except asyncio.CancelledError:
             await forwarder.close()
-            self._finish_interrupted(job)
+            self._interrupted(job, time.monotonic() - began)
             raise
         await forwarder.close()
         duration = time.monotonic() - began
-        self._prefetch.observe_run(duration)
-        self._finish(job, outcome, duration)
+        self.ledger.prefetch.observe_run(duration)
+        self.completer.finish(job, outcome, duration)
 
-    async def _start(self, job: Job) -> bool:
-        started = await self._with_retries(
-            "start_job", lambda: self.queue.start(job, self.worker_id)
-        )
-        if not started:
-            log.info(
-                "job %s is no longer ours; not starting",
-                job.id,
-                extra=_job_extra("job_lost", job, self.worker_id),
-            )
-        return bool(started)
-
-    def _finish(self, job: Job, outcome: Outcome, duration: float) -> None:
-        batcher = self._completions
-        if outcome.kind == "completed" and batcher is not None:
-            answer = batcher.submit(job, outcome.result)
-            self._final_write(
-                [job],
-                answer,
-                lambda: self._batched_completion(batcher, job, outcome, duration, answer),
-            )
-            return
-        self._final_write([job], self._write_outcome(job, outcome, duration))
-
-    def _batched_completion(
-        self,
-        batcher: CompletionBatcher,
-        job: Job,
-        outcome: Outcome,
-        duration: float,
-        answer: asyncio.Future[bool | None],
-    ) -> None:
-        done = None if answer.cancelled() or answer.exception() else answer.result()
-        if done is None:  # the batcher could not write it: write it on its own
-            self._final_write([job], self._write_outcome(job, outcome, duration))
-            return
-        if not batcher.claims_along:
-            self._wake.set()  # the job's slot is free in SQL only now: claim again
-        # (Otherwise the completion call claimed for the free slots, or woke the loop.)
-        self._completed(job, duration, done)
-
-    def _finish_interrupted(self, job: Job) -> None:
-        running = self._running.get(job.id)
+    def _interrupted(self, job: Job, duration: float) -> None:
+        running = self.ledger.running.get(job.id)
         reason = running.stop_reason if running else "shutdown"
         if reason == "cancel_requested":
-            self._write_cancelled(job)
+            self.completer.cancelled(job, duration)
         elif reason == "shutdown":
-            self._final_write([job], self._release(job))
+            self.completer.release(job)
         else:
             # "lost": the job belongs to another worker now; writing anything would be fenced
             # out. Its slot is free in SQL already: claim again.
             self._wake.set()
 
-    def _release_waiting(self, jobs: list[Job], why: str) -> None:
-        """Give prefetched jobs back to the queue, unstarted: no attempt spent."""
-        if not jobs:
-            return
-        ids = [job.id for job in jobs]
-        log.info(
-            "releasing %d prefetched job(s): %s",
-            len(ids),
-            why,
-            extra={"action": "prefetch_released", "worker_id": self.worker_id, "jobs": len(ids)},
-        )
-
-        async def release() -> None:
-            await self._with_retries(
-                "release_jobs", lambda: self.queue.release(self.worker_id, ids)
-            )
-            self._wake.set()
-
-        self._final_write(jobs, release())
-
-    def _write_cancelled(self, job: Job) -> None:
-        outcome = Outcome.failed("Cancelled on request", retryable=False)
-        self._final_write([job], self._write_outcome(job, outcome, None))
-
-    def _final_write(
-        self,
-        jobs: list[Job],
-        write: Awaitable[Any],
-        then: Callable[[], None] | None = None,
-    ) -> None:
-        """Run a status write in its own task (or wait for the batcher's answer), which the
-        job's cancellation cannot reach. Until it lands, the jobs are still this worker's
-        (heartbeats report them), and shutdown waits for it. `then` runs once it landed."""
-        task = asyncio.ensure_future(write)
-        ids = [job.id for job in jobs]
-        self._final_writes.add(task)
-        self._finishing.update(ids)
-
-        def done(_: asyncio.Future[Any]) -> None:
-            self._final_writes.discard(task)
-            self._finishing.difference_update(ids)
-            if then is not None:
-                then()  # last: a write it starts puts the jobs back into _finishing
-
-        task.add_done_callback(done)
-
-    async def _write_outcome(self, job: Job, outcome: Outcome, duration: float | None) -> None:
-        if outcome.kind == "completed":
-            done = await self._with_retries(
-                "complete_job", lambda: self.queue.complete(job, self.worker_id, outcome.result)
-            )
-            self._wake.set()  # the job's slot is free in SQL only now: claim again
-            self._completed(job, duration, bool(done))
-            return
-        row = await self._with_retries(
-            "fail_job",
-            lambda: self.queue.fail(
-                job,
-                self.worker_id,
-                outcome.error or "failed",
-                retryable=outcome.retryable,
-                retry_after=outcome.retry_after,
-            ),
-        )
-        self._wake.set()  # as after complete_job: the slot is free in SQL only now
-        self.state.failed += 1
-        status = row.status if row is not None else None
-        action = (
-            {
-                JobStatus.PENDING: "job_retry_scheduled",
-                JobStatus.FAILED: "job_failed",
-                JobStatus.CANCELLED: "job_cancelled",
-            }.get(status, "job_lost")
-            if status
-            else "job_lost"
-        )
-        extra = _job_extra(
-            action,
-            job,
-            self.worker_id,
-            duration=_rounded(duration),
-            outcome=status.value if status else "fenced",
-            error=outcome.error,
-        )
-        if row is not None and status == JobStatus.PENDING and row.run_at is not None:
-            self._wake_at(row.run_at)
-        log.warning("job %s attempt failed (%s): %s", job.id, action, outcome.error, extra=extra)
-
-    def _completed(self, job: Job, duration: float | None, done: bool) -> None:
-        self.state.completed += 1
-        if not done:
-            log.info(
-                "job %s finished after losing it",
-                job.id,
-                extra=_job_extra(
-                    "job_lost", job, self.worker_id, duration=_rounded(duration), outcome="fenced"
-                ),
-            )
-            return
-        # One line per turn of the loop (a completion call's jobs are answered in the same
-        # turn), not per job: see _log_jobs.
-        if not self._completed_unlogged:
-            asyncio.get_running_loop().call_soon(self._log_completed)
-        self._completed_unlogged.append((job, duration))
-
-    def _log_completed(self) -> None:
-        done, self._completed_unlogged = self._completed_unlogged, []
-        if done:
-            self._log_jobs(
-                "jobs_completed", "completed", [j for j, _ in done], [_rounded(d) for _, d in done]
-            )
-
-    def _log_jobs(
-        self,
-        action: str,
-        verb: str,
-        jobs: list[Job],
-        durations: list[float | None] | None = None,
-    ) -> None:
-        """One line per queue for a group of jobs (a claim, a completion call's answers), not
-        one per job: at thousands of jobs a second the per-job lines were a tenth of the
-        worker's CPU (docs/benchmarks.md). Failures and other outcomes keep a line each."""
-        by_queue: dict[str, list[int]] = {}
-        for i, job in enumerate(jobs):
-            by_queue.setdefault(job.queue, []).append(i)
-        for queue, indexes in by_queue.items():
-            extra: dict[str, Any] = {
-                "action": action,
-                "worker_id": self.worker_id,
-                "queue": queue,
-                "count": len(indexes),
-                "job_ids": [str(jobs[i].id) for i in indexes],
-            }
-            if durations is not None:
-                extra["durations"] = [durations[i] for i in indexes]
-            log.info("%s %d job(s) from %s", verb, len(indexes), queue, extra=extra)
-
-    async def _release(self, job: Job) -> None:
-        def release() -> Awaitable[int]:
-            return self.queue.release(self.worker_id, [job.id])
-
-        await self._with_retries("release_jobs", release)
-        log.info(
-            "job %s released for another worker",
-            job.id,
-            extra=_job_extra("job_released", job, self.worker_id),
-        )
-
-    async def _with_retries(self, name: str, call: Callable[[], Awaitable[T]]) -> T | None:
-        """Retry a fenced (hence repeatable) write through transient faults.
-
-        Gives up only when the write is refused, on a forced stop, or when a shutdown's grace
-        for final writes has run out (the Supabase API stayed unreachable); then the job stays
-        assigned to this worker and the reaper rescues it once heartbeats stop.
-        """
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except TransportError as exc:
-                out_of_time = self._writes_deadline is not None and (
-                    time.monotonic() > self._writes_deadline
-                )
-                if self._force.is_set() or out_of_time:
-                    log.error(
-                        "%s abandoned while stopping: %s",
-                        name,
-                        exc,
-                        extra={"action": "write_abandoned", "worker_id": self.worker_id},
-                    )
-                    return None
-                log.warning(
-                    "%s failed, retrying in %.1fs: %s",
-                    name,
-                    delay,
-                    exc,
-                    extra={"action": "rpc_retry", "worker_id": self.worker_id, "function": name},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except RpcError as exc:
-                log.error(
-                    "%s refused: %s",
-                    name,
-                    exc,
-                    extra={"action": "rpc_refused", "worker_id": self.worker_id, "function": name},
-                )
-                return None
-
     # -- shutdown -------------------------------------------------------------------------
     async def _shutdown(self) -> None:
         self._stop.set()
-        self._release_waiting(self._prefetch.take_all(), "shutting down")
+        self.completer.release_waiting(self.ledger.prefetch.take_all(), "shutting down")
         await self._drain()
-        self._writes_deadline = time.monotonic() + max(self.settings.shutdown_timeout, 10.0)
-        for running in list(self._running.values()):
+        # Final writes keep retrying through faults, but not forever once stopping.
+        self.completer.retry.give_up_after(max(self.settings.shutdown_timeout, 10.0))
+        for running in list(self.ledger.running.values()):
             if running.stop_reason is None:
                 running.stop_reason = "shutdown"
             running.ctx.cancel()
             running.task.cancel()
         await asyncio.gather(
-            *(r.task for r in list(self._running.values())), return_exceptions=True
+            *(r.task for r in list(self.ledger.running.values())), return_exceptions=True
         )
-        while self._final_writes:
-            await asyncio.gather(*list(self._final_writes), return_exceptions=True)
+        await self.completer.drain()
         # Heartbeats ran until every outcome was written (so no job looked abandoned); they
         # stop before deregistering, or a late beat would mark the worker active again.
-        for task in self._side_tasks:
-            task.cancel()
-        await asyncio.gather(*self._side_tasks, return_exceptions=True)
-        self._log_completed()
+        await self._side_tasks.stop()
+        self._job_log.flush()
+        if self._processes is not None:
+            await self._processes.close()
         with contextlib.suppress(QueueError, TimeoutError):
             await asyncio.wait_for(self.queue.deregister_worker(self.worker_id), 10)
         log.info(
@@ -869,11 +579,11 @@ class Worker:
 
     async def _drain(self) -> None:
         """Wait for running jobs until they finish, the timeout passes or a forced stop."""
-        pending: set[asyncio.Task[Any]] = {r.task for r in self._running.values()}
+        pending: set[asyncio.Task[Any]] = {r.task for r in self.ledger.running.values()}
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        force = asyncio.ensure_future(self._force.wait())
+        force = asyncio.ensure_future(self._forced.wait())
         try:
-            while pending and not self._force.is_set():
+            while pending and not self._forced.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.warning(

@@ -1,8 +1,9 @@
 """Prometheus metrics for a worker, fed without touching the loop's code.
 
-- Job counters and the duration histogram come from the loop's structured log records
-  (`action` = jobs_claimed, jobs_completed, job_failed, job_retry_scheduled, ...): a logging
-  handler counts them, so the loop stays free of metrics calls.
+- Job counters and the duration histogram come from the worker's job outcome events
+  (worker/events.py; `JobCounter` subscribes to `Worker.events`), the same events the log
+  lines are written from, so the counters do not depend on the log level and the loop stays
+  free of metrics calls.
 - RPC latency and errors by function come from `InstrumentedTransport`, a wrapper around
   the transport.
 - Gauges (in flight, free slots, heartbeat lag, Realtime connected) are read from
@@ -11,7 +12,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,18 +20,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from supaworker.exceptions import QueueError, TransportError
 from supaworker.transport import AsyncTransport
+from supaworker.worker.events import EventKind, OutcomeEvent
 
 if TYPE_CHECKING:
     from supaworker.worker.loop import Worker
 
-JOB_ACTIONS = {
-    "jobs_claimed": "claimed",  # one record per claim and queue, with `count`
-    "jobs_completed": "completed",  # one per completion call and queue: `count`, `durations`
-    "job_failed": "failed",
-    "job_retry_scheduled": "retried",
-    "job_cancelled": "cancelled",
-    "job_released": "released",
-    "job_lost": "lost",
+# The `outcome` label of each event kind.
+OUTCOMES: dict[EventKind, str] = {
+    "claimed": "claimed",
+    "completed": "completed",
+    "failed": "failed",
+    "retried": "retried",
+    "cancelled": "cancelled",
+    "released": "released",
+    "lost": "lost",
 }
 
 
@@ -104,28 +106,22 @@ class WorkerMetrics:
         self.oldest_pending.set(oldest or 0)
 
 
-class JobLogCounter(logging.Handler):
-    """Turns the loop's job log records into counters and the duration histogram."""
+class JobCounter:
+    """Turns job outcome events into the job counters and the duration histogram:
+    `worker.events.subscribe(JobCounter(metrics))`."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
-        super().__init__(level=logging.INFO)
         self.metrics = metrics
 
-    def emit(self, record: logging.LogRecord) -> None:
-        outcome = JOB_ACTIONS.get(getattr(record, "action", ""))
-        if outcome is None:
-            return
-        queue = str(getattr(record, "queue", "default"))
-        count = getattr(record, "count", 1)
-        self.metrics.jobs.labels(queue=queue, outcome=outcome).inc(
-            count if isinstance(count, int) else 1
-        )
-        durations = getattr(record, "durations", None)
-        if not isinstance(durations, list):
-            durations = [getattr(record, "duration", None)]
-        for duration in durations:
-            if isinstance(duration, int | float):
-                self.metrics.duration.labels(queue=queue).observe(duration)
+    def __call__(self, event: OutcomeEvent) -> None:
+        outcome = OUTCOMES[event.kind]
+        by_queue: dict[str, int] = {}
+        for job in event.jobs:
+            by_queue[job.queue] = by_queue.get(job.queue, 0) + 1
+        for queue, count in by_queue.items():
+            self.metrics.jobs.labels(queue=queue, outcome=outcome).inc(count)
+            if event.duration is not None and event.kind != "claimed":
+                self.metrics.duration.labels(queue=queue).observe(event.duration)
 
 
 class InstrumentedTransport:

@@ -178,6 +178,31 @@ def test_worker_with_a_wrong_key_exits_2_at_once(
     assert fingerprint(admin_db) == before  # not even a worker row
 
 
+def test_process_executor_with_a_ctx_handler_exits_2_at_start(
+    stack_env: dict[str, str], admin_db: Db
+) -> None:
+    """A sync `(job, ctx)` handler cannot run in a child process (no JobContext there):
+    refused at start with one line. Before, every attempt failed with a TypeError
+    (`handler(job)` in the child) until max_attempts."""
+    worker_id = f"w-ctxproc-{uuid.uuid4().hex[:6]}"
+    before = fingerprint(admin_db)
+    result = _run_cli(
+        stack_env,
+        "run",
+        "--handler",
+        "tests.handlers:handle_sync",
+        "--executor",
+        "process",
+        "--worker-id",
+        worker_id,
+        "--burst",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--executor process cannot run tests.handlers:handle_sync" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert fingerprint(admin_db) == before  # not even a worker row
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -345,7 +370,7 @@ def test_failing_handler_frees_its_slot_at_once(
 ) -> None:
     """Six jobs whose handler raises PermanentError, one slot, Realtime on (so the idle poll
     is every 30 s). Each failure must free the slot for the next claim at once. Before the
-    fix in supaworker/worker/loop.py (`_write_outcome`), the claim triggered by the job's end
+    fix in supaworker/worker/completer.py (`_write`), the claim triggered by the job's end
     raced the fail_job write, often saw the slot still taken in SQL, and nothing woke the
     loop after the write: the worker sat idle until the next 30 s poll."""
     name = unique("q")

@@ -204,9 +204,19 @@ class Chaos:
         ids = {str(r[0]) for r in rows}
         return [w for w in self.workers if w.id in ids and w.alive() and w is not self.frozen]
 
+    def registered_soon(self, timeout: float = 60) -> list[Worker]:
+        """`registered()`, waiting for one at least: on a loaded machine a fresh worker
+        process took over 20 s to import and register, and right after a PostgREST restart
+        and a kill no live worker may have beaten in the last 2 s yet."""
+        deadline = time.monotonic() + timeout
+        while not (workers := self.registered()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert workers, f"no worker registered and beating within {timeout:g}s"
+        return workers
+
     def pause_one(self) -> None:
         self.resume_if_due(force=True)
-        worker = self.rng.choice(self.registered())
+        worker = self.rng.choice(self.registered_soon())
         self.db.execute("select public.set_worker_status(%s, 'paused')", (worker.id,))
         paused_at = db_now(self.db)
         self.pauses.append((worker.id, paused_at, None))
@@ -242,7 +252,7 @@ class Chaos:
                 ([w.id for w in self.workers],),
             ).fetchall()
         }
-        candidates = [w for w in self.registered() if w is not self.paused]
+        candidates = [w for w in self.registered_soon() if w is not self.paused]
         worker = max(candidates, key=lambda w: busy.get(w.id, 0))
         worker.process.proc.send_signal(signal.SIGSTOP)
         self.freezes.append((worker.id, db_now(self.db), None))

@@ -28,7 +28,7 @@ def test_typecheck(node: str) -> None:
 
 
 def test_generated_copies_are_in_sync(node: str) -> None:
-    """supabase/functions/_shared/supaworker/ and examples/*/supaworker.js are what
+    """supaworker/supabase_functions/_supaworker/supaworker/ and examples/*/supaworker.js are what
     `node clients/js/scripts/sync.mjs` writes from clients/js/src."""
     result = subprocess.run(
         [node, "clients/js/scripts/sync.mjs", "--check"],

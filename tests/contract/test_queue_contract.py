@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from supaworker import schema
 from supaworker.exceptions import Conflict, NotFound
 from supaworker.models import JobStatus, WorkerStatus
 from tests.contract.conftest import Backend, covers
@@ -278,3 +279,10 @@ async def test_complete_and_claim_completes_then_claims_with_prefetch(backend: B
     assert (await backend.queue.get(held.id)).result == {"n": 1}
     third = await backend.queue.complete_and_claim(wid, [], 3, None, prefetch=2)
     assert third.claimed == []  # holding 3 = 1 slot + 2 prefetch
+
+
+@covers("supaworker_schema_version")
+async def test_the_schema_version_is_the_newest_packaged_migration(backend: Backend) -> None:
+    # The test stack runs every packaged migration; the fake models the newest schema.
+    assert await backend.queue.schema_version() == schema.latest_version()
+    assert schema.latest_version() >= schema.REQUIRED_VERSION

@@ -1,4 +1,4 @@
-"""Queue admins (migration 20261128001100_queue_admins.sql) through PostgREST and Realtime:
+"""Queue admins (migration 0007_queue_admins.sql) through PostgREST and Realtime:
 what anon, ordinary users, a queue admin and service_role may call and see.
 
 The dashboard page relies on exactly these answers, so they are checked here without a

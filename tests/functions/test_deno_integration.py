@@ -1,6 +1,7 @@
-"""The Deno integration tests (`supabase/functions/*/*integration_test.ts`, supabase-js) run
-against the test stack, with two fresh users: the functions', and the supaworker client's
-(`_shared/client_integration_test.ts`, which also needs the service role key)."""
+"""The Deno integration tests (`supaworker/supabase_functions/*/*integration_test.ts`,
+supabase-js) run against the test stack, with two fresh users: the functions', and the
+supaworker client's (`_supaworker/client_integration_test.ts`, which also needs the service
+role key)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ pytestmark = pytest.mark.stack
 
 INTEGRATION_TESTS = sorted(
     str(p.relative_to(ROOT))
-    for p in (ROOT / "supabase" / "functions").glob("*/*integration_test.ts")
+    for p in (ROOT / "supaworker" / "supabase_functions").glob("*/*integration_test.ts")
 )
+
+# The sources' tests run with the project's Deno configuration (nodeModulesDir none: this
+# repository's package.json must not turn npm: imports into node_modules look-ups).
+DENO_CONFIG = "supabase/functions/deno.json"
 
 
 @pytest.mark.timeout(600)
@@ -38,7 +43,7 @@ def test_deno_integration_tests_pass(
         "NO_COLOR": "1",
     }
     result = subprocess.run(
-        [tools.deno(), "test", "-A", *INTEGRATION_TESTS],
+        [tools.deno(), "test", "-A", "--config", DENO_CONFIG, *INTEGRATION_TESTS],
         cwd=ROOT,
         env=env,
         capture_output=True,

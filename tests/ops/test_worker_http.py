@@ -47,13 +47,28 @@ def _metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"metric {name} {labels} not found")
 
 
+@pytest.mark.parametrize("log_level", ["INFO", "WARNING"])
 def test_metrics_count_real_jobs(
-    start_worker: Start, submit: Submit, queue: QueueClient, unique: Callable[[str], str]
+    start_worker: Start,
+    submit: Submit,
+    queue: QueueClient,
+    unique: Callable[[str], str],
+    log_level: str,
 ) -> None:
+    """At any log level: the counters come from the job events, not from the log lines
+    (at WARNING the claimed and completed lines are not written)."""
     name, port = unique("q"), free_port()
     jobs = submit(3, queue_name=name, payload={"mode": "ok"})
     (bad,) = submit(queue_name=name, payload={"mode": "permanent"})
-    worker = start_worker("--queue", name, "--http-port", str(port), "--http-host", "127.0.0.1")
+    worker = start_worker(
+        "--queue",
+        name,
+        "--http-port",
+        str(port),
+        "--http-host",
+        "127.0.0.1",
+        env={"SUPAWORKER_LOG_LEVEL": log_level},
+    )
     wait_for(_started(port), 30, "http port")
     wait_for(lambda: all(queue.get(j.id).status.is_finished for j in [*jobs, bad]), 30, "jobs")
     time.sleep(0.3)
@@ -65,6 +80,20 @@ def test_metrics_count_real_jobs(
     assert _metric(text, "supaworker_rpc_duration_seconds_count", function="claim_next_job") >= 1
     assert _metric(text, "supaworker_jobs_in_flight") == 0
     assert _metric(text, "supaworker_queue_jobs", status="completed") >= 3
+
+
+def test_http_port_answers_on_loopback_only_by_default(
+    start_worker: Start, unique: Callable[[str], str]
+) -> None:
+    """Without --http-host the port is 127.0.0.1's alone. 127.0.0.2 is this host's loopback
+    too, so a socket on 0.0.0.0 (every address) would answer there: the check needs no
+    public interface on the test machine."""
+    port = free_port()
+    worker = start_worker("--queue", unique("q"), "--http-port", str(port))
+    wait_for(_started(port), 30, "http port")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.2:{port}/healthz", timeout=2)
+    worker.stop()
 
 
 def test_readiness_flips_when_postgrest_is_down(

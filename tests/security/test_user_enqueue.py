@@ -11,7 +11,7 @@ document id and priority. Before the fix a user could set, on their own document
 - `p_max_attempts` 100, so a document that crashes its worker does so 100 times, not 5;
 - `p_timeout_seconds`, e.g. 1 s, so the thread executor abandons (cannot kill) the handler
   thread on every attempt.
-Migration 20261128001300_user_enqueue_options.sql refuses those options (PT403, HTTP 403)
+Migration 0009_user_enqueue_options.sql refuses those options (PT403, HTTP 403)
 for anon/authenticated callers; they keep the document id, priority (clamped) and queue.
 """
 

@@ -209,7 +209,7 @@ TABLES: list[TableCase] = [
 
 
 def queue_admins_enabled(admin_db: Admin) -> bool:
-    """Whether the queue-admin migration (20261128001100) is applied: it grants authenticated
+    """Whether the queue-admin migration (0007) is applied: it grants authenticated
     SELECT on vps_workers, with a policy that shows rows to queue admins only."""
     row = admin_db.execute(
         "select exists (select from pg_policies where tablename ="

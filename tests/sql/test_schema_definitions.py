@@ -1,6 +1,6 @@
 """The current definitions (supaworker/sql/schema/*.sql) and the migrations
-(supabase/migrations/*.sql) build the same schema, so the file a reader opens never drifts from
-what `supabase db push` deploys.
+(supaworker/sql/migrations/*.sql) build the same schema, so the file a reader opens never
+drifts from what `supabase db push` deploys.
 
 Each side is loaded into its own fresh database bootstrapped like a Supabase project, as the
 migration owner `postgres`, one file per transaction in file-name order (what `db push` does;
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class SqlSources:
     """Where the two sides live: the one place to change when the files move."""
 
-    migrations: Path = ROOT / "supabase" / "migrations"
+    migrations: Path = ROOT / "supaworker" / "sql" / "migrations"
     definitions: Path = ROOT / "supaworker" / "sql" / "schema"
 
 

@@ -83,3 +83,15 @@ def test_each_option_names_its_variable_once_in_help() -> None:
     text = " ".join(result.output.split())  # help lines wrap anywhere
     for variable in ("SUPAWORKER_QUEUES", "SUPAWORKER_HANDLER", "SUPAWORKER_CONCURRENCY"):
         assert text.count(f"[env: {variable}]") == 1, variable
+
+
+def test_the_http_port_listens_on_loopback_unless_told(captured: list[WorkerSettings]) -> None:
+    # Issue 19: 0.0.0.0 put /metrics and /internal/process on a VPS's public address.
+    result = invoke(["--handler", "json:dumps", "--http-port", "9464"], {})
+    assert result.exit_code == 0, result.output
+    assert captured[0].http_host == "127.0.0.1"
+    result = invoke(["--handler", "json:dumps"], {"SUPAWORKER_HTTP_HOST": "0.0.0.0"})
+    assert result.exit_code == 0, result.output
+    assert captured[1].http_host == "0.0.0.0"
+    help_text = CliRunner().invoke(build_app("run"), ["run", "--help"], env={"COLUMNS": "200"})
+    assert "(127.0.0.1;" in help_text.output

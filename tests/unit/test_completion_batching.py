@@ -12,20 +12,17 @@ from typing import Any
 import pytest
 
 from supaworker import Job
-from supaworker.exceptions import InvalidArgument, NotFound, RequestTimeout
+from supaworker.exceptions import InvalidArgument, NotFound, RequestTimeout, RpcError
 from supaworker.testing import InMemoryTransport
-from supaworker.worker.batching import BatchSettings
 from supaworker.worker.loop import EXIT_OK, Worker
-from tests.unit.worker_doubles import enqueue, worker_on
+from tests.unit.worker_doubles import enqueue, unit_settings, worker_on
 
 
 def make(
     handler: Any, monkeypatch: pytest.MonkeyPatch, *, size: int = 10, concurrency: int = 8
 ) -> tuple[Worker, InMemoryTransport]:
-    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", str(size))
-    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_DELAY", "0")
     fake = InMemoryTransport()
-    return worker_on(fake, handler, concurrency=concurrency), fake
+    return worker_on(fake, handler, concurrency=concurrency, complete_batch_size=size), fake
 
 
 async def noop(job: Job) -> dict[str, str]:
@@ -34,9 +31,25 @@ async def noop(job: Job) -> dict[str, str]:
 
 def test_on_by_default_and_off_with_size_0(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUPAWORKER_COMPLETE_BATCH_SIZE", raising=False)
-    assert BatchSettings().size == 100
+    assert unit_settings().complete_batch_size == 100
     worker, _ = make(noop, monkeypatch, size=0)
-    assert worker._completions is None
+    assert worker.completer.batcher is None
+
+
+def test_the_worker_reads_its_batch_settings_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The settings object is the one source (the CLI's --env-file reaches it; a variable
+    in the worker's own environment does not override what it was given)."""
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "0")
+    worker, _ = make(noop, monkeypatch, size=7)
+    assert worker.completer.batcher is not None and worker.completer.batcher.size == 7
+    # The variables are read by WorkerSettings, once, like every other setting.
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "3")
+    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_DELAY", "0.5")
+    worker = worker_on(InMemoryTransport(), noop)
+    assert worker.completer.batcher is not None
+    assert (worker.completer.batcher.size, worker.completer.batcher.delay) == (3, 0.5)
 
 
 async def test_jobs_finishing_in_the_same_turn_share_one_call(
@@ -86,7 +99,6 @@ async def test_lost_answer_of_complete_and_claim_loses_nothing(
     job (complete_job answers False, the look-up finds them completed by us), and the jobs it
     claimed, which the worker never saw, come back as orphans in a heartbeat and are
     released, then claimed again. Every job ends completed, none runs twice."""
-    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "10")
     fake = LosesAnswers()
     fake.lose = {"complete_and_claim": 2}
     runs: list[uuid.UUID] = []
@@ -94,7 +106,7 @@ async def test_lost_answer_of_complete_and_claim_loses_nothing(
     async def handler(job: Job) -> None:
         runs.append(job.id)
 
-    worker = worker_on(fake, handler, concurrency=4, burst=False)
+    worker = worker_on(fake, handler, concurrency=4, burst=False, complete_batch_size=10)
     ids = enqueue(fake, 20)
     task = asyncio.create_task(worker.run())
     for _ in range(500):
@@ -122,17 +134,41 @@ async def test_refused_complete_and_claim_falls_back_to_complete_jobs(
     assert all(fake.jobs[i]["status"] == "completed" for i in ids)
     assert fake.calls.count("complete_and_claim") == 1
     assert fake.calls.count("complete_jobs") >= 1
-    assert worker._completions is not None and not worker._completions._exchange
+    assert worker.completer.batcher is not None and not worker.completer.batcher.claims_along
 
 
-async def test_refused_batch_disables_batching(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_complete_jobs_disables_batching(monkeypatch: pytest.MonkeyPatch) -> None:
     worker, fake = make(noop, monkeypatch)
     fake.fail_next["complete_and_claim"] = NotFound("no such function", code="PGRST202")
-    fake.fail_next["complete_jobs"] = InvalidArgument("old database", code="22023")
+    fake.fail_next["complete_jobs"] = NotFound("no such function", code="PGRST202")
     ids = enqueue(fake, 16)
     assert await worker.run() == EXIT_OK
     assert all(fake.jobs[i]["status"] == "completed" for i in ids)
-    assert worker._completions is not None and worker._completions._disabled
+    assert worker.completer.batcher is not None and worker.completer.batcher._disabled
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        RpcError("could not serialize access", code="40001"),
+        RpcError("deadlock detected", code="40P01"),
+        InvalidArgument("bad result", code="22023"),
+    ],
+)
+async def test_other_refusals_turn_nothing_off(
+    monkeypatch: pytest.MonkeyPatch, refusal: RpcError
+) -> None:
+    """Only a missing function (PGRST202) says a call will never work here: a serialization
+    failure, a deadlock or a refused batch sends that batch's jobs one by one, and the next
+    completions go with complete_and_claim again."""
+    worker, fake = make(noop, monkeypatch, concurrency=2)
+    fake.fail_next["complete_and_claim"] = refusal
+    ids = enqueue(fake, 12)
+    assert await worker.run() == EXIT_OK
+    assert all(fake.jobs[i]["status"] == "completed" for i in ids)
+    batcher = worker.completer.batcher
+    assert batcher is not None and batcher.claims_along and not batcher._disabled
+    assert fake.calls.count("complete_and_claim") >= 2
 
 
 async def test_a_job_the_batcher_hands_back_stays_owned_while_written_alone(
@@ -143,13 +179,13 @@ async def test_a_job_the_batcher_hands_back_stays_owned_while_written_alone(
     heartbeat would report it orphaned and the worker release a job it is completing."""
     worker, fake = make(noop, monkeypatch)
     fake.fail_next["complete_and_claim"] = NotFound("no such function", code="PGRST202")
-    fake.fail_next["complete_jobs"] = InvalidArgument("old database", code="22023")
+    fake.fail_next["complete_jobs"] = NotFound("no such function", code="PGRST202")
     owned_while_writing: list[bool] = []
     original = fake.call
 
     async def call(function: str, params: Any) -> Any:
         if function == "complete_job":
-            owned_while_writing.append(uuid.UUID(params["p_job_id"]) in worker._owned_job_ids())
+            owned_while_writing.append(uuid.UUID(params["p_job_id"]) in worker.owned_ids())
         return await original(function, params)
 
     monkeypatch.setattr(fake, "call", call)
@@ -199,9 +235,10 @@ async def test_burst_does_not_stop_while_a_completion_is_in_flight(
 ) -> None:
     """Regression: a burst worker at concurrency 1 stopped after a few jobs when its claim
     was evaluated before the previous job's completion committed (no free slot yet)."""
-    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", str(size))
     fake = SlowTransport()
-    worker = worker_on(fake, noop, concurrency=1, poll_interval=5, heartbeat_interval=5)
+    worker = worker_on(
+        fake, noop, concurrency=1, poll_interval=5, heartbeat_interval=5, complete_batch_size=size
+    )
     ids = enqueue(fake, 60)
     assert await worker.run() == EXIT_OK
     assert [fake.jobs[i]["status"] for i in ids] == ["completed"] * 60

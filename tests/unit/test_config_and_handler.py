@@ -90,3 +90,18 @@ def test_log_lines_never_carry_keys_or_tokens() -> None:
         assert key not in line and "sb_secret_" not in line
         assert "[redacted]" in line
     assert json.loads(JsonFormatter().format(record))["action"] == "test"
+
+
+def test_batch_settings_come_from_the_env_file_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Batch size and delay are WorkerSettings fields, so --env-file reaches them (they were
+    read from ./.env by the worker itself, whatever file the CLI was given)."""
+    monkeypatch.delenv("SUPAWORKER_COMPLETE_BATCH_SIZE", raising=False)
+    monkeypatch.delenv("SUPAWORKER_COMPLETE_BATCH_DELAY", raising=False)
+    env_file = tmp_path / "worker.env"
+    env_file.write_text("SUPAWORKER_COMPLETE_BATCH_SIZE=7\nSUPAWORKER_COMPLETE_BATCH_DELAY=0.01\n")
+    s = WorkerSettings(_env_file=env_file)  # type: ignore[call-arg]
+    assert (s.complete_batch_size, s.complete_batch_delay) == (7, 0.01)
+    with pytest.raises(ValidationError):
+        WorkerSettings(complete_batch_size=1001)

@@ -50,12 +50,15 @@ class OverHttp(InMemoryTransport):
 def make(
     handler: Any, monkeypatch: pytest.MonkeyPatch, **overrides: Any
 ) -> tuple[Worker, InMemoryTransport]:
-    monkeypatch.setenv("SUPAWORKER_COMPLETE_BATCH_SIZE", "100")
     fake = OverHttp()
-    worker = worker_on(fake, handler, **{"concurrency": 1, "prefetch": 3, **overrides})
+    worker = worker_on(
+        fake,
+        handler,
+        **{"concurrency": 1, "prefetch": 3, "complete_batch_size": 100, **overrides},
+    )
     # As if short jobs had run already: prefetch up to the setting from the first call on.
-    worker._prefetch.observe_run(0.0001)
-    worker._prefetch.observe_round_trip(0.01)
+    worker.ledger.prefetch.observe_run(0.0001)
+    worker.ledger.prefetch.observe_round_trip(0.01)
     return worker, fake
 
 
@@ -106,7 +109,7 @@ async def start_gated(
 
 
 def held(worker: Worker) -> list[uuid.UUID]:
-    return worker._prefetch.ids()
+    return worker.ledger.prefetch.ids()
 
 
 async def test_a_held_job_that_is_cancelled_never_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,7 +118,7 @@ async def test_a_held_job_that_is_cancelled_never_runs(monkeypatch: pytest.Monke
     assert waiting and all(fake.jobs[j]["status"] == "processing" for j in waiting)
     victim = waiting[0]
     fake.fn_cancel_job(str(victim))
-    worker._beat_now.set()  # the heartbeat brings the cancel request
+    worker.heartbeat.request()  # the heartbeat brings the cancel request
     for _ in range(200):
         if fake.jobs[victim]["status"] == "cancelled":
             break

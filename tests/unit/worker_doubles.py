@@ -9,6 +9,7 @@ from typing import Any
 
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
+from supaworker.models import Job, JobStatus
 from supaworker.testing import InMemoryTransport
 from supaworker.worker.handler import Handler
 from supaworker.worker.loop import Worker
@@ -31,7 +32,7 @@ def unit_settings(**overrides: Any) -> WorkerSettings:
     return WorkerSettings(**base)
 
 
-def worker_on(fake: InMemoryTransport, handler: Handler, **overrides: Any) -> Worker:
+def worker_on(fake: InMemoryTransport, handler: Handler, /, **overrides: Any) -> Worker:
     """A worker talking to `fake`, configured by `unit_settings(**overrides)`."""
     return Worker(
         AsyncQueueClient(fake), handler, unit_settings(**overrides), install_signal_handlers=False
@@ -40,3 +41,15 @@ def worker_on(fake: InMemoryTransport, handler: Handler, **overrides: Any) -> Wo
 
 def enqueue(fake: InMemoryTransport, n: int = 1, **kw: Any) -> list[uuid.UUID]:
     return [uuid.UUID(fake.fn_enqueue_job(str(fake.add_document()), **kw)["id"]) for _ in range(n)]
+
+
+def a_job(queue: str = "default", **fields: Any) -> Job:
+    """A job row as a claim returns it (processing, first attempt), for tests of one part."""
+    return Job(
+        id=uuid.uuid4(),
+        user_document_id=uuid.uuid4(),
+        queue=queue,
+        status=JobStatus.PROCESSING,
+        attempt=1,
+        **fields,
+    )

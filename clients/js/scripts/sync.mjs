@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Writes the copies of the client that other parts of the repository load, or with --check
 // fails when a committed copy differs from what this would write (CI runs that):
-//   supabase/functions/_shared/supaworker/*.ts  the sources for the edge functions. Deployed
+//   supaworker/supabase_functions/_supaworker/supaworker/*.ts  the sources for the edge
+//     functions (copied into a project by `supaworker init`). Deployed
 //     functions are bundled from supabase/functions/ only (the CLI does not reliably follow
 //     imports above it), so the functions import a copy inside it, with supabase-js imported
 //     as Deno's npm: specifier like the rest of the functions.
@@ -17,7 +18,7 @@ import { fileURLToPath } from "node:url";
 const client = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const root = resolve(client, "../..");
 const src = join(client, "src");
-const vendorDir = join(root, "supabase/functions/_shared/supaworker");
+const vendorDir = join(root, "supaworker/supabase_functions/_supaworker/supaworker");
 const browserCopies = ["frontend", "dashboard"].map((name) => join(root, "examples", name, "supaworker.js"));
 const check = process.argv.includes("--check");
 

@@ -1,12 +1,12 @@
 // POST {user_document_id, priority?} -> 202 {success, status: "queued", job}
 // The function decides nothing about ownership: it calls enqueue_job as the caller and the
 // database answers PT403 / PT404 when the document is not theirs or does not exist.
-import type { Caller } from "../_shared/auth.ts";
-import { requireCaller } from "../_shared/auth.ts";
-import { fromPostgrestError } from "../_shared/errors.ts";
-import { type Handler, HttpError, jsonResponse, readJsonObject, serve } from "../_shared/http.ts";
-import { type QueueApi, toPublicJob } from "../_shared/jobs.ts";
-import { optionalInt, requireUuid } from "../_shared/validate.ts";
+import type { Caller } from "../_supaworker/auth.ts";
+import { requireCaller } from "../_supaworker/auth.ts";
+import { fromPostgrestError } from "../_supaworker/errors.ts";
+import { type Handler, HttpError, jsonResponse, readJsonObject, serve } from "../_supaworker/http.ts";
+import { type QueueApi, toPublicJob } from "../_supaworker/jobs.ts";
+import { optionalInt, requireUuid } from "../_supaworker/validate.ts";
 
 export interface EnqueueRequest {
   userDocumentId: string;

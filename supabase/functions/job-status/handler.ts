@@ -1,12 +1,12 @@
 // GET ?user_document_id=<uuid> | ?job_id=<uuid> -> 200 {job}
 // The job is read from processing_queue as the caller, so RLS decides what exists: another
 // user's job is indistinguishable from a missing one (404), and its existence never leaks.
-import type { Caller } from "../_shared/auth.ts";
-import { requireCaller } from "../_shared/auth.ts";
-import { fromPostgrestError } from "../_shared/errors.ts";
-import { type Handler, HttpError, jsonResponse, serve } from "../_shared/http.ts";
-import { type JobLookup, type QueueApi, toPublicJob } from "../_shared/jobs.ts";
-import { requireUuid } from "../_shared/validate.ts";
+import type { Caller } from "../_supaworker/auth.ts";
+import { requireCaller } from "../_supaworker/auth.ts";
+import { fromPostgrestError } from "../_supaworker/errors.ts";
+import { type Handler, HttpError, jsonResponse, serve } from "../_supaworker/http.ts";
+import { type JobLookup, type QueueApi, toPublicJob } from "../_supaworker/jobs.ts";
+import { requireUuid } from "../_supaworker/validate.ts";
 
 /** Exactly one of `job_id` / `user_document_id`, as a UUID. */
 export function parseJobLookup(params: URLSearchParams): JobLookup {

@@ -150,3 +150,18 @@ language sql stable security definer set search_path = '' as $$
 $$;
 comment on function public.list_workers() is
   'Service role. The worker registry, live workers first.';
+
+-- supaworker_schema_version() -> integer
+-- The number of the newest supaworker migration applied (supaworker/sql/migrations/NNNN_*).
+-- `supaworker run` and the operator commands call it at start and refuse a database older
+-- than the package's REQUIRED_VERSION (exit 2); a newer one is accepted. Every migration
+-- redefines it with its own number. Who: service_role.
+create function public.supaworker_schema_version() returns integer
+language sql
+immutable
+security definer
+set search_path = ''
+as $$ select 15 $$;
+
+comment on function public.supaworker_schema_version() is
+  'The number of the newest supaworker migration applied to this database.';
