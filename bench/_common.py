@@ -111,7 +111,7 @@ def reset_queue(conn: psycopg.Connection[Any]) -> None:
     """Empty the queue (and its bloat) so every round starts from the same state."""
     conn.execute(
         "truncate public.processing_queue, public.job_events, public.vps_workers, "
-        "public.user_documents"
+        "public.user_documents cascade"  # cascade: job_error_details, worker_wakeups
     )
     conn.execute("update public.queue_settings set last_rescue_at = null")
 

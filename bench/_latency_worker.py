@@ -20,7 +20,6 @@ from bench.handlers import noop
 from supaworker import logs
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
-from supaworker.realtime_subscription import record_of
 from supaworker.worker.loop import Worker
 from supaworker.worker.wakeup import RealtimeWakeup
 
@@ -28,12 +27,12 @@ log = logging.getLogger("supaworker.bench")
 
 
 class LoggingWakeup(RealtimeWakeup):
-    def _on_job_change(self, payload: Any) -> None:
-        record = record_of(payload)
+    def _on_wake(self, payload: dict[str, Any]) -> None:
         log.info(
-            "realtime event", extra={"action": "bench_wake_event", "job_id": str(record.get("id"))}
+            "realtime event",
+            extra={"action": "bench_wake_event", "job_id": str(payload.get("job_id"))},
         )
-        super()._on_job_change(payload)
+        super()._on_wake(payload)
 
 
 async def main(worker_id: str, queue: str) -> int:

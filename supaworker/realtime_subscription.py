@@ -1,5 +1,7 @@
-"""Subscribing to `postgres_changes` through supabase-py's Realtime client, and knowing when
-the subscription is really live (after "Subscribed to PostgreSQL", not merely joined)."""
+"""Subscribing through supabase-py's Realtime client to `postgres_changes` and to Broadcast
+(private topics, issue 20), and knowing when the subscription is really live: for
+postgres_changes after "Subscribed to PostgreSQL", not merely joined; for Broadcast alone once
+joined (the join of a private topic is where its RLS policies are checked)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime import AsyncRealtimeClient
-from realtime.types import PostgresChangesPayload
+from realtime.types import (
+    BroadcastPayload,
+    PostgresChangesPayload,
+    RealtimeChannelOptions,
+    RealtimeSubscribeStates,
+)
 from realtime.types import RealtimePostgresChangesListenEvent as Event
 
-__all__ = ["Binding", "Change", "Event", "close_quietly", "record_of", "subscribe"]
+__all__ = [
+    "Binding",
+    "BroadcastBinding",
+    "Change",
+    "Event",
+    "close_quietly",
+    "record_of",
+    "subscribe",
+]
 
 Change = PostgresChangesPayload
 
@@ -23,6 +38,15 @@ class Binding:
     table: str
     on_change: Callable[[Change], None]
     filter: str | None = None
+
+
+@dataclass(frozen=True)
+class BroadcastBinding:
+    """A Broadcast event (e.g. sent by realtime.send in the database) and its callback, which
+    receives the message's payload."""
+
+    event: str
+    on_message: Callable[[dict[str, Any]], None]
 
 
 def realtime_url(supabase_url: str) -> str:
@@ -40,14 +64,18 @@ async def subscribe(
     supabase_url: str,
     key: str,
     channel_name: str,
-    bindings: Sequence[Binding],
+    bindings: Sequence[Binding | BroadcastBinding],
     *,
     timeout: float = 10,
     access_token: str | None = None,
+    private: bool = False,
 ) -> AsyncRealtimeClient:
     """Connect, join, and return once changes flow; raise ConnectionError otherwise.
 
-    Reconnection is left to the caller (realtime-py's own gives up after a few tries)."""
+    `private` joins the private topic (`config.private`), authorised by the RLS policies on
+    realtime.messages (the service role bypasses them). Reconnection is left to the caller
+    (realtime-py's own gives up after a few tries)."""
+    changes = [b for b in bindings if isinstance(b, Binding)]
     client = AsyncRealtimeClient(
         realtime_url(supabase_url), token=key, auto_reconnect=False, hb_interval=15
     )
@@ -66,14 +94,29 @@ async def subscribe(
         if error is not None:
             errors.append(str(error))
             live.set()
+        elif not changes and state == RealtimeSubscribeStates.SUBSCRIBED:
+            live.set()
+        elif state in (RealtimeSubscribeStates.CHANNEL_ERROR, RealtimeSubscribeStates.TIMED_OUT):
+            errors.append(str(state))
+            live.set()
 
     try:
         await asyncio.wait_for(client.connect(), timeout)
         if access_token:
             await client.set_auth(access_token)
-        channel = client.channel(channel_name)
+        params: RealtimeChannelOptions = {
+            "config": {
+                "broadcast": {"ack": False, "self": False},
+                "presence": {"key": "", "enabled": False},
+                "private": private,
+            }
+        }
+        channel = client.channel(channel_name, params)
         for b in bindings:
-            channel.on_postgres_changes(b.event, b.on_change, table=b.table, filter=b.filter)
+            if isinstance(b, Binding):
+                channel.on_postgres_changes(b.event, b.on_change, table=b.table, filter=b.filter)
+            else:
+                channel.on_broadcast(b.event, _payload_to(b.on_message))
         channel.on_system(on_system)
         await channel.subscribe(on_state)
         await asyncio.wait_for(live.wait(), timeout)
@@ -83,6 +126,14 @@ async def subscribe(
         await close_quietly(client)
         raise
     return client
+
+
+def _payload_to(on_message: Callable[[dict[str, Any]], None]) -> Callable[[BroadcastPayload], None]:
+    def deliver(message: BroadcastPayload) -> None:
+        payload = message.get("payload") if isinstance(message, dict) else None
+        on_message(payload if isinstance(payload, dict) else {})
+
+    return deliver
 
 
 async def close_quietly(client: AsyncRealtimeClient) -> None:

@@ -22,7 +22,7 @@ from supaworker.exceptions import SchemaOutdated
 
 # The oldest schema this package works with. Raised only when the package calls something a
 # newer migration adds; a database newer than this is accepted (docs/upgrading.md).
-REQUIRED_VERSION = 19
+REQUIRED_VERSION = 23
 # The SQL function the version is read from (migration 0012). 13: fail_job takes
 # p_retry_after_seconds (migration 0013), which --handler-url sends. 19: the flow control of
 # issue 18 (migrations 0014-0019): enqueue_jobs (enqueue_many), snooze_job (a handler's

@@ -348,7 +348,6 @@ function subscribe() {
   state.channel = state.client
     .channel("queue-admin")
     .on("postgres_changes", { event: "*", schema: "public", table: "processing_queue" }, onJobChange)
-    .on("postgres_changes", { event: "*", schema: "public", table: "vps_workers" }, onWorkerChange)
     .on("system", {}, (message) => {
       if (message.extension !== "postgres_changes" || session !== state.session) return;
       state.live = message.status === "ok";
@@ -364,6 +363,20 @@ function subscribe() {
       if (status !== "SUBSCRIBED" && session === state.session) {
         state.live = false;
         $("realtime-status").textContent = `realtime: ${status.toLowerCase()}`;
+      }
+    });
+  // Workers: the private Broadcast topic `workers` (queue admins only, by the RLS policy on
+  // realtime.messages), sent when a worker registers or its status changes. vps_workers is
+  // not published any more: every heartbeat would be a Realtime message (issue 20).
+  state.workersChannel = state.client
+    .channel("workers", { config: { private: true } })
+    .on("broadcast", { event: "worker" }, ({ payload }) =>
+      onWorkerChange({ eventType: payload.type, new: payload.record }),
+    )
+    .subscribe((status, error) => {
+      log(`workers channel ${status}${error ? `: ${error.message}` : ""}`);
+      if (status === "SUBSCRIBED" && session === state.session) {
+        loadAll().catch((e) => log(`reload failed: ${e.message}`)); // catch up on missed changes
       }
     });
 }
@@ -388,7 +401,9 @@ async function reset() {
   clearInterval(state.ticker);
   state.refreshTimer = null;
   if (state.client && state.channel) await state.client.removeChannel(state.channel);
+  if (state.client && state.workersChannel) await state.client.removeChannel(state.workersChannel);
   state.channel = null;
+  state.workersChannel = null;
   state.workers.clear();
   state.jobs.clear();
   state.failures = [];
@@ -402,7 +417,11 @@ function refuse(error) {
   state.session += 1; // drop whatever is still in flight for this token
   state.live = false;
   if (state.client && state.channel) state.client.removeChannel(state.channel).catch(() => {});
+  if (state.client && state.workersChannel) {
+    state.client.removeChannel(state.workersChannel).catch(() => {});
+  }
   state.channel = null;
+  state.workersChannel = null;
   clearInterval(state.ticker);
   for (const id of ["depth", "workers", "failures", "jobs", "summary"]) $(id).replaceChildren();
   $("dashboard").hidden = true;
@@ -424,10 +443,11 @@ async function signIn() {
   await reset();
   const session = state.session;
   state.client = supabase.createClient(SUPAWORKER_CONFIG.url, SUPAWORKER_CONFIG.anonKey, {
-    global: { headers: { Authorization: `Bearer ${token}` } },
-    auth: { persistSession: false, autoRefreshToken: false },
+    // The token for every request and every Realtime (re)join: with realtime.setAuth(token)
+    // alone, supabase-js rejoins with the anon key after a reconnect, which private topics
+    // refuse.
+    accessToken: async () => token,
   });
-  state.client.realtime.setAuth(token);
   $("whoami").textContent = "checking...";
   // The first call decides: admin_queue_stats answers PT403 unless the token is a queue admin's.
   let data;

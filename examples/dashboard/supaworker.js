@@ -206,16 +206,17 @@ async function cancelJob(supabase, jobId, options = {}) {
 function watchJob(supabase, jobId, onChange, options = {}) {
   return new Promise((resolve, reject) => {
     let newest = -1;
+    let latest = null;
     let done = false;
     let timer;
-    const topic = `supaworker-job-${jobId}-${Math.random().toString(36).slice(2, 10)}`;
+    let unsubscribe = () => {
+    };
     const finish = (outcome) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
-      supabase.removeChannel(channel).catch(() => {
-      });
+      unsubscribe();
       if ("job" in outcome) resolve(outcome.job);
       else reject(outcome.error);
     };
@@ -224,6 +225,7 @@ function watchJob(supabase, jobId, onChange, options = {}) {
       const version = timestampMicros(job.updated_at);
       if (version <= newest) return;
       newest = version;
+      latest = job;
       try {
         onChange?.(job, source);
       } catch (error) {
@@ -249,10 +251,13 @@ function watchJob(supabase, jobId, onChange, options = {}) {
         } else {
           offer(job, "read");
         }
+        return job;
       } catch (error) {
         if (first || !(error instanceof SupaworkerError && error.transient)) finish({
           error
         });
+        else setTimeout(() => void catchUp(false), 500);
+        return null;
       }
     };
     const onAbort = () => finish({
@@ -276,22 +281,114 @@ function watchJob(supabase, jobId, onChange, options = {}) {
         })
       }), options.timeoutMs);
     }
-    const channel = supabase.channel(topic).on("postgres_changes", {
-      event: "UPDATE",
-      schema: "public",
-      table: "processing_queue",
-      filter: `id=eq.${jobId}`
-    }, (change) => offer(change.new, "change")).on("system", {}, (message) => {
-      if (done || message.extension !== "postgres_changes" || message.status !== "ok") return;
-      void catchUp(false);
-      options.onStatus?.("LIVE");
-    }).subscribe((status) => {
+    const follow = (owner) => {
       if (done) return;
-      if (status === "SUBSCRIBED") void catchUp(false);
-      options.onStatus?.(status);
+      if (owner === null) {
+        unsubscribe = followRow(supabase, jobId, offer, catchUp, options.onStatus);
+        return;
+      }
+      unsubscribe = followOwner(supabase, owner, {
+        onJob: (change) => {
+          if (change.id !== jobId || latest === null) return;
+          if (!FINAL_STATUSES.has(change.status)) {
+            offer({
+              ...latest,
+              ...change
+            }, "change");
+            return;
+          }
+          getJob(supabase, jobId).then((job) => offer(job ?? {
+            ...latest,
+            ...change
+          }, "change"), () => offer({
+            ...latest,
+            ...change
+          }, "change"));
+        },
+        onStatus: (status) => {
+          if (done) return;
+          if (status === "SUBSCRIBED") void catchUp(false);
+          options.onStatus?.(status);
+          if (status === "SUBSCRIBED") options.onStatus?.("LIVE");
+        }
+      });
+    };
+    void catchUp(true).then((job) => {
+      if (job !== null) follow(job.user_id);
     });
-    void catchUp(true);
   });
+}
+function followRow(supabase, jobId, offer, catchUp, onStatus) {
+  const topic = `supaworker-job-${jobId}-${Math.random().toString(36).slice(2, 10)}`;
+  let live = true;
+  const channel = supabase.channel(topic).on("postgres_changes", {
+    event: "UPDATE",
+    schema: "public",
+    table: "processing_queue",
+    filter: `id=eq.${jobId}`
+  }, (change) => offer(change.new, "change")).on("system", {}, (message) => {
+    if (!live || message.extension !== "postgres_changes" || message.status !== "ok") return;
+    void catchUp(false);
+    onStatus?.("LIVE");
+  }).subscribe((status) => {
+    if (!live) return;
+    if (status === "SUBSCRIBED") void catchUp(false);
+    onStatus?.(status);
+  });
+  return () => {
+    live = false;
+    supabase.removeChannel(channel).catch(() => {
+    });
+  };
+}
+var ownerTopics = /* @__PURE__ */ new WeakMap();
+function followOwner(supabase, owner, listener) {
+  const topic = `jobs:${owner}`;
+  let topics = ownerTopics.get(supabase);
+  if (topics === void 0) {
+    topics = /* @__PURE__ */ new Map();
+    ownerTopics.set(supabase, topics);
+  }
+  let shared = topics.get(topic);
+  if (shared === void 0) {
+    const entry2 = {
+      channel: supabase.channel(topic, {
+        config: {
+          private: true
+        }
+      }),
+      listeners: /* @__PURE__ */ new Set(),
+      status: null
+    };
+    entry2.channel.on("broadcast", {
+      event: "job"
+    }, (message) => {
+      const payload = message.payload;
+      if (!payload || payload.type === "DELETE") return;
+      for (const job of payload.records ?? []) {
+        for (const l of [
+          ...entry2.listeners
+        ]) l.onJob(job);
+      }
+    }).subscribe((status) => {
+      entry2.status = status;
+      for (const l of [
+        ...entry2.listeners
+      ]) l.onStatus(status);
+    });
+    topics.set(topic, entry2);
+    shared = entry2;
+  }
+  shared.listeners.add(listener);
+  if (shared.status === "SUBSCRIBED") listener.onStatus("SUBSCRIBED");
+  const entry = shared;
+  return () => {
+    entry.listeners.delete(listener);
+    if (entry.listeners.size > 0 || topics.get(topic) !== entry) return;
+    topics.delete(topic);
+    supabase.removeChannel(entry.channel).catch(() => {
+    });
+  };
 }
 function timestampMicros(ts) {
   const m = /^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d(?::?\d\d)?)?$/.exec(ts);

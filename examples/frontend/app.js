@@ -1,6 +1,7 @@
 // A user's view of their jobs: supabase-js (the npm package's UMD build, served locally),
-// the user's JWT for every call, Realtime postgres_changes on processing_queue (RLS decides
-// what arrives), and the supaworker client's browser build (./supaworker.js, generated from
+// the user's JWT for every call, Realtime Broadcast on the user's private topic jobs:<user id>
+// (the database sends every change of the user's jobs there; an RLS policy on
+// realtime.messages lets only that user, and queue admins, join it), and the supaworker client's browser build (./supaworker.js, generated from
 // clients/js) to queue documents and read jobs. enqueue() calls enqueue_job as the user, so
 // the database decides ownership; the enqueue-document edge function does the same call for
 // apps that want it behind an HTTP endpoint.
@@ -61,30 +62,37 @@ async function loadJobs() {
 }
 
 function subscribe() {
+  // Broadcast rather than postgres_changes: one message per statement that changed this user's jobs,
+  // nothing about other users' (postgres_changes also sends every subscriber a frame for
+  // other users' changes and their DELETEd job ids), and no per-subscriber RLS check.
   state.channel = state.client
-    .channel("my-jobs")
-    .on("postgres_changes", { event: "*", schema: "public", table: "processing_queue" },
-      (change) => {
-        log(`${change.eventType} ${change.new.id} -> ${change.new.status}`);
-        upsert(change.new);
-      })
-    .on("system", {}, (message) => {
-      if (message.extension === "postgres_changes" && message.status === "ok") {
+    .channel(`jobs:${state.userId}`, { config: { private: true } })
+    .on("broadcast", { event: "job" }, ({ payload }) => {
+      // One message per database statement: that statement's changes to this user's jobs.
+      if (payload.type === "DELETE") return; // purged: the list keeps what it showed
+      for (const record of payload.records || []) {
+        log(`${payload.type} ${record.id} -> ${record.status}`);
+        upsert(record);
+      }
+    })
+    .subscribe((status, error) => {
+      log(`channel ${status}${error ? ": " + error.message : ""}`);
+      if (status === "SUBSCRIBED") {
         $("realtime-status").textContent = "realtime: subscribed";
         loadJobs(); // catch up on anything that changed before the subscription was live
       }
-    })
-    .subscribe((status, error) => log(`channel ${status}${error ? ": " + error.message : ""}`));
+    });
 }
 
 async function signIn() {
   const token = $("token").value.trim();
   state.userId = userIdOf(token);
   state.client = supabase.createClient(SUPAWORKER_CONFIG.url, SUPAWORKER_CONFIG.anonKey, {
-    global: { headers: { Authorization: `Bearer ${token}` } },
-    auth: { persistSession: false, autoRefreshToken: false },
+    // The token for every request and every Realtime (re)join: with realtime.setAuth(token)
+    // alone, supabase-js rejoins with the anon key after a reconnect, which private topics
+    // refuse.
+    accessToken: async () => token,
   });
-  state.client.realtime.setAuth(token);
   $("whoami").textContent = `signed in as ${state.userId}`;
   $("new-doc").disabled = false;
   await loadJobs();

@@ -29,7 +29,13 @@ from supaworker.client import AsyncQueueClient, QueueClient, credentials_from_en
 from supaworker.config import WORKER_CAPABILITY, WorkerSettings
 from supaworker.exceptions import ConfigurationError, QueueError, RpcError, SupaworkerError
 from supaworker.models import Job, JobStatus, WorkerStatus
-from supaworker.realtime_subscription import Binding, Event, close_quietly, subscribe
+from supaworker.realtime_subscription import (
+    Binding,
+    BroadcastBinding,
+    Event,
+    close_quietly,
+    subscribe,
+)
 
 console = Console()
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
@@ -381,10 +387,11 @@ def watch(
 ) -> None:
     """Follow a job's status and progress live until it ends (exit 0 if it completed)."""
     with queue_client() as client:
-        client.get(job_id)  # a clear error now for an unknown or malformed id
+        job = client.get(job_id)  # a clear error now for an unknown or malformed id
         url, key = credentials()
+    owner = str(job.user_id) if job.user_id is not None else None
     try:
-        final = asyncio.run(_follow(url, key, job_id, timeout, realtime))
+        final = asyncio.run(_follow(url, key, job_id, timeout, realtime, owner))
     except QueueError as exc:
         typer.echo(f"supaworker: error: {exc}", err=True)
         raise typer.Exit(EXIT_QUEUE_ERROR) from None
@@ -393,18 +400,44 @@ def watch(
     raise typer.Exit(0 if final == JobStatus.COMPLETED else 1)
 
 
+def _on_owner_message(job_id: str, changed: asyncio.Event) -> BroadcastBinding:
+    def seen(message: dict[str, Any]) -> None:
+        # One message per database statement: the owner's jobs it changed (50 at most).
+        records = message.get("records")
+        if isinstance(records, list) and any(
+            isinstance(row, dict) and row.get("id") == job_id for row in records
+        ):
+            changed.set()
+
+    return BroadcastBinding("job", seen)
+
+
 async def _follow(
-    url: str, key: str, job_id: str, timeout: float | None, realtime: bool
+    url: str,
+    key: str,
+    job_id: str,
+    timeout: float | None,
+    realtime: bool,
+    owner: str | None = None,
 ) -> JobStatus | None:
-    """Print a line per change; Realtime pushes them, a slow poll is the safety net."""
+    """Print a line per change; Realtime pushes them, a slow poll is the safety net.
+
+    A job with an owner is followed on the owner's private Broadcast topic `jobs:<user_id>`
+    (75_status_topics.sql; the service role may join any); one without (enqueued by the
+    service role for no user) through postgres_changes on its row."""
     changed = asyncio.Event()
     subscription = None
     if realtime:
-        binding = Binding(
-            Event.Update, "processing_queue", lambda _p: changed.set(), f"id=eq.{job_id}"
-        )
         try:
-            subscription = await subscribe(url, key, f"watch-{job_id}", [binding])
+            if owner is not None:
+                subscription = await subscribe(
+                    url, key, f"jobs:{owner}", [_on_owner_message(job_id, changed)], private=True
+                )
+            else:
+                binding = Binding(
+                    Event.Update, "processing_queue", lambda _p: changed.set(), f"id=eq.{job_id}"
+                )
+                subscription = await subscribe(url, key, f"watch-{job_id}", [binding])
         except (ConnectionError, OSError, TimeoutError) as exc:
             typer.echo(f"(Realtime unavailable: {exc}; polling)", err=True)
     poll = 5.0 if subscription is not None else 0.5

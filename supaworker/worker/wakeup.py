@@ -1,22 +1,26 @@
 """Waking idle workers through Supabase Realtime instead of waiting for the next poll.
 
-One channel per worker with three `postgres_changes` bindings:
-- INSERT on `processing_queue`: new work;
-- UPDATE on `processing_queue` with `status=eq.pending`: re-queued, retried or released work;
-- UPDATE on `processing_queue` with `assigned_to=eq.<worker>`: a cancel request for one of
-  this worker's jobs (acted on through an immediate heartbeat, the single source of truth);
-- UPDATE on `vps_workers` with `worker_id=eq.<worker>`: pause / resume.
+One private Broadcast channel per worker, topic `worker:<worker_id>`, joined with the service
+role key (which bypasses the RLS on realtime.messages, on hosted as locally). The database
+sends it (supaworker/sql/schema/35_wakeups.sql):
+- `wake` {job_id, queue, run_at}: a job this worker can take arrived while it waited for work.
+  The database picks one waiting worker per job, so a burst of N jobs costs at most
+  min(N, waiting workers) messages, however many workers there are; a job due later (a retry
+  with backoff) comes with its run_at and wakes the worker then;
+- `control` {}: pause, resume, or a cancel request for one of its jobs (acted on through an
+  immediate heartbeat, the single source of truth).
+Nothing else: heartbeats send nothing, and the worker's own job changes are not sent back to
+it (issue 20; the former postgres_changes bindings cost one message per job per worker).
 
 Reconnection is this module's job, not realtime-py's (whose auto-reconnect gives up after a
-few tries): connect, join, wait for "Subscribed to PostgreSQL", report connected, then watch
-the socket; on loss report disconnected (the loop polls at its normal pace meanwhile) and
-reconnect with capped exponential backoff. After every (re)connect the loop is woken once to
-catch up on whatever arrived while the subscription was down.
+few tries): connect, join, report connected, then watch the socket; on loss report
+disconnected (the loop polls at its normal pace meanwhile) and reconnect with capped
+exponential backoff. After every (re)connect the loop is woken once to catch up on whatever
+arrived while the subscription was down. A wake-up lost otherwise (one racing the worker's
+own claim) is caught by the safety poll.
 
-A new job wakes only workers that serve its queue and have its capabilities. They claim at
-once by default (bench/latency.py: the former fixed 0-50 ms jitter was most of the worker's
-share of the latency); `SUPAWORKER_WAKE_JITTER` delays each worker's claim by up to that many
-seconds, derived from (job, worker), for large fleets of idle workers on one queue.
+`SUPAWORKER_WAKE_JITTER` delays the claim after a wake-up by up to that many seconds, derived
+from (queue, worker): with one wake-up per job it is rarely needed any more.
 """
 
 from __future__ import annotations
@@ -30,15 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supaworker.config import WorkerSettings
-from supaworker.models import requires_met
-from supaworker.realtime_subscription import (
-    Binding,
-    Change,
-    Event,
-    close_quietly,
-    record_of,
-    subscribe,
-)
+from supaworker.realtime_subscription import BroadcastBinding, close_quietly, subscribe
 
 log = logging.getLogger("supaworker.worker.wakeup")
 
@@ -77,20 +73,17 @@ class RealtimeWakeup:
         self._key = key
         self._settings = settings
         self._worker_id = settings.worker_id
-        self._last_worker_status: str | None = None
         self._wake: Callable[[], None] = lambda: None
         self._control: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _bindings(self) -> list[Binding]:
-        me = self._worker_id
+    def topic(self) -> str:
+        return f"worker:{self._worker_id}"
+
+    def _bindings(self) -> list[BroadcastBinding]:
         return [
-            Binding(Event.Insert, "processing_queue", self._on_job_change),
-            Binding(Event.Update, "processing_queue", self._on_job_change, "status=eq.pending"),
-            Binding(
-                Event.Update, "processing_queue", self._on_own_job_change, f"assigned_to=eq.{me}"
-            ),
-            Binding(Event.Update, "vps_workers", self._on_worker_change, f"worker_id=eq.{me}"),
+            BroadcastBinding("wake", self._on_wake),
+            BroadcastBinding("control", self._on_control),
         ]
 
     async def run(
@@ -106,7 +99,7 @@ class RealtimeWakeup:
             client = None
             try:
                 client = await subscribe(
-                    self._url, self._key, f"supaworker-worker-{self._worker_id}", self._bindings()
+                    self._url, self._key, self.topic(), self._bindings(), private=True
                 )
                 # Python 3.11's wait_for (inside subscribe) can swallow a cancel that arrives as
                 # its future completes; the task then watched the socket forever and the
@@ -139,31 +132,15 @@ class RealtimeWakeup:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     # -- callbacks (synchronous, called from realtime-py's listener task) -----------------
-    def _serves(self, record: dict[str, Any]) -> bool:
-        queues = self._settings.queues
-        if queues and record.get("queue") not in queues:
-            return False
-        return requires_met(self._settings.advertised_capabilities(), record.get("requires") or {})
-
-    def _on_job_change(self, payload: Change) -> None:
-        record = record_of(payload)
-        if record.get("status") != "pending" or not self._serves(record):
-            return
-        # A retry with backoff or a scheduled job is due later: no event will say when, so
-        # wake at its run_at (the slow safety poll would otherwise be the only trigger).
-        delay = seconds_until(record.get("run_at")) + jitter_for(
-            str(record.get("id")), self._worker_id, self._settings.wake_jitter
+    def _on_wake(self, payload: dict[str, Any]) -> None:
+        # A job due later (a retry with backoff) wakes at its run_at; the safety poll covers
+        # anything further than the poll interval.
+        delay = seconds_until(payload.get("run_at")) + jitter_for(
+            str(payload.get("queue")), self._worker_id, self._settings.wake_jitter
         )
         if delay <= self._settings.realtime_poll_interval:
             assert self._loop is not None
             self._loop.call_later(delay, self._wake)
 
-    def _on_own_job_change(self, payload: Change) -> None:
-        if record_of(payload).get("cancel_requested"):
-            self._control()
-
-    def _on_worker_change(self, payload: Change) -> None:
-        status = record_of(payload).get("status")
-        if status != self._last_worker_status:
-            self._last_worker_status = status
-            self._control()
+    def _on_control(self, payload: dict[str, Any]) -> None:
+        self._control()

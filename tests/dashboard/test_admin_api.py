@@ -331,8 +331,7 @@ def test_admin_cancel_job_restores_the_callers_claims(ctx: Ctx, admin_db: Admin)
 
 def _change(message: Message) -> tuple[str, str, str]:
     data = message.payload["data"]
-    key = "worker_id" if data["table"] == "vps_workers" else "id"
-    return data["table"], data["type"], data["record"][key]
+    return data["table"], data["type"], data["record"]["id"]
 
 
 async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
@@ -343,17 +342,14 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
     make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
 ) -> None:
+    """Jobs: postgres_changes (admins see every row, users their own). Workers: the private
+    Broadcast topic `workers` (vps_workers is not published: heartbeats would be messages),
+    which only admins may join."""
     admin, owner, other = make_user(admin=True), make_user(), make_user()
     name, worker = unique("dash-rt"), unique("w-dash-rt")
-    topic = "realtime:queue-admin"
+    topic, workers = "realtime:queue-admin", "realtime:workers"
     config = {
         "postgres_changes": [
-            {
-                "event": "*",
-                "schema": "public",
-                "table": "vps_workers",
-                "filter": f"worker_id=eq.{worker}",
-            },
             {
                 "event": "*",
                 "schema": "public",
@@ -371,6 +367,8 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
             assert joined.status == "ok", joined.payload
             subscribed = await client.subscribed(topic)
             assert subscribed.status == "ok", subscribed.payload
+            _, joined = await client.join(workers, {"private": True}, access_token=user.token)
+            assert joined.status == ("ok" if role == "admin" else "error"), joined.payload
 
         svc = stack.service_role_key
         assert api.call(svc, _register(worker)).status == 200
@@ -381,10 +379,20 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
         def is_change(m: Message) -> bool:
             return m.topic == topic and m.event == "postgres_changes"
 
-        admin_seen = [_change(await clients["admin"].expect(is_change)) for _ in range(4)]
-        assert admin_seen == [
-            ("vps_workers", "INSERT", worker),
-            ("vps_workers", "UPDATE", worker),
+        def is_worker(m: Message) -> bool:
+            return (
+                m.topic == workers
+                and m.event == "broadcast"
+                and m.payload["payload"]["record"]["worker_id"] == worker
+            )
+
+        admin_got = await clients["admin"].collect(3)
+        assert [
+            (m.payload["payload"]["type"], m.payload["payload"]["record"]["status"])
+            for m in admin_got
+            if is_worker(m)
+        ] == [("INSERT", "active"), ("UPDATE", "paused")]
+        assert [_change(m) for m in admin_got if is_change(m)] == [
             ("processing_queue", "INSERT", own),
             ("processing_queue", "INSERT", foreign),
         ]

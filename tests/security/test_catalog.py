@@ -63,7 +63,7 @@ def test_published_tables_are_row_level_secured_and_closed_to_anon(admin_db: Db)
         " on c.relname = t.tablename and c.relnamespace = t.schemaname::regnamespace"
         " where t.pubname = 'supabase_realtime' and t.schemaname = 'public'"
     ).fetchall()
-    assert {r[0] for r in published} == {"processing_queue", "job_events", "vps_workers"}
+    assert {r[0] for r in published} == {"processing_queue"}
     for table, rls, anon_select in published:
         assert rls and not anon_select, table
     policies = admin_db.execute(

@@ -108,6 +108,9 @@ CATALOG_QUERIES = {
     "settings": "select to_jsonb(s) - 'updated_at' from public.queue_settings s",
     "default_acl": "select defaclrole::regrole::text, defaclnamespace::regnamespace::text,"
     " defaclobjtype, defaclacl::text from pg_default_acl order by 1, 2, 3",
+    # supaworker's policies on realtime.messages (who may join its Broadcast topics).
+    "realtime_policies": "select policyname, cmd, roles::text, qual, with_check"
+    " from pg_policies where schemaname = 'realtime' order by 1",
     "event_triggers": "select evtname, evtevent, evtfoid::regproc::text from pg_event_trigger"
     " order by 1",
 }
@@ -161,7 +164,7 @@ def test_the_definitions_build_the_schema_the_migrations_build(
     defined = schema_of(stack, defined_db)
     # The dump really holds the schema (a broken dump of two empty databases would agree).
     assert any("CREATE FUNCTION supaworker_private.claim_jobs(" in line for line in migrated)
-    assert "publication: ('supabase_realtime', 'public', 'vps_workers')" in migrated
+    assert "publication: ('supabase_realtime', 'public', 'processing_queue')" in migrated
     if migrated != defined:
         pytest.fail(
             f"{SOURCES.definitions.relative_to(ROOT)} and {SOURCES.migrations.relative_to(ROOT)}"

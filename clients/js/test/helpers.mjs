@@ -40,12 +40,10 @@ export async function closeClients() {
 
 /** A signed-in user's client: the anon key and their token, for PostgREST and Realtime. */
 export function userClient(token, url = stack.url, options = {}) {
-  const client = createClient(url, stack.anonKey, {
-    ...options,
-    global: { ...options.global, headers: { Authorization: `Bearer ${token}` } },
-    auth: quiet,
-  });
-  client.realtime.setAuth(token);
+  // accessToken: the token for every request and every Realtime (re)join (with
+  // realtime.setAuth(token) alone, supabase-js rejoins with the anon key after a reconnect,
+  // which the private jobs:<user_id> topic refuses).
+  const client = createClient(url, stack.anonKey, { ...options, accessToken: async () => token });
   opened.push(client);
   return client;
 }

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, describe, test } from "node:test";
 
+import { createClient } from "@supabase/supabase-js";
 import { enqueue, SupaworkerError, watchJob } from "supaworker";
 
 import {
@@ -15,6 +16,7 @@ import {
   stack,
   uniqueQueue,
   userClient,
+  userIdOf,
 } from "./helpers.mjs";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -122,6 +124,30 @@ describe("watchJob", { skip: needsStack }, () => {
       );
       assert.ok(error instanceof SupaworkerError);
       assert.deepEqual([error.code, error.status], ["PT404", 404]);
+    }
+  });
+
+  test("a user's jobs topic: only they may join it, the anon key and other users may not", async () => {
+    const topic = `jobs:${userIdOf(stack.userToken)}`;
+    const join = async (client) => {
+      await client.realtime.setAuth(); // the token from accessToken before the first join
+      return new Promise((resolve) => {
+        const channel = client.channel(topic, { config: { private: true } });
+        channel.subscribe((status) => {
+          if (status === "SUBSCRIBED" || status === "CHANNEL_ERROR") {
+            client.removeChannel(channel).catch(() => {});
+            resolve(status);
+          }
+        });
+      });
+    };
+    assert.equal(await join(userClient(stack.userToken)), "SUBSCRIBED");
+    assert.equal(await join(userClient(stack.otherToken)), "CHANNEL_ERROR");
+    const anon = createClient(stack.url, stack.anonKey, { auth: { persistSession: false } });
+    try {
+      assert.equal(await join(anon), "CHANNEL_ERROR");
+    } finally {
+      await anon.removeAllChannels();
     }
   });
 

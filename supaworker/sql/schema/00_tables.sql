@@ -368,12 +368,12 @@ create policy job_events_select_own on public.job_events
 alter table public.processing_queue replica identity default;
 alter table public.job_events replica identity default;
 
--- Published to Supabase Realtime: the jobs and their history (frontends follow their own
--- rows), and the worker registry: each worker subscribes to its own vps_workers row (filter
--- worker_id=eq.<id>) so that a pause or resume reaches it within about a second instead of at
--- its next heartbeat; the operator dashboard follows all rows. Realtime's per-subscriber RLS
--- check delivers vps_workers changes only to service_role and queue admins; its replica
--- identity stays DEFAULT too (subscribers need the new row, which UPDATE events always carry).
+-- Published to Supabase Realtime: the jobs, for frontends that follow their own rows with
+-- postgres_changes (kept for existing subscribers; the private Broadcast topics of
+-- 75_status_topics.sql are the cheaper and tighter path). Not published (issue 20):
+-- vps_workers (each heartbeat updates its row, and every update of a published table is a
+-- message to each subscriber that may see it; workers get pause, resume and cancel as
+-- Broadcast `control` messages, 35_wakeups.sql, admins the `workers` topic) and job_events
+-- (the history has no live subscriber; every row would be decoded for nothing).
 -- Every Supabase project has the supabase_realtime publication.
-alter publication supabase_realtime add table public.processing_queue, public.job_events,
-  public.vps_workers;
+alter publication supabase_realtime add table public.processing_queue;

@@ -29,8 +29,10 @@
 -- take one turn per statement, at most v_slots + 32 turns looked at; otherwise the claim is
 -- one UPDATE over a FOR UPDATE SKIP LOCKED selection. Claimed jobs get assigned_to,
 -- assigned_at and attempt + 1 (the fencing token) and become assigned, or with p_start
--- processing with started_at = now(). Sets current_jobs. Returns them in claim order. An
--- unknown, paused or offline worker gets nothing.
+-- processing with started_at = now(). Sets current_jobs, and whether the worker now waits
+-- for work (note_claim, 35_wakeups.sql: worker_wakeups.awaiting, the claim came back short,
+-- for whatever reason: no job, an owner's cap, a key's limit). Returns them in claim order.
+-- An unknown, paused or offline worker gets nothing.
 -- Who: the two wrappers only. Errors: 22023 empty worker id, p_limit or p_prefetch outside
 -- 0..1000.
 create function supaworker_private.claim_jobs(
@@ -216,6 +218,12 @@ begin
 
   update public.vps_workers w set current_jobs = v_running + v_claimed
    where w.worker_id = p_worker_id and w.current_jobs is distinct from v_running + v_claimed;
+  -- Wake-ups (35_wakeups.sql): a claim that came back short means the worker now waits for
+  -- work (the next job it can take wakes it), one that filled its slots that it comes back
+  -- by itself. p_limit 0 is no claim (complete_and_claim that only completes).
+  if p_limit > 0 then
+    perform supaworker_private.note_claim(p_worker_id, v_slots > 0 and v_claimed < v_slots);
+  end if;
 end $$;
 comment on function supaworker_private.claim_jobs(text, integer, text[], boolean, integer) is
   'The claim behind claim_next_job and complete_and_claim: up to p_limit jobs, never more '

@@ -26,6 +26,9 @@ revoke all on table public.concurrency_limits, public.rate_limits
   from public, anon, authenticated, service_role;
 grant select, insert, update, delete on table public.concurrency_limits, public.rate_limits
   to service_role;
+-- supaworker_private's table (wake-up state): the owner's only.
+revoke all on table supaworker_private.worker_wakeups
+  from public, anon, authenticated, service_role;
 
 -- Signed-in users: their own jobs and history (RLS); queue admins: everything (RLS).
 grant select on table public.processing_queue, public.job_events to authenticated;

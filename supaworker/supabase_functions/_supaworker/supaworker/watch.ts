@@ -1,6 +1,8 @@
 // Generated from clients/js/src/watch.ts by clients/js/scripts/sync.mjs: edit that file.
-// Following one job until it ends: Realtime postgres_changes on its row, plus a fresh read
-// whenever the subscription (re)starts. Realtime delivers nothing that happened while the
+// Following one job until it ends: its owner's private Broadcast topic `jobs:<user_id>` (every
+// change of that user's jobs, sent by the database; only the owner and queue admins may join
+// it, by the RLS policy on realtime.messages), or postgres_changes on its row for a job without
+// an owner, plus a fresh read whenever the subscription (re)starts. Realtime delivers nothing that happened while the
 // socket was down, so without the read a job that finished during a reconnect would be
 // watched forever. Reads and changes are merged by updated_at (set by a trigger on every
 // update), so each version of the row is reported once, oldest first, and a late event
@@ -20,8 +22,8 @@ export interface WatchOptions {
   /** Reject with code "timeout" after this long (default: no limit). */
   timeoutMs?: number;
   /** The Realtime channel's status as it changes: "SUBSCRIBED" (joined), "LIVE" (Realtime
-   * confirmed the postgres_changes subscription: changes arrive from now on), both again
-   * after each reconnect; "CHANNEL_ERROR", "TIMED_OUT", "CLOSED". For a "live" indicator;
+   * confirmed the subscription: changes arrive from now on), both again after each
+   * reconnect; "CHANNEL_ERROR", "TIMED_OUT", "CLOSED". For a "live" indicator;
    * the watch itself needs nothing from the caller. */
   onStatus?: (status: string) => void;
 }
@@ -31,8 +33,11 @@ export interface WatchOptions {
  * completed, failed or cancelled (at once if it already is).
  *
  * The client's identity decides what it may watch: a user's client (anon key + the user's
- * token; call `supabase.realtime.setAuth(token)` when the token is not from supabase.auth)
+ * token: signed in with supabase.auth, or `createClient(url, anonKey, { accessToken: async ()
+ * => token })` for a token from elsewhere, so that Realtime rejoins with it after a reconnect)
  * sees only their own jobs, and another user's job is rejected as PT404, like a missing one.
+ * Changes arrive on the owner's private Broadcast topic `jobs:<user_id>`, shared by all the
+ * watches of that user's jobs on one client.
  */
 export function watchJob(
   supabase: AnySupabaseClient,
@@ -42,17 +47,17 @@ export function watchJob(
 ): Promise<Job> {
   return new Promise<Job>((resolve, reject) => {
     let newest = -1;
+    let latest: Job | null = null; // the newest full row (a topic message carries a part)
     let done = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const topic = `supaworker-job-${jobId}-${Math.random().toString(36).slice(2, 10)}`;
+    let unsubscribe: () => void = () => {};
 
     const finish = (outcome: { job: Job } | { error: unknown }) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
-      // Leaving the channel is best effort: the outcome does not depend on it.
-      supabase.removeChannel(channel).catch(() => {});
+      unsubscribe();
       if ("job" in outcome) resolve(outcome.job);
       else reject(outcome.error);
     };
@@ -62,6 +67,7 @@ export function watchJob(
       const version = timestampMicros(job.updated_at);
       if (version <= newest) return; // already reported (or older than what was)
       newest = version;
+      latest = job;
       try {
         onChange?.(job, source);
       } catch (error) {
@@ -71,7 +77,7 @@ export function watchJob(
       if (FINAL_STATUSES.has(job.status)) finish({ job });
     };
 
-    const catchUp = async (first: boolean) => {
+    const catchUp = async (first: boolean): Promise<Job | null> => {
       try {
         const job = await getJob(supabase, jobId);
         if (job === null) {
@@ -81,10 +87,14 @@ export function watchJob(
         } else {
           offer(job, "read");
         }
+        return job;
       } catch (error) {
-        // A read that fails for good (bad id, bad token) fails the watch; a transient one is
-        // repeated by the next (re)subscription.
+        // A read that fails for good (bad id, bad token) fails the watch; a transient one (a
+        // pooled connection that died with the socket) is repeated shortly: on a Broadcast
+        // topic the rejoin is the only moment that calls for a read.
         if (first || !(error instanceof SupaworkerError && error.transient)) finish({ error });
+        else setTimeout(() => void catchUp(false), 500);
+        return null;
       }
     };
 
@@ -107,29 +117,146 @@ export function watchJob(
       );
     }
 
-    const channel = supabase
-      .channel(topic)
-      .on(
-        "postgres_changes",
-        { event: "UPDATE", schema: "public", table: "processing_queue", filter: `id=eq.${jobId}` },
-        (change) => offer(change.new as Job, "change"),
-      )
-      // Supabase Realtime confirms the postgres_changes subscription separately from the join;
-      // changes are delivered from then on, so this is the read that closes the gap.
-      .on("system", {}, (message: { extension?: string; status?: string }) => {
-        if (done || message.extension !== "postgres_changes" || message.status !== "ok") return;
-        void catchUp(false);
-        options.onStatus?.("LIVE");
+    const follow = (owner: string | null) => {
+      if (done) return;
+      if (owner === null) {
+        unsubscribe = followRow(supabase, jobId, offer, catchUp, options.onStatus);
+        return;
+      }
+      unsubscribe = followOwner(supabase, owner, {
+        onJob: (change) => {
+          if (change.id !== jobId || latest === null) return;
+          if (!FINAL_STATUSES.has(change.status)) {
+            offer({ ...latest, ...change }, "change");
+            return;
+          }
+          // The end: the message has no result, so the job is read in full (once per watch).
+          getJob(supabase, jobId).then(
+            (job) => offer(job ?? { ...(latest as Job), ...change }, "change"),
+            () => offer({ ...(latest as Job), ...change }, "change"),
+          );
+        },
+        onStatus: (status) => {
+          if (done) return;
+          if (status === "SUBSCRIBED") void catchUp(false);
+          options.onStatus?.(status);
+          if (status === "SUBSCRIBED") options.onStatus?.("LIVE");
+        },
+      });
+    };
+    void catchUp(true).then((job) => {
+      if (job !== null) follow(job.user_id);
+    });
+  });
+}
+
+/** A job without an owner: postgres_changes on its row (its own channel). */
+function followRow(
+  supabase: AnySupabaseClient,
+  jobId: string,
+  offer: (job: Job, source: ChangeSource) => void,
+  catchUp: (first: boolean) => Promise<Job | null>,
+  onStatus?: (status: string) => void,
+): () => void {
+  const topic = `supaworker-job-${jobId}-${Math.random().toString(36).slice(2, 10)}`;
+  let live = true;
+  const channel = supabase
+    .channel(topic)
+    .on(
+      "postgres_changes",
+      { event: "UPDATE", schema: "public", table: "processing_queue", filter: `id=eq.${jobId}` },
+      (change) => offer(change.new as Job, "change"),
+    )
+    // Supabase Realtime confirms the postgres_changes subscription separately from the join;
+    // changes are delivered from then on, so this is the read that closes the gap.
+    .on("system", {}, (message: { extension?: string; status?: string }) => {
+      if (!live || message.extension !== "postgres_changes" || message.status !== "ok") return;
+      void catchUp(false);
+      onStatus?.("LIVE");
+    })
+    .subscribe((status) => {
+      // realtime-js rejoins by itself after CHANNEL_ERROR / TIMED_OUT and a dropped
+      // socket; every rejoin ends in SUBSCRIBED again, and then we read.
+      if (!live) return;
+      if (status === "SUBSCRIBED") void catchUp(false);
+      onStatus?.(status);
+    });
+  return () => {
+    live = false;
+    // Leaving the channel is best effort: the outcome does not depend on it.
+    supabase.removeChannel(channel).catch(() => {});
+  };
+}
+
+/** What a `jobs:<user_id>` message carries of the job: what changes while it runs. */
+type JobChange = Partial<Job> & Pick<Job, "id" | "status" | "updated_at">;
+
+/** A `jobs:<user_id>` message: the jobs of that user one database statement changed. */
+interface JobMessage {
+  type?: "INSERT" | "UPDATE" | "DELETE";
+  records?: JobChange[];
+}
+
+interface OwnerListener {
+  onJob: (change: JobChange) => void;
+  onStatus: (status: string) => void;
+}
+
+interface OwnerTopic {
+  channel: ReturnType<AnySupabaseClient["channel"]>;
+  listeners: Set<OwnerListener>;
+  status: string | null;
+}
+
+// realtime-js keeps one channel per topic and client, so the watches of one user's jobs share
+// the channel of `jobs:<user_id>`: joined by the first, left by the last.
+const ownerTopics = new WeakMap<AnySupabaseClient, Map<string, OwnerTopic>>();
+
+function followOwner(
+  supabase: AnySupabaseClient,
+  owner: string,
+  listener: OwnerListener,
+): () => void {
+  const topic = `jobs:${owner}`;
+  let topics = ownerTopics.get(supabase);
+  if (topics === undefined) {
+    topics = new Map();
+    ownerTopics.set(supabase, topics);
+  }
+  let shared = topics.get(topic);
+  if (shared === undefined) {
+    const entry: OwnerTopic = {
+      channel: supabase.channel(topic, { config: { private: true } }),
+      listeners: new Set(),
+      status: null,
+    };
+    entry.channel
+      // One message per statement of the database: the changes it made to this user's jobs
+      // (up to 50); a DELETE's records are {id} only and end no watch.
+      .on("broadcast", { event: "job" }, (message: { payload?: JobMessage }) => {
+        const payload = message.payload;
+        if (!payload || payload.type === "DELETE") return;
+        for (const job of payload.records ?? []) {
+          for (const l of [...entry.listeners]) l.onJob(job);
+        }
       })
       .subscribe((status) => {
-        // realtime-js rejoins by itself after CHANNEL_ERROR / TIMED_OUT and a dropped
-        // socket; every rejoin ends in SUBSCRIBED again, and then we read.
-        if (done) return;
-        if (status === "SUBSCRIBED") void catchUp(false);
-        options.onStatus?.(status);
+        entry.status = status;
+        for (const l of [...entry.listeners]) l.onStatus(status);
       });
-    void catchUp(true);
-  });
+    topics.set(topic, entry);
+    shared = entry;
+  }
+  shared.listeners.add(listener);
+  // Joining an already joined channel: this watch's catch-up read happens now.
+  if (shared.status === "SUBSCRIBED") listener.onStatus("SUBSCRIBED");
+  const entry = shared;
+  return () => {
+    entry.listeners.delete(listener);
+    if (entry.listeners.size > 0 || topics.get(topic) !== entry) return;
+    topics.delete(topic);
+    supabase.removeChannel(entry.channel).catch(() => {});
+  };
 }
 
 /**
