@@ -164,9 +164,7 @@ async def test_one_message_per_owner_and_statement_for_what_the_owner_sees(
         assert own == [] and bobs == []
 
         # A starting claim of 61 jobs: one message per owner again (50 + 10 and 1).
-        admin_db.execute(
-            "select public.claim_next_job(%s, 100, array[%s], true)", (worker, name)
-        )
+        admin_db.execute("select public.claim_next_job(%s, 100, array[%s], true)", (worker, name))
         await settle(own, 2)
         await settle(bobs, 1)
         assert [len(m["records"]) for m in own] == [50, 10]

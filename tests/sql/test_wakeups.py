@@ -177,9 +177,7 @@ def test_a_claim_turned_away_by_flow_control_waits_again_and_complete_and_claim_
     idle = waiting(svc, f"{queue}-idle", slots=2, queues=[queue])
     admin_db.execute("update public.queue_settings set max_running_per_user = 1")
     try:
-        admin_db.execute(
-            "delete from realtime.messages where topic like %s", (f"worker:{queue}%",)
-        )
+        admin_db.execute("delete from realtime.messages where topic like %s", (f"worker:{queue}%",))
         sql_enqueue(admin_db, make_documents(admin_db, alice, 1), queue)
         assert sent(admin_db, queue, "wake") == {idle: 1}
         # Alice is at her cap: the woken worker gets nothing, so it waits again ...

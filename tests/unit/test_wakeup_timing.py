@@ -42,14 +42,13 @@ def test_jitter_is_off_by_default_and_bounded_and_spread_when_on() -> None:
     assert jitter_for("job", "w1", 0.05) == jitter_for("job", "w1", 0.05)  # stable
 
 
-def test_a_wakeup_for_an_inserted_job_follows_numeric_routing() -> None:
-    """The worker wakes for a new job only if it may take it: the same requires_met as the
-    claim, comparisons included (a worker of 10 MB files sleeps through a 20 MB job)."""
+def test_the_worker_follows_only_its_own_topic_the_database_routes() -> None:
+    """Routing (queues, requires_met comparisons included) is the database's now: it sends
+    `wake` only to a waiting worker that may take the job (tests/sql/test_wakeups.py); the
+    worker listens to its own private topic for that and for `control`, nothing else."""
     settings = WorkerSettings(
         capabilities='{"max_file_size": 10485760}', worker_id="vps1", queues="ocr"
     )
     wakeup = RealtimeWakeup("http://queue.test", "key", settings)
-    big = {"queue": "ocr", "requires": {"max_file_size": {"gte": 20971520}}}
-    small = {"queue": "ocr", "requires": {"max_file_size": {"lte": 10485760}}}
-    assert not wakeup._serves(big)
-    assert wakeup._serves(small)
+    assert wakeup.topic() == "worker:vps1"
+    assert sorted(b.event for b in wakeup._bindings()) == ["control", "wake"]

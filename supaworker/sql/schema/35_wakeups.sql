@@ -107,9 +107,17 @@ comment on function supaworker_private.wake_for_job() is
   'AFTER INSERT/UPDATE OF status trigger on processing_queue: a job that became pending '
   'sends one Broadcast `wake` to one waiting worker that can take it (worker:<worker_id>).';
 
-create trigger processing_queue_wake after insert or update of status
+-- The WHEN conditions keep the function from running at all for the rows most statements
+-- change (a claim, a completion, a progress write): a trigger condition costs no PL/pgSQL
+-- call. (One trigger per event: an INSERT trigger's condition cannot read OLD.)
+create trigger processing_queue_wake_on_insert after insert on public.processing_queue
+  for each row when (new.status = 'pending' and not new.cancel_requested)
+  execute function supaworker_private.wake_for_job();
+create trigger processing_queue_wake_on_requeue after update of status
   on public.processing_queue
-  for each row execute function supaworker_private.wake_for_job();
+  for each row when (new.status = 'pending' and old.status <> 'pending'
+                     and not new.cancel_requested)
+  execute function supaworker_private.wake_for_job();
 
 -- signal_worker(): AFTER UPDATE of status on vps_workers (pause, resume) and AFTER
 -- UPDATE of cancel_requested on processing_queue (a cancel request for a running job):
@@ -139,8 +147,12 @@ comment on function supaworker_private.signal_worker() is
   'AFTER UPDATE trigger (vps_workers.status, processing_queue.cancel_requested): Broadcast '
   '`control` to worker:<worker_id>, so a pause, resume or cancel reaches it at once.';
 
+-- WHEN: a heartbeat that sets an unchanged status, or a write of an unchanged
+-- cancel_requested, runs nothing.
 create trigger vps_workers_signal after update of status on public.vps_workers
-  for each row execute function supaworker_private.signal_worker();
+  for each row when (new.status is distinct from old.status)
+  execute function supaworker_private.signal_worker();
 create trigger processing_queue_signal_cancel after update of cancel_requested
   on public.processing_queue
-  for each row execute function supaworker_private.signal_worker();
+  for each row when (new.cancel_requested and not old.cancel_requested)
+  execute function supaworker_private.signal_worker();

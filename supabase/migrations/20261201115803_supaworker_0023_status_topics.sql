@@ -112,8 +112,12 @@ comment on function supaworker_private.broadcast_worker_change() is
   'AFTER INSERT/UPDATE OF status trigger on vps_workers: Broadcast `worker` {type, record} '
   'to the private topic workers (queue admins read it). Heartbeats send nothing.';
 
-create trigger vps_workers_broadcast after insert or update of status on public.vps_workers
+create trigger vps_workers_broadcast_insert after insert on public.vps_workers
   for each row execute function supaworker_private.broadcast_worker_change();
+-- WHEN: a heartbeat (which may set an unchanged status) runs nothing.
+create trigger vps_workers_broadcast_update after update of status on public.vps_workers
+  for each row when (new.status is distinct from old.status)
+  execute function supaworker_private.broadcast_worker_change();
 
 -- Who may join (read) the topics: realtime.messages policies, checked by Realtime at join.
 create policy supaworker_topics_read on realtime.messages for select to authenticated
