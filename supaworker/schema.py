@@ -29,6 +29,9 @@ REQUIRED_VERSION = 23
 # Snooze), the keys of enqueue_job.
 # 20 (job_error_details, fail_job's p_error_detail) is not required: on a database without it
 # the worker sends fail_job again without the detail (AsyncQueueClient.fail).
+# 23: workers wake on their own private Broadcast topic worker:<id> (migration 0022: a
+# database without it sends them nothing, so they would only poll) and owners follow
+# jobs:<user_id> (0023). 21 is another branch's number (0021_reserved.sql holds it here).
 VERSION_FUNCTION = "supaworker_schema_version"
 # A database without that function predates the migration that added it.
 VERSION_MIGRATION = 12

@@ -43,15 +43,33 @@
 create function supaworker_private.broadcast_job_changes() returns trigger
 language plpgsql security definer set search_path = '' as $$
 declare
-  v_jobs    public.processing_queue[];
+  v_changes jsonb;  -- [{u: user_id, r: record}], in id order
   v_topic   text;
   v_payload jsonb;
 begin
-  -- Each event has only its own transition tables, so each branch reads only those.
+  -- Each event has only its own transition tables, so each branch reads only those. Only
+  -- the columns sent are read (no row copies: the statement trigger's own cost is most of
+  -- what the topic costs, measured in docs/benchmarks.md).
   if tg_op = 'INSERT' then
-    select pg_catalog.array_agg(n) into v_jobs from new_rows n where n.user_id is not null;
+    select jsonb_agg(jsonb_build_object('u', n.user_id, 'r', jsonb_build_object(
+                 'id', n.id, 'user_id', n.user_id, 'user_document_id', n.user_document_id,
+                 'queue', n.queue, 'status', n.status, 'attempt', n.attempt,
+                 'retry_count', n.retry_count, 'progress_percent', n.progress_percent,
+                 'progress_message', n.progress_message, 'error_message', n.error_message,
+                 'cancel_requested', n.cancel_requested, 'assigned_to', n.assigned_to,
+                 'updated_at', n.updated_at)) order by n.id)
+      into v_changes
+      from new_rows n
+     where n.user_id is not null;
   elsif tg_op = 'UPDATE' then
-    select pg_catalog.array_agg(n) into v_jobs
+    select jsonb_agg(jsonb_build_object('u', n.user_id, 'r', jsonb_build_object(
+                 'id', n.id, 'user_id', n.user_id, 'user_document_id', n.user_document_id,
+                 'queue', n.queue, 'status', n.status, 'attempt', n.attempt,
+                 'retry_count', n.retry_count, 'progress_percent', n.progress_percent,
+                 'progress_message', n.progress_message, 'error_message', n.error_message,
+                 'cancel_requested', n.cancel_requested, 'assigned_to', n.assigned_to,
+                 'updated_at', n.updated_at)) order by n.id)
+      into v_changes
       from new_rows n join old_rows o on o.id = n.id
      where n.user_id is not null
        and (case n.status when 'assigned' then 'pending' else n.status end
@@ -60,28 +78,31 @@ begin
             or n.progress_message is distinct from o.progress_message
             or n.cancel_requested <> o.cancel_requested);
   else
-    select pg_catalog.array_agg(o) into v_jobs from old_rows o where o.user_id is not null;
+    select jsonb_agg(jsonb_build_object('u', o.user_id, 'r', jsonb_build_object('id', o.id))
+                     order by o.id)
+      into v_changes
+      from old_rows o
+     where o.user_id is not null;
   end if;
-  if v_jobs is null then
+  if v_changes is null then
     return null;  -- most statements: nothing the owner sees
   end if;
+  if jsonb_array_length(v_changes) = 1 then
+    -- The common case (one job per statement: start, progress, completion, cancel).
+    perform realtime.send(
+      jsonb_build_object('type', tg_op, 'records', jsonb_build_array(v_changes -> 0 -> 'r')),
+      'job', 'jobs:' || (v_changes -> 0 ->> 'u'), true);
+    return null;
+  end if;
   for v_topic, v_payload in
-    select 'jobs:' || x.user_id::text,
-           jsonb_build_object('type', tg_op, 'records', jsonb_agg(x.record order by x.id))
-      from (select j.user_id, j.id,
-                   (pg_catalog.row_number() over (partition by j.user_id order by j.id) - 1)
-                     / 50 as chunk,
-                   case when tg_op = 'DELETE' then jsonb_build_object('id', j.id)
-                   else jsonb_build_object(
-                     'id', j.id, 'user_id', j.user_id, 'user_document_id', j.user_document_id,
-                     'queue', j.queue, 'status', j.status, 'attempt', j.attempt,
-                     'retry_count', j.retry_count, 'progress_percent', j.progress_percent,
-                     'progress_message', j.progress_message, 'error_message', j.error_message,
-                     'cancel_requested', j.cancel_requested, 'assigned_to', j.assigned_to,
-                     'updated_at', j.updated_at) end as record
-              from pg_catalog.unnest(v_jobs) j) x
-     group by x.user_id, x.chunk
-     order by x.user_id, x.chunk
+    select 'jobs:' || x.u,
+           jsonb_build_object('type', tg_op, 'records', jsonb_agg(x.r order by x.i))
+      from (select c.value ->> 'u' as u, c.value -> 'r' as r, c.i,
+                   (pg_catalog.row_number() over (partition by c.value ->> 'u' order by c.i)
+                      - 1) / 50 as chunk
+              from jsonb_array_elements(v_changes) with ordinality as c(value, i)) x
+     group by x.u, x.chunk
+     order by x.u, x.chunk
   loop
     perform realtime.send(v_payload, 'job', v_topic, true);
   end loop;
