@@ -15,7 +15,7 @@ Then W idle workers for `--idle-seconds`: messages per idle worker-hour (heartbe
 The owner follows jobs the way the schema offers: Broadcast on the private topic
 jobs:<user_id> when the database has it (migration 0023_status_topics), else postgres_changes on
 processing_queue filtered by user_id (what the examples did before). The same script runs in
-an old checkout for the "today" figures (--out there, --today here renders both).
+an old checkout for the "before" figures (--out there, --today here renders both).
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def render(now: dict[str, Any], today: dict[str, Any] | None) -> str:
     lines = [
         f"Burst of {now['jobs']} no-op jobs enqueued in one statement, W idle workers "
         "(Realtime on, 16 `Worker` objects per process), one owner following their jobs. "
-        "Each cell: today → now.",
+        "Each cell: before (main at 1bc8227: postgres_changes) → now (Broadcast topics).",
         "",
         "| workers | to workers / job | to the owner / job | WAL bytes / job (enqueue) "
         "| WAL bytes / job (processing) | seconds (burst enqueued -> last completed) "
@@ -290,7 +290,7 @@ def render(now: dict[str, Any], today: dict[str, Any] | None) -> str:
             f"| {pair('bursts', w, 'wal_process_per_job')} | {pair('bursts', w, 'seconds')} "
             f"| {pair('bursts', w, 'messages_per_second')} |"
         )
-    lines += ["", "| idle workers | messages per idle worker-hour (today → now) |", "|---|---|"]
+    lines += ["", "| idle workers | messages per idle worker-hour (before → now) |", "|---|---|"]
     for row in now["idle"]:
         lines.append(f"| {row['workers']} | {pair('idle', row['workers'], 'per_worker_hour')} |")
     ten_now = [r for r in now["bursts"] if r["workers"] == 10]
