@@ -127,9 +127,16 @@ class ThreadedHeartbeat:
         self._inner: Heartbeat | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = threading.Event()
+        self._requested = False
 
     def request(self) -> None:
-        """Beat now instead of at the next interval (from the worker's loop)."""
+        """Beat now instead of at the next interval (from the worker's loop). A request made
+        before the thread's heartbeat exists (its client still connecting) is kept and
+        answered as soon as it does: a `control` message (pause, cancel) arriving right
+        after the worker started was otherwise lost until the next interval."""
+        # Flag first, then look: _main sets _inner first, then looks at the flag, so at least
+        # one of the two sees the other (a request answered twice is one early beat more).
+        self._requested = True
         loop, inner = self._loop, self._inner
         if loop is not None and inner is not None:
             with contextlib.suppress(RuntimeError):  # the thread's loop has ended
@@ -177,6 +184,8 @@ class ThreadedHeartbeat:
             self._ready.set()
         try:
             self._inner = Heartbeat(queue, self.worker_id, self.interval, target)
+            if self._requested:
+                self._inner.request()
             self._ready.set()
             await self._inner.run()
         finally:

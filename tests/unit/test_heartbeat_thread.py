@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
+from typing import Any
 
-from supaworker.worker.heartbeat_thread import LoopTarget
+from supaworker.models import HeartbeatReply, WorkerStatus
+from supaworker.worker.heartbeat_thread import LoopTarget, ThreadedHeartbeat
 from supaworker.worker.ledger import StopReason
 
 
@@ -85,3 +88,37 @@ async def test_the_reply_is_judged_against_what_the_worker_holds_after_the_beat(
     target.in_flight = True
     await asyncio.to_thread(bridge.owned_ids)
     assert bridge.claims_in_flight()  # from the same answer as the ids
+
+
+async def test_a_beat_requested_while_the_thread_still_connects_is_not_lost() -> None:
+    """A `control` message (pause, cancel) can arrive before the heartbeat thread's client
+    exists (tests/acceptance/test_wakeup.py lost one in four): the request waits for it and
+    the beat runs at once, not at the next interval."""
+    beats: list[float] = []
+
+    class Queue:
+        async def heartbeat(self, worker_id: str, job_ids: list[uuid.UUID]) -> HeartbeatReply:
+            beats.append(time.monotonic())
+            return HeartbeatReply(status=WorkerStatus.ACTIVE)
+
+        async def aclose(self) -> None: ...
+
+    async def connect() -> Any:
+        await asyncio.sleep(0.3)  # the thread's HTTP client is still being made
+        return Queue()
+
+    heartbeat = ThreadedHeartbeat(connect, "w1", 60, Target())
+    task = asyncio.create_task(heartbeat.run())
+    await asyncio.sleep(0.05)
+    began = time.monotonic()
+    heartbeat.request()
+    try:
+        for _ in range(100):
+            if beats:
+                break
+            await asyncio.sleep(0.02)
+        assert beats and beats[0] - began < 1.5  # not the 60 s interval
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            await task
