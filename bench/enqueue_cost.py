@@ -4,8 +4,9 @@
 
 Side by side in one run, against the bench stack (bench/_common.py):
   client CPU   process CPU time per `AsyncQueueClient.enqueue` call, sequential, against a
-               bare `httpx.AsyncClient` POST of the same JSON to /rest/v1/rpc/enqueue_job
-               with the same headers (the floor any client pays: HTTP and JSON)
+               bare `aiohttp` and a bare `httpx.AsyncClient` POST of the same JSON to
+               /rest/v1/rpc/enqueue_job with the same headers (the floor a client pays with
+               each library: HTTP and JSON, no models, no error mapping)
   calls/s      wall-clock rate of the same sequential calls
   bulk         documents per second for `--bulk` documents in one `enqueue_many` call
                (`enqueue_jobs`), against single `enqueue` calls (the rate of `--calls` of
@@ -22,6 +23,7 @@ import uuid
 from typing import Any
 
 import _bootstrap  # noqa: F401  (first: puts the repository on sys.path)
+import aiohttp
 import httpx
 
 from bench._common import admin, bench_user, ensure_stack, fmt, machine, table
@@ -57,25 +59,50 @@ async def client_calls(
     return cpu / n * 1000, n / wall
 
 
-async def bare_calls(config: StackConfig, docs: list[uuid.UUID], queue: str) -> tuple[float, float]:
-    """The same calls as a bare httpx POST (no models, no error mapping)."""
-    headers = {
+def _headers(config: StackConfig) -> dict[str, str]:
+    return {
         "apikey": config.service_role_key,
         "Authorization": f"Bearer {config.service_role_key}",
         "Content-Type": "application/json",
     }
+
+
+def _body(doc: uuid.UUID, queue: str) -> dict[str, Any]:
+    return {
+        "p_user_document_id": str(doc),
+        "p_priority": 0,
+        "p_payload": {},
+        "p_queue": queue,
+        "p_requires": {},
+    }
+
+
+async def bare_aiohttp_calls(
+    config: StackConfig, docs: list[uuid.UUID], queue: str
+) -> tuple[float, float]:
+    """The same calls as a bare aiohttp POST (no models, no error mapping)."""
+    url = f"{config.api_url}/rest/v1/rpc/enqueue_job"
+    async with aiohttp.ClientSession(headers=_headers(config)) as http:
+        async with http.post(url, json=_body(docs[0], queue)) as response:
+            response.raise_for_status()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for doc in docs[1:]:
+            async with http.post(url, json=_body(doc, queue)) as response:
+                response.raise_for_status()
+                await response.json()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    n = len(docs) - 1
+    return cpu / n * 1000, n / wall
+
+
+async def bare_calls(config: StackConfig, docs: list[uuid.UUID], queue: str) -> tuple[float, float]:
+    """The same calls as a bare httpx POST (no models, no error mapping)."""
     url = f"{config.api_url}/rest/v1/rpc/enqueue_job"
 
     def body(doc: uuid.UUID) -> dict[str, Any]:
-        return {
-            "p_user_document_id": str(doc),
-            "p_priority": 0,
-            "p_payload": {},
-            "p_queue": queue,
-            "p_requires": {},
-        }
+        return _body(doc, queue)
 
-    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+    async with httpx.AsyncClient(headers=_headers(config), timeout=30) as http:
         (await http.post(url, json=body(docs[0]))).raise_for_status()
         cpu, wall = time.process_time(), time.perf_counter()
         for doc in docs[1:]:
@@ -108,6 +135,7 @@ async def main() -> None:
     config = ensure_stack()
     queue = f"enq-{uuid.uuid4().hex[:6]}"
     client_cpu, client_rate = await client_calls(config, documents(config, args.calls + 1), queue)
+    aio_cpu, aio_rate = await bare_aiohttp_calls(config, documents(config, args.calls + 1), queue)
     bare_cpu, bare_rate = await bare_calls(config, documents(config, args.calls + 1), queue)
     bulk_rate, bulk_cpu = await bulk_call(config, documents(config, args.bulk), queue)
     print(machine())
@@ -116,6 +144,7 @@ async def main() -> None:
             ["enqueue path", "client CPU ms/doc", "docs/s"],
             [
                 ["AsyncQueueClient.enqueue (1 call/doc)", fmt(client_cpu, 2), fmt(client_rate)],
+                ["bare aiohttp POST (1 call/doc)", fmt(aio_cpu, 2), fmt(aio_rate)],
                 ["bare httpx POST (1 call/doc)", fmt(bare_cpu, 2), fmt(bare_rate)],
                 [f"enqueue_many ({args.bulk} in 1 call)", fmt(bulk_cpu, 3), fmt(bulk_rate)],
             ],
