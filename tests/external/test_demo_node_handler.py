@@ -16,11 +16,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from supaworker_local.examples.handler import analyse, extract_text
 
 from supaworker import QueueClient
 from supaworker.models import JobStatus
 from supaworker_local import demo
-from supaworker_local.examples.handler import analyse, extract_text
 from tests.conftest import StackUser
 from tests.external.test_command_handler import log_records
 from tests.worker_fixtures import WorkerProcess, wait_for
