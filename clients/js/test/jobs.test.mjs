@@ -117,8 +117,26 @@ describe("enqueue and read", { skip: needsStack }, () => {
     assert.equal(await getJobForDocument(user, mine[2]), null);
     const bad = await rejectsWith(enqueueMany(user, [mine[2], { documentId: mine[2], queue: "no spaces" }]), "22023", 400);
     assert.match(bad.message, /^p_jobs\[1\]: invalid queue name/);
+    const serverOnly = await rejectsWith(enqueueMany(user, [mine[2], { documentId: mine[2], payload: { a: 1 } }]), "PT403", 403);
+    assert.match(serverOnly.message, /^p_jobs\[1\]: .*only the service role may set/);
+    assert.equal(await getJobForDocument(user, mine[2]), null);
     await rejectsWith(enqueueMany(user, mine, { chunkSize: 0 }), "22023", 400);
     await rejectsWith(enqueueMany(user, mine, { chunkSize: 10_001 }), "22023", 400);
+  });
+
+  test("enqueueMany with the service role: server-only options, shared and per document", async () => {
+    const docs = [await createDocument(stack.userToken), await createDocument(stack.userToken)];
+    const queue = uniqueQueue();
+    const jobs = await enqueueMany(serviceClient(), [docs[0], { documentId: docs[1], maxAttempts: 5, concurrencyKey: "k-1" }], {
+      queue,
+      payload: { source: "bulk" },
+      maxAttempts: 2,
+      timeoutSeconds: 30,
+    });
+    assert.deepEqual(
+      jobs.map((j) => [j.user_document_id, j.payload, j.max_attempts, j.timeout_seconds, j.concurrency_key]),
+      [[docs[0], { source: "bulk" }, 2, 30, null], [docs[1], { source: "bulk" }, 5, 30, "k-1"]],
+    );
   });
 
   test("enqueueMany splits more than 10,000 documents into calls of 10,000", { timeout: 120_000 }, async () => {
