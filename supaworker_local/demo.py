@@ -30,6 +30,7 @@ from typing import Annotated, Any, cast
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from supabase import ClientOptions, create_client
@@ -225,7 +226,7 @@ def demo(
     )
 
     workers = [start_worker(w, env, config.path / "log", handler) for w in WORKERS]
-    running = " ".join(handler_args(handler))
+    running = escape(" ".join(handler_args(handler)))  # a path is not rich markup
     console.print(
         f"[green]✓[/green] started workers {', '.join(WORKERS)}: supaworker run {running}"
         f" (logs in {config.path / 'log'})\n"

@@ -138,6 +138,10 @@ export function analyse(text) {
 // The document's name and text, read as handler.py's fetch() reads them (service role).
 async function fetchDocument(job) {
   const key = process.env.SUPABASE_SERVICE_ROLE_KEY || process.env.SUPABASE_SECRET_KEY;
+  if (!process.env.SUPABASE_URL || !key) {
+    // The worker runs with both and its child inherits them: this is a start outside a worker.
+    throw new PermanentError("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY must be set");
+  }
   const url = new URL("/rest/v1/user_documents", process.env.SUPABASE_URL);
   url.search = new URLSearchParams({ select: "*", id: `eq.${job.user_document_id}`, limit: "1" });
   const response = await fetch(url, { headers: { apikey: key, Authorization: `Bearer ${key}` } });
