@@ -37,8 +37,11 @@ import certifi
 import httpx
 from postgrest.exceptions import APIError
 from supabase import (
+    AsyncClient,
+    AsyncClientOptions,
     Client,
     ClientOptions,
+    acreate_client,
     create_client,
 )
 
@@ -296,6 +299,27 @@ class AsyncRpcTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+class HandlerClient:
+    """The async supabase-py client a handler gets as `ctx.supabase` (Storage downloads,
+    table reads), with its own httpx connections: the queue's RPCs do not go through it."""
+
+    def __init__(self, client: AsyncClient, http: httpx.AsyncClient) -> None:
+        self.client = client
+        self._http = http
+
+    @classmethod
+    async def connect(cls, url: str, key: str) -> HandlerClient:
+        _check_settings(url, key)
+        http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
+        options = AsyncClientOptions(
+            httpx_client=http, auto_refresh_token=False, persist_session=False
+        )
+        return cls(await acreate_client(url, key, options), http)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 class SupabaseSyncTransport:
