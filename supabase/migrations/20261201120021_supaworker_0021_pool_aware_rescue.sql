@@ -9,8 +9,9 @@
 -- request, so the database must not read stale heartbeats as death meanwhile.
 --
 -- The reaper now looks at the pool (supaworker_private.data_api_pool_saturated: PostgREST's
--- pooled backends, login authenticator, in pg_stat_activity; saturated = open and none idle
--- in five looks 20 ms apart) on every pass and keeps what it saw in queue_settings
+-- pooled backends, login authenticator, in pg_stat_activity; saturated = none idle for 50 ms
+-- and the busy ones' median transaction age >= 0.1 s, in three looks 25 ms apart) on every
+-- pass and keeps what it saw in queue_settings
 -- (pool_saturated_at, pool_calm_since). While the pool is saturated, and for one
 -- dead_worker_horizon after a pass first sees it calm again, a worker is dead only when its
 -- heartbeat is older than dead_worker_horizon + max_rescue_postponement (5 minutes; 0: the
@@ -43,47 +44,63 @@ comment on table public.queue_settings is
 -- data_api_pool_saturated() -> boolean (private)
 -- Whether the Data API's connection pool is saturated now, judged from pg_stat_activity.
 -- PostgREST logs in as `authenticator` (on Supabase and locally); its pooled connections are
--- its client backends in this database, minus its LISTEN connection and the caller's own
--- backend (the reaper runs inside claims, i.e. on a pooled connection itself). Saturated:
--- at least one such connection is open and none is idle, in each of five looks 20 ms apart
--- (one look could catch a fast pool between two requests). A request to PostgREST then
--- waits for a connection, up to db-pool-acquisition-timeout (10 s), and is refused with 504
--- PGRST003 after it: workers' heartbeats cannot get through, however often they retry.
--- Returns true (saturated), false (a connection was free, or none is open) or null: cannot
--- tell, because the caller may not read other roles' backend state (pg_stat_activity shows
--- their state as null without pg_read_all_stats or membership in authenticator; hosted
--- Supabase gives postgres both, the local stack pg_monitor). Who: reap only.
+-- its client backends in this database, minus its LISTEN connection, connections still
+-- starting, and the caller's own backend (the reaper runs inside claims, i.e. on a pooled
+-- connection itself). Saturated: at least one is open, none has been idle for 50 ms (under
+-- saturation a freed connection is taken by a waiting request within a few ms: 3.5 ms at
+-- most in 459 looks with 60 concurrent 2 s reads on a pool of 10), and the busy ones' median
+-- transaction age is at least 0.1 s (a pool cycling through fast requests is busy, not
+-- stuck), in each of three looks 25 ms apart. A request to PostgREST then waits for a
+-- connection, up to db-pool-acquisition-timeout (10 s), and is refused with 504 PGRST003
+-- after it: workers' heartbeats cannot get through, however often they retry.
+-- Returns true (saturated), false, or null: cannot tell, because this role may not read
+-- other roles' backend state (it needs pg_read_all_stats or the privileges of
+-- authenticator; hosted Supabase gives postgres both, the local stack pg_monitor).
+-- Who: reap only.
 create function supaworker_private.data_api_pool_saturated() returns boolean
 language plpgsql volatile set search_path = '' as $$
 declare
   v_busy boolean;
 begin
-  for i in 1..5 loop
+  if not (pg_catalog.pg_has_role('pg_read_all_stats', 'usage')
+          or exists (select from pg_catalog.pg_roles r
+                      where r.rolname = 'authenticator'
+                        and pg_catalog.pg_has_role(r.oid, 'usage'))) then
+    return null;
+  end if;
+  for i in 1..3 loop
     -- pg_stat_activity is read once per transaction unless the snapshot is cleared.
     perform pg_catalog.pg_stat_clear_snapshot();
-    select case when count(*) = 0 then false
-                when bool_or(a.state is null) then null
-                else bool_and(a.state <> 'idle') end
+    select count(*) > 0
+           and count(*) filter (where a.state = 'idle' and a.state_change
+                                  < pg_catalog.clock_timestamp() - interval '50 milliseconds')
+               = 0
+           and coalesce(percentile_cont(0.5) within group (
+                 order by extract(epoch from pg_catalog.clock_timestamp()
+                                             - coalesce(a.xact_start, a.query_start)))
+                 filter (where a.state <> 'idle'), 0) >= 0.1
       into v_busy
       from pg_catalog.pg_stat_activity a
      where a.usename = 'authenticator'
        and a.datname = pg_catalog.current_database()
-       and coalesce(a.backend_type, 'client backend') = 'client backend'  -- null: not visible
+       and a.backend_type = 'client backend'
        and a.pid <> pg_catalog.pg_backend_pid()
-       and coalesce(a.query, '') not ilike 'listen %';
-    if v_busy is not true then
-      return v_busy;
+       and a.state is not null
+       and a.query not ilike 'listen %';
+    if not v_busy then
+      return false;
     end if;
-    if i < 5 then
-      perform pg_catalog.pg_sleep(0.02);
+    if i < 3 then
+      perform pg_catalog.pg_sleep(0.025);
     end if;
   end loop;
   return true;
 end $$;
 comment on function supaworker_private.data_api_pool_saturated() is
   'Whether the Data API (PostgREST, login authenticator) pool is saturated: its pooled '
-  'connections open and none idle in five looks 20 ms apart. null when this role cannot '
-  'read their state in pg_stat_activity.';
+  'connections open, none idle for 50 ms, the busy ones'' median transaction age >= 0.1 s, '
+  'in three looks 25 ms apart. null when this role cannot read their state in '
+  'pg_stat_activity (no pg_read_all_stats, no privileges of authenticator).';
 
 -- reap() -> integer (private)
 -- The reaper. Locks, in worker_id order, every worker whose jobs this pass may touch (dead
@@ -115,7 +132,7 @@ begin
   v_horizon := now() - v_settings.dead_worker_horizon;
 
   -- 0. Is the Data API pool saturated? Looked at on every pass (one read of
-  --    pg_stat_activity; 80 ms more only while every connection is busy), so that a
+  --    pg_stat_activity; 50 ms more only while every connection is busy), so that a
   --    saturation is on record before the heartbeats it starves are a horizon old. The
   --    caller holds the settings row (maybe_rescue, reap_stale_jobs).
   if v_settings.max_rescue_postponement > interval '0' then
