@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,7 +31,16 @@ import pytest
 from supaworker_local import stack as dev_stack
 from supaworker_local.config import StackConfig
 from tests.chaos.harness import Db, db_now
-from tests.chaos.load import Probe, Producer, completed_between, ms, pickups, record, unfinished
+from tests.chaos.load import (
+    Probe,
+    Producer,
+    Readers,
+    completed_between,
+    ms,
+    pickups,
+    record,
+    unfinished,
+)
 from tests.chaos.settings import fast_rescue
 from tests.conftest import StackUser
 from tests.worker_fixtures import WorkerProcess, wait_for
@@ -48,55 +56,6 @@ POOL = int(dev_stack.postgrest_env(StackConfig(state_dir="/nonexistent"))["PGRST
 SATURATE = int(os.environ.get("SUPAWORKER_POOL_SATURATE", str(6 * POOL)))
 SATURATE_SECONDS = float(os.environ.get("SUPAWORKER_POOL_SATURATE_SECONDS", "20"))
 SATURATE_HORIZON = float(os.environ.get("SUPAWORKER_POOL_SATURATE_HORIZON", "6"))
-
-
-@pytest.fixture()
-def slow_read(stack: StackConfig, admin_db: Db) -> Iterator[str]:
-    """A user-callable RPC that holds its pool connection, in this database only."""
-    admin_db.execute(
-        "create or replace function public.chaos_slow_read(seconds double precision)"
-        " returns integer language sql security invoker set search_path = ''"
-        " as $$ select 1 from pg_catalog.pg_sleep(seconds) $$"
-    )
-    admin_db.execute("revoke all on function public.chaos_slow_read from public, anon")
-    admin_db.execute("grant execute on function public.chaos_slow_read to authenticated")
-    admin_db.execute("notify pgrst, 'reload schema'")
-    url = f"{stack.api_url}/rest/v1/rpc/chaos_slow_read"
-    yield url
-    admin_db.execute("drop function if exists public.chaos_slow_read")
-    admin_db.execute("notify pgrst, 'reload schema'")
-
-
-class Readers:
-    """`n` users' clients, each calling the slow read back to back until stopped."""
-
-    def __init__(self, url: str, stack: StackConfig, user: StackUser, n: int) -> None:
-        self.url, self.n = url, n
-        self.headers = {"apikey": stack.anon_key, "Authorization": f"Bearer {user.token}"}
-        self.outcomes: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-
-    def __enter__(self) -> Readers:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
-                try:
-                    answer = http.post(
-                        self.url, json={"seconds": READ_SECONDS}, headers=self.headers
-                    )
-                    self.outcomes[str(answer.status_code)] += 1
-                except httpx.HTTPError as exc:
-                    self.outcomes[type(exc).__name__] += 1
 
 
 def _latency(calls: list[tuple[float, float, str]]) -> dict[str, Any]:
@@ -144,16 +103,7 @@ def test_users_reads_through_the_shared_pool(
     unique: Callable[[str], str],
 ) -> None:
     queue, user = unique("pool"), make_user()
-    wait_for(
-        lambda: (
-            httpx.post(
-                slow_read, json={"seconds": 0}, headers=Readers(slow_read, stack, user, 0).headers
-            ).status_code
-            == 200
-        ),
-        30,
-        "PostgREST to see chaos_slow_read",
-    )
+    _wait_readable(slow_read, stack, user)
     workers = _fleet(start_worker, queue)
     ids = [w.worker_id for w in workers]
     began = db_now(admin_db)
@@ -165,7 +115,7 @@ def test_users_reads_through_the_shared_pool(
         time.sleep(2.0)  # the fleet settles on the load
         for n in [*READERS, 0]:  # the last step: readers gone, recovery
             ages: list[float] = []
-            with Readers(slow_read, stack, user, n) as readers:
+            with Readers(slow_read, stack, user, n, READ_SECONDS) as readers:
                 t0, since = time.monotonic(), db_now(admin_db)
                 while time.monotonic() - t0 < STEP_SECONDS:
                     ages.append(_heartbeat_age(admin_db, ids))
@@ -210,7 +160,7 @@ def test_users_reads_through_the_shared_pool(
 
 
 def _wait_readable(slow_read: str, stack: StackConfig, user: StackUser) -> None:
-    headers = Readers(slow_read, stack, user, 0).headers
+    headers = Readers(slow_read, stack, user, 0, READ_SECONDS).headers
     wait_for(
         lambda: httpx.post(slow_read, json={"seconds": 0}, headers=headers).status_code == 200,
         30,
@@ -279,7 +229,7 @@ def test_a_saturated_pool_is_not_taken_for_dead_workers(
             victim.stop(signal.SIGKILL)
             killed_at = db_now(admin_db)
             t0 = time.monotonic()
-            with Readers(slow_read, stack, user, SATURATE) as readers:
+            with Readers(slow_read, stack, user, SATURATE, READ_SECONDS) as readers:
                 while time.monotonic() - t0 < SATURATE_SECONDS:
                     ages.append((time.monotonic() - t0, _heartbeat_age(admin_db, ids)))
                     time.sleep(0.2)
@@ -297,6 +247,7 @@ def test_a_saturated_pool_is_not_taken_for_dead_workers(
             "select public.cancel_job(id) from public.processing_queue where queue = %s", (other,)
         )
         during = [a for t, a in ages if t < SATURATE_SECONDS]
+        starved = round(max(during), 2)
         figures = {
             "postgrest_db_pool": POOL,
             "readers": SATURATE,
@@ -305,7 +256,7 @@ def test_a_saturated_pool_is_not_taken_for_dead_workers(
             "dead_worker_horizon_s": SATURATE_HORIZON,
             "reads": dict(readers.outcomes),
             "heartbeat_rpc_saturated": _latency(probe.between(t0, t1)),
-            "worker_heartbeat_age_max_s": round(max(during), 2),
+            "worker_heartbeat_age_max_s": starved,
             "worker_heartbeat_age_max_after_s": round(max(a for t, a in ages if t >= t1 - t0), 2),
             "live_workers_declared_dead": _rescued_from(admin_db, ids, began),
             "dead_worker_rescued_after_kill_s": [
@@ -319,7 +270,7 @@ def test_a_saturated_pool_is_not_taken_for_dead_workers(
         for w in workers:
             assert w.stop() == 0, w.output()[-2000:]
     # The starvation was real: the live workers' heartbeats were older than the horizon.
-    assert figures["worker_heartbeat_age_max_s"] > SATURATE_HORIZON, figures
+    assert starved > SATURATE_HORIZON, figures
     # ... and yet no live worker was declared dead; the dead one was.
     assert figures["live_workers_declared_dead"] == 0, figures
     assert len(rescues) == 2, figures
