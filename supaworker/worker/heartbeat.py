@@ -39,7 +39,7 @@ def retry_delay(failures: int, interval: float) -> float:
     """Seconds to wait after the `failures`-th failed beat in a row (>= 1): 0.2 s doubling,
     never more than `interval`, times a jitter in [0.5, 1) so that workers refused together
     do not come back in step."""
-    ceiling = min(interval, RETRY_FIRST * 2 ** min(failures - 1, 30))
+    ceiling = min(interval, RETRY_FIRST * 2.0 ** min(failures - 1, 30))
     return ceiling * random.uniform(0.5, 1.0)
 
 

@@ -423,6 +423,8 @@ def test_caps_and_rate_limits_hold_through_every_fault(
         "rate_limited_starts_per_s": round(len(starts) / span, 2) if span else None,
         "rate_excess_max": round(excess, 2),
         "jobs_held_by_cut_worker": held_at_cut,
+        # Its attempts ran on while cut off; their results came back late and were fenced out.
+        "late_outcomes_of_the_cut_worker_fenced": cut_off.output().count('"action": "job_lost"'),
         "rescued_stopped_heartbeating": rescued_from,
     }
     record(stack, "caps_through_faults", figures)
@@ -436,6 +438,7 @@ def test_caps_and_rate_limits_hold_through_every_fault(
     assert len(starts) > 2 * RATE_BURST, figures
     # The faults really rescued jobs, and only from the workers killed or cut off.
     assert rescued_from["killed"] >= 1 and rescued_from["cut_off"] >= 1, figures
+    assert figures["late_outcomes_of_the_cut_worker_fenced"] >= 1, figures
     assert rescued_from["live_others"] == 0, figures
 
 
