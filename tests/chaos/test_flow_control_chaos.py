@@ -109,6 +109,11 @@ def test_caps_hold_while_workers_are_killed_and_no_job_is_lost(
     watch.start()
     kills = 0
     try:
+        # Kills of workers still starting up rescue nothing (on a loaded machine a start
+        # takes seconds): the first fleet registers before the first kill, and a victim is
+        # picked among the workers holding jobs when there are any.
+        for worker in fleet:
+            worker.wait_for_log('"action": "worker_registered"', timeout=30)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             left = admin_db.execute(
@@ -119,7 +124,9 @@ def test_caps_hold_while_workers_are_killed_and_no_job_is_lost(
             if left == (0,):
                 break
             if kills < 12:
-                victim = fleet.pop(rng.randrange(len(fleet)))
+                holding = [w for w in fleet if held_by(admin_db, queue, w.worker_id) > 0]
+                victim = rng.choice(holding or fleet)
+                fleet.remove(victim)
                 victim.stop(signal.SIGKILL)
                 kills += 1
                 fleet.append(spawn())
@@ -335,9 +342,11 @@ def test_caps_and_rate_limits_hold_through_every_fault(
             phase("after_pool")
             time.sleep(HORIZON + 1)
             phase("netns_cut")
+            # The caps let about 7 jobs run at once over 16 slots: the namespaced worker
+            # holds one or two of them at a time.
             wait_for(
-                lambda: held_by(admin_db, queue, cut_off.worker_id) >= 2,
-                20,
+                lambda: held_by(admin_db, queue, cut_off.worker_id) >= 1,
+                30,
                 "the worker to be cut off to hold jobs",
             )
             held_at_cut = held_by(admin_db, queue, cut_off.worker_id)
