@@ -17,7 +17,9 @@
    path). Each round runs the eight (claim, p_limit) rows in a shuffled order on the same
    seeded rows, each after a VACUUM of processing_queue; the queue is seeded with
    `--pending` jobs plus as many as the rounds can claim, so the backlog never falls below
-   `--pending`.
+   `--pending`. `--other-backlog N` first enqueues N pending jobs in a second queue, older
+   than the measured ones (the claims name their own queue; the old claim's plan then
+   changes, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -149,6 +151,12 @@ def main() -> None:
     parser.add_argument("--owners", type=int, default=1000)
     parser.add_argument("--claims", type=int, default=200, help="claims per row and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--other-backlog",
+        type=int,
+        default=0,
+        help="pending jobs enqueued first in another queue (older than the measured ones)",
+    )
     args = parser.parse_args()
     config = ensure_stack()
     with admin(config) as conn:
@@ -186,6 +194,8 @@ def main() -> None:
         # The old claim's indexes for the whole run, so that they collect the same dead
         # entries as the current ones (both index pending rows only: a claim writes neither).
         _preflow.create_old_indexes(conn)
+    if args.other_backlog:
+        seed(config, f"other-{uuid.uuid4().hex[:6]}", args.other_backlog, args.owners)
     seed(config, queue, args.pending + most, args.owners)
     times: dict[tuple[int, int], list[float]] = {c: [] for c in cells}
     p50s: dict[tuple[int, int], list[float]] = {c: [] for c in cells}
@@ -228,7 +238,8 @@ def main() -> None:
     ]
     print(
         f"claim_next_job + complete_jobs, {args.pending + most} seeded over {args.owners} owners"
-        f" ({left} still pending at the end), {args.rounds} rounds x {args.claims} claims per row:"
+        f" ({left} still pending at the end; {args.other_backlog} older ones in another queue),"
+        f" {args.rounds} rounds x {args.claims} claims per row:"
     )
     print(table(["claim", "p_limit", "p50 ms", "p99 ms", "p50 range over rounds"], rows))
 

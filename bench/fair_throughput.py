@@ -1,6 +1,6 @@
 """End-to-end throughput with the fair claim against the claim before flow control (issue 18).
 
-    .venv/bin/python bench/fair_throughput.py [--rounds 3] [--jobs 5000] [--shapes 1x1,1x32,2x64]
+    .venv/bin/python bench/fair_throughput.py [--rounds 5] [--jobs 5000] [--shapes 1x1,2x64]
                                                [--owners 1,1000]
 
 Issue 18 asks that flow control leave end-to-end throughput "unchanged within noise". This
@@ -19,10 +19,12 @@ difference is the claim (and the one index a claim writes that flow control adde
 one owner and from `--owners` owners (the fair order interleaves them; with one owner it is
 FIFO). Every run starts from an emptied queue, seeds `--jobs` jobs with enqueue_jobs (as an
 API server would, so the fair tags are the ones enqueue gives), then times first claim ->
-last completion from the database's own timestamps. Each round runs every (shape, owners,
-claim) cell in a shuffled order; the table quotes medians and the min-max over the rounds,
-and the ratio fair / pre-flow of the medians. CPU ms per job: the worker processes and
-Postgres, in the same window (bench/_common.py's CpuTimeline).
+last completion from the database's own timestamps. Each round runs every (shape, owners)
+pair in a shuffled order, and each pair's two claims back to back in a random order, so the
+two runs of a pair see about the same load on a shared machine; the table quotes medians and
+the min-max over the rounds, and the median (and range) over the rounds of each pair's ratio
+fair / pre-flow. CPU ms per job: the worker processes and Postgres, in the same window
+(bench/_common.py's CpuTimeline).
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per run")
-    parser.add_argument("--shapes", default="1x1,1x32,2x64", help="workers x concurrency")
+    parser.add_argument("--shapes", default="1x1,2x64", help="workers x concurrency")
     parser.add_argument("--owners", default="1,1000", help="owner counts to run")
     args = parser.parse_args()
     shapes = [(int(w), int(c)) for w, c in (s.split("x") for s in args.shapes.split(","))]
@@ -118,26 +120,31 @@ def main() -> None:
         people = users(conn, max(owner_counts))
     print(machine())
     print(f"{args.rounds} rounds, {args.jobs} no-op jobs per run\n")
-    cells = [(s, o, c) for s in shapes for o in owner_counts for c in CLAIMS]
+    groups = [(s, o) for s in shapes for o in owner_counts]
     results: dict[tuple[tuple[int, int], int, str], list[tuple[float, float, float]]] = {
-        cell: [] for cell in cells
+        (s, o, c): [] for s, o in groups for c in CLAIMS
     }
+    ratios: dict[tuple[tuple[int, int], int], list[float]] = {g: [] for g in groups}
     try:
         for r in range(args.rounds):
-            random.shuffle(cells)
-            for (w, c), o, claim in cells:
-                done, seconds, cpu = run(config, args.jobs, w, c, people[:o], claim)
-                rate = done / seconds if seconds > 0 else float("nan")
-                per_job = [
-                    cpu.get(g, 0.0) / done * 1000 if done else float("nan")
-                    for g in ("worker", "postgres")
-                ]
-                results[((w, c), o, claim)].append((rate, per_job[0], per_job[1]))
-                print(
-                    f"  round {r + 1} {w}x{c:<4} owners {o:5d} {claim:9} {done:6d} jobs"
-                    f" {seconds:6.2f}s {rate:7.0f} jobs/s",
-                    flush=True,
-                )
+            random.shuffle(groups)
+            for (w, c), o in groups:
+                # The two claims back to back (in a random order): a pair sees the same load.
+                rate = {}
+                for claim in random.sample(CLAIMS, len(CLAIMS)):
+                    done, seconds, cpu = run(config, args.jobs, w, c, people[:o], claim)
+                    rate[claim] = done / seconds if seconds > 0 else float("nan")
+                    per_job = [
+                        cpu.get(g, 0.0) / done * 1000 if done else float("nan")
+                        for g in ("worker", "postgres")
+                    ]
+                    results[((w, c), o, claim)].append((rate[claim], per_job[0], per_job[1]))
+                    print(
+                        f"  round {r + 1} {w}x{c:<4} owners {o:5d} {claim:9} {done:6d} jobs"
+                        f" {seconds:6.2f}s {rate[claim]:7.0f} jobs/s",
+                        flush=True,
+                    )
+                ratios[((w, c), o)].append(rate["fair"] / rate["pre-flow"])
     finally:
         with admin(config) as conn:
             reset_queue(conn)
@@ -146,20 +153,21 @@ def main() -> None:
     rows = []
     for w, c in shapes:
         for o in owner_counts:
-            rates = {}
+            pair = ratios[((w, c), o)]
             for claim in CLAIMS:
                 res = results[((w, c), o, claim)]
-                rates[claim] = median(x[0] for x in res)
                 rows.append(
                     [
                         f"{w}x{c}",
                         str(o),
                         claim,
-                        fmt(rates[claim]),
+                        fmt(median(x[0] for x in res)),
                         f"{fmt(min(x[0] for x in res))}-{fmt(max(x[0] for x in res))}",
                         fmt(median(x[1] for x in res), 3),
                         fmt(median(x[2] for x in res), 3),
-                        f"{rates['fair'] / rates['pre-flow']:.2f}x" if claim == "pre-flow" else "",
+                        f"{median(pair):.2f}x ({min(pair):.2f}-{max(pair):.2f})"
+                        if claim == "fair"
+                        else "",
                     ]
                 )
     print(
@@ -172,7 +180,7 @@ def main() -> None:
                 "range",
                 "worker CPU ms/job",
                 "Postgres CPU ms/job",
-                "fair / pre-flow",
+                "fair / pre-flow, per pair: median (range)",
             ],
             rows,
         )
