@@ -1,7 +1,7 @@
 """Fair order and the cost of the flow-controlled claim, in SQL (issue 18).
 
-    .venv/bin/python bench/fair_claim.py [--pending 100000] [--owners 1000] [--claims 200]
-                                          [--rounds 3]
+    .venv/bin/python bench/fair_claim.py [--pending 100000] [--owners 1000] [--claims 60]
+                                          [--rounds 10]
 
 1. The fairness scenario: user A queues 400 documents, then user B 8. A one-slot worker
    claims them one by one; B's wait is how many jobs were claimed before each of B's.
@@ -15,11 +15,12 @@
    adapted), the fast path (no limits), with queue_settings.max_running_per_user = 2, and
    with a concurrency_limits row and a rate_limits row in place as well (the turn-by-turn
    path). Each round runs the eight (claim, p_limit) rows in a shuffled order on the same
-   seeded rows, each after a VACUUM of processing_queue; the queue is seeded with
-   `--pending` jobs plus as many as the rounds can claim, so the backlog never falls below
-   `--pending`. `--other-backlog N` first enqueues N pending jobs in a second queue, older
-   than the measured ones (the claims name their own queue; the old claim's plan then
-   changes, see docs/benchmarks.md).
+   seeded rows, each after a VACUUM of processing_queue; many short rounds rather than a few
+   long ones, so that a burst of load on a shared machine lands on every row alike; the queue
+   is seeded with `--pending` jobs plus as many as the rounds can claim, so the backlog never
+   falls below `--pending`. `--other-backlog N` first enqueues N pending jobs in a second
+   queue, older than the measured ones (the claims name their own queue; the old claim's
+   plan then changes, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -149,8 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pending", type=int, default=100000)
     parser.add_argument("--owners", type=int, default=1000)
-    parser.add_argument("--claims", type=int, default=200, help="claims per row and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--claims", type=int, default=60, help="claims per row and round")
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--other-backlog",
         type=int,
