@@ -16,7 +16,8 @@ What is installed, and what was adapted to run against the current tables:
   unchanged wrappers of claim_jobs) then run it. It returns the current row type
   (`returning q.*` now carries the flow-control columns: fair_tag, user_priority, owner_seq,
   concurrency_key, rate_limit_key, snooze_count; nothing reads them here) and calls today's
-  supaworker_private.maybe_rescue and raise_error (both unchanged since d021068).
+  supaworker_private.maybe_rescue and raise_error, the ones the current claim calls (on this
+  branch unchanged since d021068; main's migration 0021 changes maybe_rescue for both).
 - Its two indexes, which migration 0014 replaced by fair_tag versions of the same names, are
   created under other names for the block: `bench_preflow_claim_idx` (queue, priority desc,
   run_at, created_at) and `bench_preflow_claim_order_idx` (priority desc, run_at,
