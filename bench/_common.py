@@ -110,8 +110,8 @@ def bench_user(conn: psycopg.Connection[Any]) -> uuid.UUID:
 def reset_queue(conn: psycopg.Connection[Any]) -> None:
     """Empty the queue (and its bloat) so every round starts from the same state."""
     conn.execute(
-        "truncate public.processing_queue, public.job_events, public.vps_workers, "
-        "public.user_documents cascade"  # cascade: job_error_details, worker_wakeups
+        "truncate public.processing_queue, public.job_events, public.job_error_details, "
+        "public.vps_workers, public.user_documents cascade"  # cascade: worker_wakeups
     )
     conn.execute("update public.queue_settings set last_rescue_at = null")
 

@@ -1,6 +1,7 @@
 """Fair order and the cost of the flow-controlled claim, in SQL (issue 18).
 
-    .venv/bin/python bench/fair_claim.py [--pending 100000] [--owners 1000] [--claims 300]
+    .venv/bin/python bench/fair_claim.py [--pending 100000] [--owners 1000] [--claims 60]
+                                          [--rounds 10]
 
 1. The fairness scenario: user A queues 400 documents, then user B 8. A one-slot worker
    claims them one by one; B's wait is how many jobs were claimed before each of B's.
@@ -8,15 +9,25 @@
    same rows in the same run; "fair" is what claim_next_job actually did.
 2. The claim's cost with `--pending` jobs over `--owners` owners in one queue (enqueued with
    enqueue_jobs, 10,000 per call): claim_next_job(p_limit => 1 and 16) followed by
-   complete_jobs, `--claims` times, p50/p99 in ms, for: the fast path (no limits), with
-   queue_settings.max_running_per_user = 2, and with a concurrency_limits row and a
-   rate_limits row in place (the turn-by-turn path).
+   complete_jobs, `--claims` times per round, p50/p99 in ms over every round's claims, for:
+   the claim as it was before flow control (d021068's claim_jobs and its indexes, put in
+   place for its rows only by bench/_preflow.py, whose docstring says exactly what was
+   adapted), the fast path (no limits), with queue_settings.max_running_per_user = 2, and
+   with a concurrency_limits row and a rate_limits row in place as well (the turn-by-turn
+   path). Each round runs the eight (claim, p_limit) rows in a shuffled order on the same
+   seeded rows, each after a VACUUM of processing_queue; many short rounds rather than a few
+   long ones, so that a burst of load on a shared machine lands on every row alike; the queue
+   is seeded with `--pending` jobs plus as many as the rounds can claim, so the backlog never
+   falls below `--pending`. `--other-backlog N` first enqueues N pending jobs in a second
+   queue, older than the measured ones (the claims name their own queue; the old claim's
+   plan then changes, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 import uuid
 from typing import Any
@@ -24,6 +35,7 @@ from typing import Any
 import _bootstrap  # noqa: F401  (first: puts the repository on sys.path)
 import psycopg
 
+from bench import _preflow
 from bench._common import admin, ensure_stack, fmt, machine, median, percentile, table
 from supaworker_local.config import StackConfig
 
@@ -46,6 +58,18 @@ def enqueue(conn: psycopg.Connection[Any], owner: uuid.UUID, queue: str, n: int)
         " select count(public.enqueue_job(d.id, p_queue => %s)) from d",
         (owner, n, queue),
     )
+
+
+def cleanup(config: StackConfig) -> None:
+    """Remove what earlier runs of this script left: their owners (and, by cascade, the
+    owners' documents, jobs and events) and workers. Another queue's pending backlog changes
+    what the claim costs (see docs/benchmarks.md), so every run starts without one."""
+    with admin(config) as conn:
+        conn.execute("delete from auth.users where email like 'fair-%%@bench.test'")
+        conn.execute(
+            "delete from public.vps_workers where worker_id like 'cost-%%'"
+            " or worker_id like 'fair-%%'"
+        )
 
 
 def scenario(config: StackConfig) -> list[list[str]]:
@@ -100,7 +124,7 @@ def seed(config: StackConfig, queue: str, pending: int, owners: int) -> None:
         conn.execute("analyze public.processing_queue")
 
 
-def claim_cost(config: StackConfig, queue: str, limit: int, n: int) -> tuple[float, float]:
+def claim_cost(config: StackConfig, queue: str, limit: int, n: int) -> list[float]:
     worker = f"{queue}-cost-{limit}-{uuid.uuid4().hex[:4]}"
     times = []
     with psycopg.connect(config.db_url, autocommit=True) as conn:
@@ -116,48 +140,109 @@ def claim_cost(config: StackConfig, queue: str, limit: int, n: int) -> tuple[flo
             times.append((time.perf_counter() - began) * 1000)
             done = [{"id": str(r[0]), "attempt": r[1], "result": None} for r in rows]
             conn.execute("select public.complete_jobs(%s, %s::jsonb)", (worker, json.dumps(done)))
-    return median(times), percentile(times, 99)
+    return times
+
+
+LIMITS = (1, 16)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pending", type=int, default=100000)
     parser.add_argument("--owners", type=int, default=1000)
-    parser.add_argument("--claims", type=int, default=300)
+    parser.add_argument("--claims", type=int, default=60, help="claims per row and round")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--other-backlog",
+        type=int,
+        default=0,
+        help="pending jobs enqueued first in another queue (older than the measured ones)",
+    )
     args = parser.parse_args()
     config = ensure_stack()
+    with admin(config) as conn:
+        _preflow.restore(conn)  # a run killed inside _preflow.installed left the old claim
+    cleanup(config)
     print(machine())
     print("B's 8 jobs behind A's 400 (jobs claimed before each of B's):")
     print(table(["order", "B's first", "B's last", "B's median"], scenario(config)))
 
-    queue = f"cost-{uuid.uuid4().hex[:6]}"
-    seed(config, queue, args.pending, args.owners)
     key = f"bench-{uuid.uuid4().hex[:6]}"
-    rows = []
+    plain = (
+        "update public.queue_settings set max_running_per_user = null;"
+        f" delete from public.concurrency_limits where key = '{key}';"
+        f" delete from public.rate_limits where key = '{key}'"
+    )
+    capped = plain.replace("= null", "= 2", 1)
+    # (row name, settings for it, run with the pre-flow-control claim in place)
     modes = [
-        ("fast path (no limits)", "update public.queue_settings set max_running_per_user = null"),
-        ("max_running_per_user = 2", "update public.queue_settings set max_running_per_user = 2"),
+        (f"before flow control ({_preflow.PREFLOW_REF}'s claim, FIFO)", plain, True),
+        ("fast path (no limits)", plain, False),
+        ("max_running_per_user = 2", capped, False),
         (
             "+ a concurrency and a rate limit row",
-            f"insert into public.concurrency_limits (key, max_running) values ('{key}', 5);"
+            capped
+            + f"; insert into public.concurrency_limits (key, max_running) values ('{key}', 5);"
             " insert into public.rate_limits (key, per_second, burst)"
             f" values ('{key}', 100000, 100000)",
+            False,
         ),
     ]
+    cells = [(m, limit) for m in range(len(modes)) for limit in LIMITS]
+    queue = f"cost-{uuid.uuid4().hex[:6]}"
+    most = args.rounds * args.claims * len(modes) * sum(LIMITS)  # what the rounds can claim
+    with admin(config) as conn:
+        # The old claim's indexes for the whole run, so that they collect the same dead
+        # entries as the current ones (both index pending rows only: a claim writes neither).
+        _preflow.create_old_indexes(conn)
+    if args.other_backlog:
+        seed(config, f"other-{uuid.uuid4().hex[:6]}", args.other_backlog, args.owners)
+    seed(config, queue, args.pending + most, args.owners)
+    times: dict[tuple[int, int], list[float]] = {c: [] for c in cells}
+    p50s: dict[tuple[int, int], list[float]] = {c: [] for c in cells}
     try:
-        for name, sql in modes:
-            with admin(config) as conn:
-                conn.execute(sql)
-            for limit in (1, 16):
-                p50, p99 = claim_cost(config, queue, limit, args.claims)
-                rows.append([name, str(limit), fmt(p50, 2), fmt(p99, 2)])
+        for r in range(args.rounds):
+            random.shuffle(cells)
+            for m, limit in cells:
+                name, sql, preflow = modes[m]
+                with admin(config) as conn:
+                    conn.execute(sql)
+                    # Every row starts from the same table: no dead index entries or heap
+                    # versions left by the rows before it (autovacuum would come at random).
+                    conn.execute("vacuum public.processing_queue")
+                    with _preflow.installed(conn, active=preflow, keep_old_indexes=True):
+                        got = claim_cost(config, queue, limit, args.claims)
+                times[(m, limit)] += got
+                p50s[(m, limit)].append(median(got))
+                print(f"  round {r + 1} {name:50} p_limit {limit:2d} p50 {median(got):6.2f} ms")
     finally:
         with admin(config) as conn:
-            conn.execute("update public.queue_settings set max_running_per_user = null")
-            conn.execute("delete from public.concurrency_limits where key = %s", (key,))
-            conn.execute("delete from public.rate_limits where key = %s", (key,))
-    print(f"claim_next_job + complete_jobs, {args.pending} pending over {args.owners} owners:")
-    print(table(["claim", "p_limit", "p50 ms", "p99 ms"], rows))
+            row = conn.execute(
+                "select count(*) from public.processing_queue"
+                " where queue = %s and status = 'pending'",
+                (queue,),
+            ).fetchone()
+            conn.execute(plain)
+            _preflow.restore(conn)
+        cleanup(config)
+    left = row[0] if row else 0
+    rows = [
+        [
+            modes[m][0],
+            str(limit),
+            fmt(median(times[(m, limit)]), 2),
+            fmt(percentile(times[(m, limit)], 99), 2),
+            f"{fmt(min(p50s[(m, limit)]), 2)}-{fmt(max(p50s[(m, limit)]), 2)}",
+        ]
+        for m in range(len(modes))
+        for limit in LIMITS
+    ]
+    print(
+        f"claim_next_job + complete_jobs, {args.pending + most} seeded over {args.owners} owners"
+        f" ({left} still pending at the end; {args.other_backlog} older ones in another queue),"
+        f" {args.rounds} rounds x {args.claims} claims per row:"
+    )
+    print(table(["claim", "p_limit", "p50 ms", "p99 ms", "p50 range over rounds"], rows))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""What one RPC costs the caller's CPU: the worker's HTTP stack against leaner clients.
+"""What one RPC costs the caller's CPU: the worker's HTTP stack against bare clients.
 
     .venv/bin/python bench/http_client.py [--requests 640]
 
 The same cheap RPC (`claim_next_job` for an unknown worker: returns nothing) through the
 gateway, at 1, 8 and 32 requests in flight, with:
-  supaworker transport  AsyncQueueClient (supabase-py -> postgrest-py -> httpx), as the worker
+  supaworker transport  AsyncQueueClient (AsyncRpcTransport: aiohttp), as the worker uses it
   httpx                 a bare httpx.AsyncClient POST (limits as the worker's: 64 connections)
   aiohttp               a bare aiohttp POST (10 connections)
 CPU ms per request is this process's CPU time / requests. Prints only.

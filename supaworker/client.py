@@ -29,8 +29,8 @@ from supaworker.retry import RetryPolicy
 from supaworker.rpc import BulkItem, EnqueueOptions, WorkerRegistration
 from supaworker.transport import (
     DEFAULT_TIMEOUT,
+    AsyncRpcTransport,
     AsyncTransport,
-    SupabaseAsyncTransport,
     SupabaseSyncTransport,
     SyncTransport,
     execute,
@@ -75,7 +75,7 @@ class AsyncQueueClient:
         enqueue_retry: RetryPolicy = _RETRY,
     ) -> AsyncQueueClient:
         """`access_token` acts as a signed-in user (only their documents) instead of the key."""
-        transport = await SupabaseAsyncTransport.connect(
+        transport = await AsyncRpcTransport.connect(
             url, key, timeout=timeout, access_token=access_token
         )
         return cls(transport, enqueue_retry=enqueue_retry)

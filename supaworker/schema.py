@@ -31,7 +31,7 @@ REQUIRED_VERSION = 23
 # the worker sends fail_job again without the detail (AsyncQueueClient.fail).
 # 23: workers wake on their own private Broadcast topic worker:<id> (migration 0022: a
 # database without it sends them nothing, so they would only poll) and owners follow
-# jobs:<user_id> (0023). 21 is another branch's number (0021_reserved.sql holds it here).
+# jobs:<user_id> (0023). 21 (the pool-aware rescue) asks nothing of workers.
 VERSION_FUNCTION = "supaworker_schema_version"
 # A database without that function predates the migration that added it.
 VERSION_MIGRATION = 12

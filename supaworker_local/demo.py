@@ -5,13 +5,18 @@
 2. signs in a demo user and uploads the sample documents as that user (RLS applies);
 3. enqueues them the way an API server would (`QueueClient.enqueue`), one set up to fail
    its first attempt so the retry can be seen;
-4. starts two workers, `vps1` and `vps2`, as separate `supaworker run` processes;
+4. starts two workers, `vps1` and `vps2`, as separate `supaworker run` processes, running the
+   Python example handler, or with `--handler node` its JavaScript twin as a
+   `--handler-command` child (examples/document_processing/handler.mjs);
 5. shows live progress per worker, then a summary table, and stops the workers.
 """
 
 from __future__ import annotations
 
+import enum
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +30,7 @@ from typing import Annotated, Any, cast
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from supabase import ClientOptions, create_client
@@ -39,6 +45,46 @@ from supaworker_local.config import StackConfig, default_state_dir
 console = Console()
 HANDLER = "supaworker_local.examples.handler:process_user_document"
 WORKERS = ("vps1", "vps2")
+
+
+class DemoHandler(enum.StrEnum):
+    python = "python"
+    node = "node"
+
+
+def node_handler_file() -> Path:
+    """The JavaScript twin of the example handler, a real file in the installed package (the
+    wheel ships it beside handler.py, so the demo runs it without this repository)."""
+    return Path(str(resources.files("supaworker_local.examples").joinpath("handler.mjs")))
+
+
+def handler_args(handler: DemoHandler) -> list[str]:
+    """The `supaworker run` arguments that choose the demo's handler. The Node one needs only
+    `node` on PATH: the file has no dependencies (it speaks the JSON-lines protocol itself)."""
+    if handler is DemoHandler.node:
+        return ["--handler-command", f"node {shlex.quote(str(node_handler_file()))}"]
+    return ["--handler", HANDLER]
+
+
+def worker_argv(worker_id: str, handler: DemoHandler) -> list[str]:
+    """The command line of one of the demo's workers."""
+    return [
+        sys.executable,
+        "-m",
+        "supaworker.cli.main",
+        "run",
+        *handler_args(handler),
+        "--worker-id",
+        worker_id,
+        "--concurrency",
+        "3",
+        "--poll-interval",
+        "0.5",
+        "--heartbeat-interval",
+        "1",
+        "--shutdown-timeout",
+        "10",
+    ]
 
 
 def sample_documents() -> list[tuple[str, str]]:
@@ -85,27 +131,12 @@ def upload_documents(config: StackConfig, user_id: str, token: str) -> list[tupl
     return [(str(row["id"]), str(row["name"])) for row in inserted]
 
 
-def start_worker(worker_id: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    worker_id: str, env: dict[str, str], log_dir: Path, handler: DemoHandler
+) -> subprocess.Popen[bytes]:
     log = open(log_dir / f"demo-{worker_id}.log", "wb")  # noqa: SIM115 - lives with the process
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "supaworker.cli.main",
-            "run",
-            "--handler",
-            HANDLER,
-            "--worker-id",
-            worker_id,
-            "--concurrency",
-            "3",
-            "--poll-interval",
-            "0.5",
-            "--heartbeat-interval",
-            "1",
-            "--shutdown-timeout",
-            "10",
-        ],
+        worker_argv(worker_id, handler),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -158,8 +189,21 @@ def demo(
     db_port: DbPort = None,
     api_port: ApiPort = None,
     postgrest_port: PostgrestPort = None,
+    handler: Annotated[
+        DemoHandler,
+        typer.Option(
+            help="The workers' handler: the Python example, or its JavaScript twin run by "
+            'Node as a `--handler-command "node handler.mjs"` child (needs `node` on PATH)',
+        ),
+    ] = DemoHandler.python,
 ) -> None:
     """Bring up the local stack, queue sample documents, and watch two workers process them."""
+    if handler is DemoHandler.node and shutil.which("node") is None:
+        # Before the stack comes up: nothing to undo.
+        typer.echo(
+            "supaworker: error: --handler node needs Node.js: `node` is not on PATH", err=True
+        )
+        raise typer.Exit(2)
     directory = (state_dir or default_state_dir()).resolve()
     root = demo_project(directory)
     ports = ports_given(db_port, api_port, postgrest_port)
@@ -181,9 +225,11 @@ def demo(
         'it answers {"success": true, "status": "queued"} at once)'
     )
 
-    workers = [start_worker(w, env, config.path / "log") for w in WORKERS]
+    workers = [start_worker(w, env, config.path / "log", handler) for w in WORKERS]
+    running = escape(" ".join(handler_args(handler)))  # a path is not rich markup
     console.print(
-        f"[green]✓[/green] started workers {', '.join(WORKERS)} (logs in {config.path / 'log'})\n"
+        f"[green]✓[/green] started workers {', '.join(WORKERS)}: supaworker run {running}"
+        f" (logs in {config.path / 'log'})\n"
     )
     try:
         jobs = _watch(queue, set(job_ids), timeout)

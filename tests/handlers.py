@@ -10,6 +10,7 @@ payload.mode:
   cpu         spin the CPU in pure Python for payload.seconds (holds the GIL)
   progress    report progress 0..100 in payload.steps steps
   not_json    return an object that is not JSON-serialisable
+  read_doc    read the job's document row through ctx.supabase (the worker's supabase-py client)
   big_result  return payload.bytes characters of text
   exit        kill its own process (os._exit)
 Every execution is appended to $SUPAWORKER_TEST_RECORD (one line: job id, attempt, worker)
@@ -65,6 +66,14 @@ async def handle(job: Job, ctx: JobContext) -> Any:
             ctx.progress(100 * i / steps, f"step {i}/{steps}")
             await asyncio.sleep(float(job.payload.get("step_seconds", 0.3)))
         return {"steps": steps}
+    if mode == "read_doc":
+        rows = (
+            await ctx.supabase.table("user_documents")
+            .select("id")
+            .eq("id", str(job.user_document_id))
+            .execute()
+        ).data
+        return {"rows": rows}
     if mode == "not_json":
         return {"when": object()}
     if mode == "big_result":

@@ -128,6 +128,8 @@ function enqueueArgs(documentId, options) {
   }
   if (options.timeoutSeconds !== void 0) args.p_timeout_seconds = options.timeoutSeconds;
   if (options.requires !== void 0) args.p_requires = options.requires;
+  if (options.concurrencyKey !== void 0) args.p_concurrency_key = options.concurrencyKey;
+  if (options.rateLimitKey !== void 0) args.p_rate_limit_key = options.rateLimitKey;
   return args;
 }
 function enqueue(supabase, documentId, options = {}) {
@@ -137,39 +139,58 @@ function enqueue(supabase, documentId, options = {}) {
     signal
   }), retry, signal);
 }
-function enqueueMany(supabase, documentIds, options = {}) {
-  const { concurrency = 8, ...rest } = options;
-  if (!Number.isInteger(concurrency) || concurrency < 1) {
-    return Promise.reject(invalidArgument(`concurrency must be a positive integer, got ${concurrency}`));
+var ENQUEUE_JOBS_LIMIT = 1e4;
+function enqueueJobsItem(documentId, options) {
+  const args = enqueueArgs(documentId, options);
+  return Object.fromEntries(Object.entries(args).map(([key, value]) => [
+    key.slice(2),
+    value
+  ]));
+}
+async function enqueueMany(supabase, documents, options = {}) {
+  const { chunkSize = ENQUEUE_JOBS_LIMIT, retry, signal, ...shared } = options;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > ENQUEUE_JOBS_LIMIT) {
+    throw invalidArgument(`chunkSize must be an integer from 1 to ${ENQUEUE_JOBS_LIMIT}, got ${chunkSize}`);
   }
-  return enqueueBatch(supabase, [
-    ...documentIds
-  ], rest, concurrency);
-}
-function enqueueBatch(supabase, documentIds, options, concurrency) {
-  return mapBounded(documentIds, concurrency, (id) => enqueue(supabase, id, options));
-}
-async function mapBounded(items, limit, run) {
-  const results = new Array(items.length);
-  let next = 0;
-  let failure = null;
-  async function lane() {
-    while (failure === null && next < items.length) {
-      const index = next++;
-      try {
-        results[index] = await run(items[index]);
-      } catch (error) {
-        failure ??= {
-          error
-        };
-      }
+  const items = [
+    ...documents
+  ].map((item) => {
+    if (typeof item === "string") return enqueueJobsItem(item, shared);
+    const { documentId, ...own } = item;
+    return enqueueJobsItem(documentId, {
+      ...shared,
+      ...own
+    });
+  });
+  const jobs = [];
+  for (let offset = 0; offset < items.length; offset += chunkSize) {
+    const chunk = items.slice(offset, offset + chunkSize);
+    try {
+      const rows = await withRetry(async () => await rpc(supabase, "enqueue_jobs", {
+        p_jobs: chunk
+      }, {
+        signal
+      }), retry, signal);
+      jobs.push(...rows);
+    } catch (error) {
+      throw offset === 0 ? error : shiftIndex(error, offset);
     }
   }
-  await Promise.all(Array.from({
-    length: Math.min(limit, items.length)
-  }, lane));
-  if (failure !== null) throw failure.error;
-  return results;
+  return jobs;
+}
+function shiftIndex(error, offset) {
+  if (!(error instanceof SupaworkerError)) return error;
+  const message = error.message.replace(/^p_jobs\[(\d+)\]/, (_, i) => `p_jobs[${Number(i) + offset}]`);
+  if (message === error.message) return error;
+  const { code, status, details, hint } = error;
+  return new SupaworkerError(message, {
+    code,
+    status,
+    details,
+    hint
+  }, {
+    cause: error
+  });
 }
 async function getJob(supabase, jobId, options = {}) {
   const query = supabase.from("processing_queue").select("*").eq("id", jobId);
@@ -612,6 +633,7 @@ function consoleToStderr() {
   return () => Object.assign(console, saved);
 }
 export {
+  ENQUEUE_JOBS_LIMIT,
   FINAL_STATUSES,
   PermanentError,
   SupaworkerError,
@@ -623,6 +645,7 @@ export {
   cancelJob,
   enqueue,
   enqueueArgs,
+  enqueueJobsItem,
   enqueueMany,
   getJob,
   getJobForDocument,

@@ -18,6 +18,7 @@ from supaworker import logs, schema
 from supaworker.client import AsyncQueueClient
 from supaworker.config import WorkerSettings
 from supaworker.exceptions import ConfigurationError, QueueError, TransportError
+from supaworker.transport import HandlerClient
 from supaworker.worker.command_handler import CommandHandler
 from supaworker.worker.handler import Handler, load_handler
 from supaworker.worker.http import WorkerHTTP
@@ -231,7 +232,8 @@ async def check_schema(
 
 async def _serve(settings: WorkerSettings, handler: Handler) -> int:
     queue = await AsyncQueueClient.connect(settings.supabase_url, settings.service_key)
-    supabase = getattr(queue.transport, "client", None)
+    handler_client = await HandlerClient.connect(settings.supabase_url, settings.service_key)
+    supabase = handler_client.client
     metrics = None
     if settings.http_port is not None:
         metrics = WorkerMetrics()
@@ -283,3 +285,4 @@ async def _serve(settings: WorkerSettings, handler: Handler) -> int:
             await server.stop()
         await lifecycle.aclose()
         await queue.aclose()
+        await handler_client.aclose()

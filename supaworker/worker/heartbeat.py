@@ -5,6 +5,13 @@ It talks to the queue through its own `AsyncQueueClient` and to the worker only 
 `HeartbeatTarget`, whose methods are quick and never raise, so that it could later run on its
 own thread (with its own client and event loop) and keep beating while the worker's loop is
 busy: nothing here reads the worker's fields.
+
+A beat that fails is tried again promptly, not an interval later: after 0.2 s, doubling, never
+more than the interval apart (jittered). Users' slow reads through PostgREST's shared pool
+make a heartbeat wait up to db-pool-acquisition-timeout (10 s) and then be refused (504
+PGRST003); a worker that waited a whole interval after each refusal reached the database's
+dead_worker_horizon with a fraction of the tries it had time for (issue 19 item 5). A request
+that keeps its place in PostgREST's queue gets the first free connection.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from typing import Protocol
@@ -22,6 +30,17 @@ from supaworker.models import HeartbeatReply, WorkerStatus
 from supaworker.worker.ledger import StopReason
 
 log = logging.getLogger("supaworker.worker")
+
+# Seconds before the first retry of a failed beat; doubled per failure, capped at the interval.
+RETRY_FIRST = 0.2
+
+
+def retry_delay(failures: int, interval: float) -> float:
+    """Seconds to wait after the `failures`-th failed beat in a row (>= 1): 0.2 s doubling,
+    never more than `interval`, times a jitter in [0.5, 1) so that workers refused together
+    do not come back in step."""
+    ceiling = min(interval, RETRY_FIRST * 2.0 ** min(failures - 1, 30))
+    return ceiling * random.uniform(0.5, 1.0)
 
 
 class HeartbeatTarget(Protocol):
@@ -69,17 +88,22 @@ class Heartbeat:
         self._now.set()
 
     async def run(self) -> None:
+        failures = 0
         while True:
+            wait = self.interval if failures == 0 else retry_delay(failures, self.interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._now.wait(), self.interval)
+                await asyncio.wait_for(self._now.wait(), wait)
             self._now.clear()
             self.target.before_beat()
             reply = await self.beat()
-            if reply is not None:
-                await self.apply(reply)
+            if reply is None:
+                failures += 1  # try again soon, not an interval later
+                continue
+            failures = 0
+            await self.apply(reply)
 
     async def beat(self) -> HeartbeatReply | None:
-        """One heartbeat; None when it failed (logged; the next one tries again)."""
+        """One heartbeat; None when it failed (logged; `run` tries again promptly)."""
         try:
             reply = await self.queue.heartbeat(self.worker_id, self.target.owned_ids())
         except NotFound:

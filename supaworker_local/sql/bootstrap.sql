@@ -36,6 +36,10 @@ alter role authenticated inherit;
 alter role service_role inherit;
 grant anon, authenticated, service_role to authenticator;
 grant anon, authenticated, service_role to postgres;
+-- As on hosted Supabase (a project's roles dump: GRANT pg_monitor TO postgres): the migration
+-- owner reads every backend's state in pg_stat_activity. The reaper judges PostgREST's pool
+-- by it (migration 0021); without it the state reads null and nothing is postponed.
+grant pg_monitor to postgres;
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
 alter role authenticator set statement_timeout = '8s';

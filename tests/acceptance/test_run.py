@@ -47,6 +47,18 @@ def test_burst_worker_runs_jobs_and_stores_results(
     )
 
 
+def test_a_handler_reads_through_the_workers_supabase_client(
+    queue: QueueClient, start_worker: Start, submit: Submit, unique: Callable[[str], str]
+) -> None:
+    name = unique("q")
+    (job,) = submit(queue_name=name, payload={"mode": "read_doc"})
+    worker = start_worker("--burst", "--queue", name)
+    assert worker.proc.wait(60) == 0, worker.output()
+    row = queue.get(job.id)
+    assert row.status == JobStatus.COMPLETED, row.error_message
+    assert row.result == {"rows": [{"id": str(job.user_document_id)}]}
+
+
 def test_exception_retries_with_backoff_then_succeeds(
     queue: QueueClient, start_worker: Start, submit: Submit, unique: Callable[[str], str]
 ) -> None:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ import psycopg
 
 from supaworker_local.config import StackConfig
 from tests.chaos.harness import Db
+from tests.conftest import StackUser
 
 
 class Producer:
@@ -180,3 +182,38 @@ def record(stack: StackConfig, test: str, figures: dict[str, Any]) -> None:
     print(f"{test} figures:", json.dumps(figures, indent=2, default=str))
     with open(Path(stack.state_dir) / "chaos-runs.jsonl", "a") as f:
         f.write(json.dumps({"test": test, **figures}, default=str) + "\n")
+
+
+class Readers:
+    """`n` users' clients, each calling the slow read (tests/chaos/conftest.py `slow_read`,
+    `seconds` long) back to back until stopped."""
+
+    def __init__(
+        self, url: str, stack: StackConfig, user: StackUser, n: int, seconds: float = 2.0
+    ) -> None:
+        self.url, self.n, self.seconds = url, n, seconds
+        self.headers = {"apikey": stack.anon_key, "Authorization": f"Bearer {user.token}"}
+        self.outcomes: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+
+    def __enter__(self) -> Readers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=60) as http:
+            while not self._stop.is_set():
+                try:
+                    answer = http.post(
+                        self.url, json={"seconds": self.seconds}, headers=self.headers
+                    )
+                    self.outcomes[str(answer.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    self.outcomes[type(exc).__name__] += 1

@@ -11,15 +11,9 @@ private /30, and the relay forwards to the gateway on 127.0.0.1. Needs root and 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import subprocess
-import sys
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,119 +22,15 @@ from supaworker_local.config import StackConfig
 from tests.chaos.analysis import completions_per_cycle
 from tests.chaos.harness import Db, db_now
 from tests.chaos.load import record
+from tests.chaos.netns import HOST_ADDR, Relay, ip, start_in
 from tests.chaos.settings import fast_rescue
-from tests.conftest import ROOT, StackUser
+from tests.conftest import StackUser
 from tests.worker_fixtures import WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.chaos]
 
 CUT_SECONDS = float(os.environ.get("SUPAWORKER_NETNS_CUT_SECONDS", "10"))
 HORIZON = 4.0
-HOST_ADDR, NS_ADDR = "10.208.19.1", "10.208.19.2"
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@pytest.fixture()
-def netns() -> Iterator[tuple[str, str]]:
-    """A namespace with a veth link to the host: (namespace, host-side interface)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 for a network namespace")
-    tag = uuid.uuid4().hex[:6]
-    name, host_if, ns_if = f"sw-{tag}", f"swh{tag}", f"swn{tag}"
-    try:
-        _ip("netns", "add", name)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"ip netns add failed: {exc.stderr.decode().strip()}")
-    try:
-        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        _ip("link", "set", ns_if, "netns", name)
-        _ip("addr", "add", f"{HOST_ADDR}/30", "dev", host_if)
-        _ip("link", "set", host_if, "up")
-        for args in (
-            ("addr", "add", f"{NS_ADDR}/30", "dev", ns_if),
-            ("link", "set", ns_if, "up"),
-            ("link", "set", "lo", "up"),
-        ):
-            _ip("netns", "exec", name, "ip", *args)
-        yield name, host_if
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-
-
-class Relay:
-    """host_addr:port -> 127.0.0.1:target, byte for byte (HTTP and Realtime's websocket)."""
-
-    def __init__(self, host: str, target: int) -> None:
-        self.host, self.target = host, target
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Relay:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, self.host, 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        # Let every open relay end inside the loop, not at interpreter exit.
-        tasks = asyncio.all_tasks(self._loop)
-        for task in tasks:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-def _start_in(
-    namespace: str, url: str, env: dict[str, str], log: Path, *args: str
-) -> WorkerProcess:
-    worker_id = f"w-ns-{uuid.uuid4().hex[:6]}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                *("ip", "netns", "exec", namespace, sys.executable, "-m", "supaworker.cli.main"),
-                *("run", "--handler", "tests.handlers:handle", "--worker-id", worker_id),
-                *("--heartbeat-interval", "0.5", "--poll-interval", "0.3", *args),
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env, "SUPABASE_URL": url, "SUPAWORKER_LOG_FORMAT": "json"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(worker_id, proc, log)
 
 
 def _rows(db: Db, queue: str) -> list[tuple[object, ...]]:
@@ -165,7 +55,7 @@ def test_a_worker_cut_off_from_the_network(
     queue, user = unique("netns"), make_user()
     with fast_rescue(stack, HORIZON, 0.5), Relay(HOST_ADDR, stack.api_port) as relay:
         url = f"http://{HOST_ADDR}:{relay.port}"
-        cut_off = _start_in(
+        cut_off = start_in(
             namespace, url, stack_env, tmp_path / "cut.log", "--queue", queue, "--concurrency", "4"
         )
         try:
@@ -189,7 +79,7 @@ def test_a_worker_cut_off_from_the_network(
             other = start_worker("--queue", queue, "--concurrency", "4", "--no-realtime")
             other.wait_for_log('"action": "worker_registered"', timeout=30)
             cut_at, cut_at_db = time.monotonic(), db_now(admin_db)
-            _ip("link", "set", host_if, "down")
+            ip("link", "set", host_if, "down")
             try:
                 wait_for(
                     lambda: all(r[2] == other.worker_id for r in _rows(admin_db, queue)),
@@ -199,7 +89,7 @@ def test_a_worker_cut_off_from_the_network(
                 rescued_after = time.monotonic() - cut_at
                 time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
             finally:
-                _ip("link", "set", host_if, "up")
+                ip("link", "set", host_if, "up")
             restored_at = time.monotonic()
             wait_for(
                 lambda: all(r[1] == "completed" for r in _rows(admin_db, queue)), 60, "all done"

@@ -9,17 +9,19 @@ through the gateway with a signed-in user's token, as a slow dashboard query wou
 
 Sizes: SUPAWORKER_POOL_READERS (concurrent readers per step, "0,5,10,20,40"),
 SUPAWORKER_POOL_READ_SECONDS (2), SUPAWORKER_POOL_STEP_SECONDS (8), SUPAWORKER_FAULT_RATE
-(offered jobs per second, 10), SUPAWORKER_FAULT_KILLS (backend kills, 3). The figures are
+(offered jobs per second, 10), SUPAWORKER_FAULT_KILLS (backend kills, 3); the saturated pool:
+SUPAWORKER_POOL_SATURATE (readers, 6 x db-pool), SUPAWORKER_POOL_SATURATE_SECONDS (20),
+SUPAWORKER_POOL_SATURATE_HORIZON (dead_worker_horizon meanwhile, 6 s). The figures are
 printed and appended to <state dir>/chaos-runs.jsonl; docs/reliability.md quotes them.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +31,17 @@ import pytest
 from supaworker_local import stack as dev_stack
 from supaworker_local.config import StackConfig
 from tests.chaos.harness import Db, db_now
-from tests.chaos.load import Probe, Producer, completed_between, ms, pickups, record, unfinished
+from tests.chaos.load import (
+    Probe,
+    Producer,
+    Readers,
+    completed_between,
+    ms,
+    pickups,
+    record,
+    unfinished,
+)
+from tests.chaos.settings import fast_rescue
 from tests.conftest import StackUser
 from tests.worker_fixtures import WorkerProcess, wait_for
 
@@ -41,55 +53,9 @@ STEP_SECONDS = float(os.environ.get("SUPAWORKER_POOL_STEP_SECONDS", "8"))
 RATE = float(os.environ.get("SUPAWORKER_FAULT_RATE", "10"))
 KILLS = int(os.environ.get("SUPAWORKER_FAULT_KILLS", "3"))
 POOL = int(dev_stack.postgrest_env(StackConfig(state_dir="/nonexistent"))["PGRST_DB_POOL"])
-
-
-@pytest.fixture()
-def slow_read(stack: StackConfig, admin_db: Db) -> Iterator[str]:
-    """A user-callable RPC that holds its pool connection, in this database only."""
-    admin_db.execute(
-        "create or replace function public.chaos_slow_read(seconds double precision)"
-        " returns integer language sql security invoker set search_path = ''"
-        " as $$ select 1 from pg_catalog.pg_sleep(seconds) $$"
-    )
-    admin_db.execute("revoke all on function public.chaos_slow_read from public, anon")
-    admin_db.execute("grant execute on function public.chaos_slow_read to authenticated")
-    admin_db.execute("notify pgrst, 'reload schema'")
-    url = f"{stack.api_url}/rest/v1/rpc/chaos_slow_read"
-    yield url
-    admin_db.execute("drop function if exists public.chaos_slow_read")
-    admin_db.execute("notify pgrst, 'reload schema'")
-
-
-class Readers:
-    """`n` users' clients, each calling the slow read back to back until stopped."""
-
-    def __init__(self, url: str, stack: StackConfig, user: StackUser, n: int) -> None:
-        self.url, self.n = url, n
-        self.headers = {"apikey": stack.anon_key, "Authorization": f"Bearer {user.token}"}
-        self.outcomes: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-
-    def __enter__(self) -> Readers:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
-                try:
-                    answer = http.post(
-                        self.url, json={"seconds": READ_SECONDS}, headers=self.headers
-                    )
-                    self.outcomes[str(answer.status_code)] += 1
-                except httpx.HTTPError as exc:
-                    self.outcomes[type(exc).__name__] += 1
+SATURATE = int(os.environ.get("SUPAWORKER_POOL_SATURATE", str(6 * POOL)))
+SATURATE_SECONDS = float(os.environ.get("SUPAWORKER_POOL_SATURATE_SECONDS", "20"))
+SATURATE_HORIZON = float(os.environ.get("SUPAWORKER_POOL_SATURATE_HORIZON", "6"))
 
 
 def _latency(calls: list[tuple[float, float, str]]) -> dict[str, Any]:
@@ -137,16 +103,7 @@ def test_users_reads_through_the_shared_pool(
     unique: Callable[[str], str],
 ) -> None:
     queue, user = unique("pool"), make_user()
-    wait_for(
-        lambda: (
-            httpx.post(
-                slow_read, json={"seconds": 0}, headers=Readers(slow_read, stack, user, 0).headers
-            ).status_code
-            == 200
-        ),
-        30,
-        "PostgREST to see chaos_slow_read",
-    )
+    _wait_readable(slow_read, stack, user)
     workers = _fleet(start_worker, queue)
     ids = [w.worker_id for w in workers]
     began = db_now(admin_db)
@@ -158,7 +115,7 @@ def test_users_reads_through_the_shared_pool(
         time.sleep(2.0)  # the fleet settles on the load
         for n in [*READERS, 0]:  # the last step: readers gone, recovery
             ages: list[float] = []
-            with Readers(slow_read, stack, user, n) as readers:
+            with Readers(slow_read, stack, user, n, READ_SECONDS) as readers:
                 t0, since = time.monotonic(), db_now(admin_db)
                 while time.monotonic() - t0 < STEP_SECONDS:
                     ages.append(_heartbeat_age(admin_db, ids))
@@ -200,6 +157,123 @@ def test_users_reads_through_the_shared_pool(
         assert slowest is None or slowest > 5 * steps[0]["heartbeat_rpc"]["median_ms"], steps
     # Nothing lost, and no live worker was taken for dead while users read.
     assert figures["live_workers_declared_dead"] == 0, figures
+
+
+def _wait_readable(slow_read: str, stack: StackConfig, user: StackUser) -> None:
+    headers = Readers(slow_read, stack, user, 0, READ_SECONDS).headers
+    wait_for(
+        lambda: httpx.post(slow_read, json={"seconds": 0}, headers=headers).status_code == 200,
+        30,
+        "PostgREST to see chaos_slow_read",
+    )
+
+
+def _rescues_of(db: Db, worker_id: str) -> list[datetime]:
+    rows = db.execute(
+        "select created_at from public.job_events where worker_id = %s"
+        " and event in ('retry_scheduled', 'failed') and message like '%%stopped heartbeating'"
+        " order by created_at",
+        (worker_id,),
+    ).fetchall()
+    return [r[0] for r in rows if isinstance(r[0], datetime)]
+
+
+@pytest.mark.timeout(600)
+def test_a_saturated_pool_is_not_taken_for_dead_workers(
+    stack: StackConfig,
+    admin_db: Db,
+    slow_read: str,
+    make_user: Callable[..., StackUser],
+    start_worker: Callable[..., WorkerProcess],
+    unique: Callable[[str], str],
+) -> None:
+    """SATURATE users' slow reads (several times the pool: PostgREST refuses nearly every
+    request with 504 PGRST003) for longer than a short dead_worker_horizon, while two live
+    workers serve the queue and a third, SIGKILLed just before with two long jobs in hand,
+    is really dead. The live workers' heartbeats do starve past the horizon; none of them
+    may be declared dead, and the dead one's jobs must still be rescued once the pool is
+    calm again (issue 19 item 5)."""
+    queue, other, user = unique("sat"), unique("sat-dead"), make_user()
+    _wait_readable(slow_read, stack, user)
+    with fast_rescue(stack, horizon=SATURATE_HORIZON, rescue_interval=1.0):
+        workers = _fleet(start_worker, queue)
+        ids = [w.worker_id for w in workers]
+        victim = start_worker("--queue", other, "--concurrency", "2")
+        victim.wait_for_log('"action": "worker_registered"', timeout=30)
+        admin_db.execute(
+            "with d as (insert into public.user_documents (user_id, name, content)"
+            " select %s, 'long', 'x' from generate_series(1, 2) returning id)"
+            " select count(public.enqueue_job(d.id, 0, jsonb_build_object('mode', 'sleep',"
+            " 'seconds', 120), %s, 10)) from d",
+            (user.id, other),
+        )
+        wait_for(
+            lambda: (
+                admin_db.execute(
+                    "select count(*) from public.processing_queue where queue = %s"
+                    " and status = 'processing'",
+                    (other,),
+                ).fetchone()
+                == (2,)
+            ),
+            30,
+            "the victim to run its two jobs",
+        )
+        began = db_now(admin_db)
+        ages: list[tuple[float, float]] = []  # (seconds since the readers began, age)
+        with (
+            Producer(stack, user.id, queue, RATE, 0.05) as producer,
+            Probe(stack, unique("probe")) as probe,
+        ):
+            time.sleep(2.0)
+            victim.stop(signal.SIGKILL)
+            killed_at = db_now(admin_db)
+            t0 = time.monotonic()
+            with Readers(slow_read, stack, user, SATURATE, READ_SECONDS) as readers:
+                while time.monotonic() - t0 < SATURATE_SECONDS:
+                    ages.append((time.monotonic() - t0, _heartbeat_age(admin_db, ids)))
+                    time.sleep(0.2)
+            t1, calm_at = time.monotonic(), db_now(admin_db)
+            # The pool is calm again: watch the live workers' heartbeats come back and the
+            # dead one's jobs be rescued (a horizon of calm, then the next reaper pass).
+            while time.monotonic() - t1 < 3 * SATURATE_HORIZON + 6:
+                ages.append((time.monotonic() - t0, _heartbeat_age(admin_db, ids)))
+                time.sleep(0.2)
+            assert producer.errors == []
+        wait_for(lambda: unfinished(admin_db, queue) == 0, 120, "every job to finish")
+        wait_for(lambda: len(_rescues_of(admin_db, victim.worker_id)) == 2, 60, "the rescue")
+        rescues = _rescues_of(admin_db, victim.worker_id)
+        admin_db.execute(
+            "select public.cancel_job(id) from public.processing_queue where queue = %s", (other,)
+        )
+        during = [a for t, a in ages if t < SATURATE_SECONDS]
+        starved = round(max(during), 2)
+        figures = {
+            "postgrest_db_pool": POOL,
+            "readers": SATURATE,
+            "read_seconds": READ_SECONDS,
+            "saturated_seconds": SATURATE_SECONDS,
+            "dead_worker_horizon_s": SATURATE_HORIZON,
+            "reads": dict(readers.outcomes),
+            "heartbeat_rpc_saturated": _latency(probe.between(t0, t1)),
+            "worker_heartbeat_age_max_s": starved,
+            "worker_heartbeat_age_max_after_s": round(max(a for t, a in ages if t >= t1 - t0), 2),
+            "live_workers_declared_dead": _rescued_from(admin_db, ids, began),
+            "dead_worker_rescued_after_kill_s": [
+                round((r - killed_at).total_seconds(), 1) for r in rescues
+            ],
+            "dead_worker_rescued_after_calm_s": [
+                round((r - calm_at).total_seconds(), 1) for r in rescues
+            ],
+        }
+        record(stack, "pool_saturated", figures)
+        for w in workers:
+            assert w.stop() == 0, w.output()[-2000:]
+    # The starvation was real: the live workers' heartbeats were older than the horizon.
+    assert starved > SATURATE_HORIZON, figures
+    # ... and yet no live worker was declared dead; the dead one was.
+    assert figures["live_workers_declared_dead"] == 0, figures
+    assert len(rescues) == 2, figures
 
 
 def _authenticator_backends(db: Db) -> list[int]:

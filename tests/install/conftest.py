@@ -109,7 +109,24 @@ def free_ports() -> list[str]:
     return ["--db-port", str(db), "--api-port", str(api), "--postgrest-port", str(rest)]
 
 
+# What the machine itself needs to reach package registries (a TLS-inspecting proxy's CA,
+# proxies): a VPS shell behind such a proxy has them too. Without them a first `dev up` on a
+# clean Deno cache cannot download the functions' npm packages.
+MACHINE_NETWORK_ENV = (
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+
+
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     """The environment of a VPS shell: nothing of this repository's venv or checkout."""
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    names = ("PATH", "HOME", "LANG", "TMPDIR", *MACHINE_NETWORK_ENV)
+    keep = {k: v for k, v in os.environ.items() if k in names}
     return {**keep, **extra}

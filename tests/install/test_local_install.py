@@ -30,9 +30,10 @@ def test_demo_in_an_empty_folder(
     folder = tmp_path / "empty"
     folder.mkdir()
     env = clean_env({"SUPAWORKER_TOOLS_DIR": str(seeded_tools), "COLUMNS": "200"})
+    ports = free_ports()
     try:
         demo = subprocess.run(
-            [local_install.supaworker, "demo", "--timeout", "120", *free_ports()],
+            [local_install.supaworker, "demo", "--timeout", "120", *ports],
             cwd=folder,
             env=env,
             capture_output=True,
@@ -41,6 +42,19 @@ def test_demo_in_an_empty_folder(
         )
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
         assert "36/36 completed; 1 job(s) failed once and were retried" in demo.stdout
+        # The Node variant on the same stack: the handler file comes from the install, and
+        # needs nothing but `node` (PATH is the user's).
+        node = subprocess.run(
+            [local_install.supaworker, "demo", "--handler", "node", "--timeout", "120", *ports],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert node.returncode == 0, node.stdout[-3000:] + node.stderr[-3000:]
+        assert f"supaworker run --handler-command node {local_install.venv}/" in node.stdout
+        assert "36/36 completed; 1 job(s) failed once and were retried" in node.stdout
         status = subprocess.run(
             [local_install.supaworker, "dev", "status"], cwd=folder, env=env, check=False
         )

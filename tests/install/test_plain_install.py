@@ -50,6 +50,8 @@ def test_the_wheel_holds_no_test_or_repository_files(plain_install: Installed) -
     names = zipfile.ZipFile(plain_install.wheel).namelist()
     assert not [n for n in names if n.startswith(("tests/", "bench/", "examples/"))]
     assert "supaworker_local/examples/handler.py" in names
+    # `supaworker demo --handler node` runs it from the install (no repository, no npm).
+    assert "supaworker_local/examples/handler.mjs" in names
 
 
 @pytest.mark.parametrize("args", [["dev", "up"], ["dev", "--help"], ["demo"]])

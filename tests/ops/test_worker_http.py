@@ -127,6 +127,10 @@ def test_internal_process_runs_the_document_on_this_worker(
     admin_db: object,
 ) -> None:
     name, port = unique("q"), free_port()
+    # A cancelled job frees its document; /internal/process re-queues it. Cancelled before any
+    # worker runs, so that no claim races the cancel.
+    (job,) = submit(queue_name=name, payload={"mode": "ok"})
+    queue.cancel(job.id)
     worker = start_worker(
         "--queue",
         name,
@@ -138,8 +142,6 @@ def test_internal_process_runs_the_document_on_this_worker(
     )
     other = start_worker("--queue", name)  # must never get the direct job
     wait_for(_started(port), 30, "http port")
-    (job,) = submit(queue_name=name, payload={"mode": "ok"})
-    queue.cancel(job.id)  # free the document; /internal/process re-queues it
     url = f"http://127.0.0.1:{port}/internal/process"
     response = httpx.post(
         url,

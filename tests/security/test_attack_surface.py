@@ -79,7 +79,8 @@ def test_every_exposed_function_refuses_anon_and_users(
         for who, token in (("anon", stack.anon_key), ("user", user.token)):
             reply = api.rpc(token, name, params)
             answers[(name, who)] = (reply.status, reply.code)
-            assert reply.body and reply.body.get("message"), (name, who, reply.body)
+            refused = isinstance(reply.body, dict) and reply.body.get("message")
+            assert refused, (name, who, reply.status, reply.body)
     for (name, who), (status, code) in answers.items():
         if who == "anon":
             expected = {(401, "42501")}  # no function is executable by anon

@@ -1,6 +1,7 @@
 """`enqueue` rides out a passing outage (issue 19: 5,300-5,900 enqueues were dropped by a
 producer during a PostgreSQL restart) and never retries a refusal. HTTP edge cases through
-respx; the real outage is tests/ops/test_enqueue_outage.py."""
+respx (the sync client) and a scripted loopback server (the async one); the real outage is
+tests/ops/test_enqueue_outage.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from supaworker.exceptions import (
     ServerError,
 )
 from supaworker.retry import RetryPolicy
-from supaworker.transport import SupabaseAsyncTransport, SupabaseSyncTransport
+from supaworker.transport import AsyncRpcTransport, SupabaseSyncTransport
+from tests.unit.scripted_server import DROP, HANG, Answer, scripted_server
 
 URL = "http://queue.test"
 RPC = f"{URL}/rest/v1/rpc/enqueue_job"
@@ -84,8 +86,25 @@ def _sync() -> QueueClient:
     return QueueClient(SupabaseSyncTransport.connect(URL, KEY), enqueue_retry=FAST)
 
 
-async def _async() -> AsyncQueueClient:
-    return AsyncQueueClient(await SupabaseAsyncTransport.connect(URL, KEY), enqueue_retry=FAST)
+async def _async(url: str) -> AsyncQueueClient:
+    transport = await AsyncRpcTransport.connect(url, KEY, timeout=httpx.Timeout(0.3, connect=1))
+    return AsyncQueueClient(transport, enqueue_retry=FAST)
+
+
+# The same outages as they reach the async client over a real socket.
+ASYNC_TRANSIENT = [
+    DROP,
+    HANG,
+    Answer.json({"message": "An invalid response was received from the upstream"}, 502),
+    Answer(503, "<html>Service Unavailable</html>", "text/html"),
+    Answer.json({"code": "PGRST003", "message": "Timed out acquiring connection"}, 504),
+    Answer.json({"code": "57P01", "message": "terminating connection"}, 503),
+]
+ASYNC_REFUSALS = [
+    (Answer.json({"code": "PT404", "message": "document not found"}, 404), NotFound),
+    (Answer.json({"message": "Invalid API key"}, 401), PermissionDenied),
+    (Answer.json({"code": "42501", "message": "permission denied"}, 403), PermissionDenied),
+]
 
 
 @respx.mock
@@ -101,14 +120,16 @@ def test_sync_enqueue_retries_a_transient_failure(failure: Any) -> None:
     assert len(bodies) == 1 and json.loads(bodies.pop())["p_user_document_id"] == str(DOC)
 
 
-@respx.mock
-@pytest.mark.parametrize("failure", TRANSIENT, ids=lambda f: type(f).__name__ + str(f)[:40])
-async def test_async_enqueue_retries_a_transient_failure(failure: Any) -> None:
-    route = respx.post(RPC)
-    route.side_effect = [failure, httpx.Response(200, json=_job_row())]
-    job = await (await _async()).enqueue(DOC)
+@pytest.mark.parametrize("failure", ASYNC_TRANSIENT, ids=str)
+async def test_async_enqueue_retries_a_transient_failure(failure: Answer | str) -> None:
+    async with scripted_server() as server:
+        server.answer("enqueue_job", failure, Answer.json(_job_row()))
+        client = await _async(server.url)
+        job = await client.enqueue(DOC)
+        await client.aclose()
     assert job.user_document_id == DOC
-    assert route.call_count == 2
+    assert server.calls("enqueue_job") == 2
+    assert len(set(server.bodies["enqueue_job"])) == 1  # the same call both times
 
 
 @respx.mock
@@ -120,15 +141,15 @@ def test_a_refusal_is_never_retried(answer: httpx.Response, error: type[Exceptio
     assert route.call_count == 1
 
 
-@respx.mock
-@pytest.mark.parametrize(("answer", "error"), REFUSALS)
-async def test_async_a_refusal_is_never_retried(
-    answer: httpx.Response, error: type[Exception]
-) -> None:
-    route = respx.post(RPC).mock(return_value=answer)
-    with pytest.raises(error):
-        await (await _async()).enqueue(DOC)
-    assert route.call_count == 1
+@pytest.mark.parametrize(("answer", "error"), ASYNC_REFUSALS)
+async def test_async_a_refusal_is_never_retried(answer: Answer, error: type[Exception]) -> None:
+    async with scripted_server() as server:
+        server.answer("enqueue_job", answer)
+        client = await _async(server.url)
+        with pytest.raises(error):
+            await client.enqueue(DOC)
+        await client.aclose()
+    assert server.calls("enqueue_job") == 1
 
 
 @respx.mock

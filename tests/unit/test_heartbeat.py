@@ -4,15 +4,17 @@ target (the worker's side) and the in-memory model of the SQL functions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from typing import Any
 
 from supaworker import Job
 from supaworker.client import AsyncQueueClient
-from supaworker.exceptions import ConfigurationError, NotFound, PermissionDenied
+from supaworker.exceptions import ConfigurationError, NotFound, PermissionDenied, ServerError
 from supaworker.models import HeartbeatReply, OrphanedJob, WorkerStatus
 from supaworker.testing import InMemoryTransport
-from supaworker.worker.heartbeat import Heartbeat
+from supaworker.worker.heartbeat import RETRY_FIRST, Heartbeat, retry_delay
 from supaworker.worker.ledger import StopReason
 from supaworker.worker.loop import EXIT_OK
 from tests.unit.worker_doubles import enqueue, worker_on
@@ -141,3 +143,61 @@ async def test_worker_survives_a_refused_reregistration() -> None:
     fake.fn_register_worker = original  # type: ignore[method-assign]
     assert await asyncio.wait_for(task, 10) == EXIT_OK
     assert fake.jobs[job_id]["status"] == "completed"
+
+
+class Refusing(InMemoryTransport):
+    """The fake, refusing the next `refusals` heartbeats as a saturated PostgREST pool does
+    (504 PGRST003, translated to ServerError), with the time of every heartbeat call."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.beats: list[float] = []
+
+    async def call(self, function: str, params: Any) -> Any:
+        if function == "heartbeat_worker":
+            self.beats.append(time.monotonic())
+            if self.refusals > 0:
+                self.refusals -= 1
+                raise ServerError(
+                    "heartbeat_worker: Timed out acquiring connection from connection pool."
+                    " (PGRST003)",
+                    status=504,
+                )
+        return await super().call(function, params)
+
+
+def test_the_retry_delay_starts_small_doubles_and_never_exceeds_the_interval() -> None:
+    for failures in range(1, 40):
+        ceiling = min(5.0, RETRY_FIRST * 2 ** (failures - 1))
+        for _ in range(20):
+            assert ceiling / 2 <= retry_delay(failures, 5.0) < ceiling + 1e-9
+    assert retry_delay(1, 5.0) < 0.2  # the first retry comes at once, not 5 s later
+    assert retry_delay(1, 0.05) < 0.05  # and never later than the interval itself
+
+
+async def test_a_refused_beat_is_retried_promptly_not_an_interval_later() -> None:
+    """Before issue 19 item 5 a failed beat waited the whole interval: here 30 s, so the
+    beat would not have landed within the test."""
+    fake = Refusing(refusals=3)
+    fake.fn_register_worker("w1")
+    target = Target()
+    heartbeat = Heartbeat(AsyncQueueClient(fake), "w1", 30.0, target)
+    task = asyncio.create_task(heartbeat.run())
+    try:
+        heartbeat.request()  # the first beat now
+        deadline = time.monotonic() + 5
+        while target.beats_ok == 0:
+            assert time.monotonic() < deadline, fake.beats
+            await asyncio.sleep(0.01)
+        assert len(fake.beats) == 4  # three refusals, then it landed
+        gaps = [b - a for a, b in zip(fake.beats, fake.beats[1:], strict=False)]
+        assert all(gap < 1.0 for gap in gaps), gaps  # 0.1-0.2, 0.2-0.4, 0.4-0.8 s
+        assert gaps[0] < gaps[2]  # backing off
+        # Once a beat lands, the cadence is the interval again: no further beat for now.
+        await asyncio.sleep(0.5)
+        assert len(fake.beats) == 4 and target.beats_ok == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -6,8 +6,17 @@ import time
 from collections.abc import Callable
 
 import pytest
+from postgrest.exceptions import APIError
 
-from supaworker.exceptions import InvalidArgument, NotFound, RpcError, ServerError
+from supaworker.exceptions import (
+    ConnectionFailed,
+    InvalidArgument,
+    NotFound,
+    RequestTimeout,
+    RpcError,
+    ServerError,
+)
+from supaworker.transport import translate_api_error
 from supaworker.worker import retry
 from supaworker.worker.retry import RetryPolicy, is_missing_function
 
@@ -82,3 +91,31 @@ def test_only_pgrst202_is_a_missing_function() -> None:
     assert not is_missing_function(NotFound("no job", code="PT404"))
     assert not is_missing_function(RpcError("could not serialize", code="40001"))
     assert not is_missing_function(ServerError("503"))
+
+
+def _pool_timeout() -> Exception:
+    """What a saturated PostgREST pool answers (HTTP 504), as the transport translates it."""
+    body = {"code": "PGRST003", "message": "Timed out acquiring connection from connection pool."}
+    return translate_api_error("complete_job", APIError(body), status=504)
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [
+        _pool_timeout,
+        lambda: ServerError("502 Bad Gateway", status=502),
+        lambda: ServerError("503 Service Unavailable", status=503),
+        lambda: ConnectionFailed("connection refused"),
+        lambda: RequestTimeout("no answer"),
+    ],
+    ids=["504-PGRST003", "502", "503", "connection-refused", "timeout"],
+)
+async def test_final_writes_outlast_a_long_saturation(make_error: Callable[[], Exception]) -> None:
+    """Issue 19 item 5: users' reads can hold PostgREST's pool for minutes, refusing every
+    request; a final write keeps trying (here 300 refusals) until it lands, never dropping
+    the outcome of a job that ran (only a stopping worker's grace ends it)."""
+    error = make_error()
+    assert isinstance(error, ServerError | ConnectionFailed | RequestTimeout)
+    call, calls = failing([error] * 300)
+    assert await RetryPolicy("w1")("complete_job", call) == "landed"  # type: ignore[arg-type]
+    assert calls == [301]

@@ -77,32 +77,93 @@ describe("enqueue and read", { skip: needsStack }, () => {
     assert.equal((await getJob(serviceClient(), job.id)).id, job.id);
   });
 
-  test("enqueueMany keeps the order and at most `concurrency` calls in flight", async () => {
+  test("enqueueMany: one enqueue_jobs call per chunk, jobs in order, per-document options", async () => {
     const docs = [];
-    for (let i = 0; i < 6; i++) docs.push(await createDocument(stack.userToken));
-    let inFlight = 0;
-    let most = 0;
-    const counting = async (input, init) => {
-      const isRpc = String(input).includes("/rpc/enqueue_job");
-      if (isRpc) most = Math.max(most, ++inFlight);
-      try {
-        return await fetch(input, init);
-      } finally {
-        if (isRpc) inFlight -= 1;
-      }
+    for (let i = 0; i < 5; i++) docs.push(await createDocument(stack.userToken));
+    const calls = [];
+    const counting = (input, init) => {
+      const path = new URL(String(input)).pathname;
+      if (path.startsWith("/rest/v1/rpc/")) calls.push([path, JSON.parse(init.body).p_jobs?.length]);
+      return fetch(input, init);
     };
     const user = userClient(stack.userToken, stack.url, { global: { fetch: counting } });
-    const jobs = await enqueueMany(user, docs, { concurrency: 2, queue: uniqueQueue() });
+    const queue = uniqueQueue();
+    const items = [...docs.slice(0, 4), { documentId: docs[4], priority: 7 }];
+    const jobs = await enqueueMany(user, items, { chunkSize: 2, queue, priority: 2 });
     assert.deepEqual(jobs.map((j) => j.user_document_id), docs);
-    assert.equal(most, 2);
+    assert.deepEqual(jobs.map((j) => [j.queue, j.user_priority]), [...Array(4).fill([queue, 2]), [queue, 7]]);
+    // Three calls of at most two documents, never enqueue_job.
+    assert.deepEqual(calls, [["/rest/v1/rpc/enqueue_jobs", 2], ["/rest/v1/rpc/enqueue_jobs", 2], ["/rest/v1/rpc/enqueue_jobs", 1]]);
+    // Idempotent per document, like enqueue: the same jobs again, in one call by default.
+    calls.length = 0;
+    const again = await enqueueMany(user, docs, { queue });
+    assert.deepEqual(again.map((j) => j.id), jobs.map((j) => j.id));
+    assert.deepEqual(calls, [["/rest/v1/rpc/enqueue_jobs", 5]]);
+    assert.deepEqual(await enqueueMany(user, []), []);
   });
 
-  test("enqueueMany stops at the first refusal and throws it", async () => {
-    const mine = await createDocument(stack.userToken);
+  test("enqueueMany: a refusal names the element's index across chunks; earlier chunks stay queued", async () => {
+    const mine = [];
+    for (let i = 0; i < 3; i++) mine.push(await createDocument(stack.userToken));
     const theirs = await createDocument(stack.otherToken);
     const user = userClient(stack.userToken);
-    await rejectsWith(enqueueMany(user, [mine, theirs], { concurrency: 1 }), "PT403", 403);
-    await rejectsWith(enqueueMany(user, [mine], { concurrency: 0 }), "22023", 400);
+    const queue = uniqueQueue();
+    const error = await rejectsWith(enqueueMany(user, [...mine, theirs], { chunkSize: 2, queue }), "PT403", 403);
+    assert.match(error.message, /^p_jobs\[3\]: document .* does not belong to you/);
+    assert.ok(error.hint, "the SQL's hint is kept");
+    // The first chunk went through; the refused chunk is all or nothing.
+    assert.ok(await getJobForDocument(user, mine[0]));
+    assert.ok(await getJobForDocument(user, mine[1]));
+    assert.equal(await getJobForDocument(user, mine[2]), null);
+    const bad = await rejectsWith(enqueueMany(user, [mine[2], { documentId: mine[2], queue: "no spaces" }]), "22023", 400);
+    assert.match(bad.message, /^p_jobs\[1\]: invalid queue name/);
+    const serverOnly = await rejectsWith(enqueueMany(user, [mine[2], { documentId: mine[2], payload: { a: 1 } }]), "PT403", 403);
+    assert.match(serverOnly.message, /^p_jobs\[1\]: .*only the service role may set/);
+    assert.equal(await getJobForDocument(user, mine[2]), null);
+    await rejectsWith(enqueueMany(user, mine, { chunkSize: 0 }), "22023", 400);
+    await rejectsWith(enqueueMany(user, mine, { chunkSize: 10_001 }), "22023", 400);
+  });
+
+  test("enqueueMany with the service role: server-only options, shared and per document", async () => {
+    const docs = [await createDocument(stack.userToken), await createDocument(stack.userToken)];
+    const queue = uniqueQueue();
+    const jobs = await enqueueMany(serviceClient(), [docs[0], { documentId: docs[1], maxAttempts: 5, concurrencyKey: "k-1" }], {
+      queue,
+      payload: { source: "bulk" },
+      maxAttempts: 2,
+      timeoutSeconds: 30,
+    });
+    assert.deepEqual(
+      jobs.map((j) => [j.user_document_id, j.payload, j.max_attempts, j.timeout_seconds, j.concurrency_key]),
+      [[docs[0], { source: "bulk" }, 2, 30, null], [docs[1], { source: "bulk" }, 5, 30, "k-1"]],
+    );
+  });
+
+  test("enqueueMany splits more than 10,000 documents into calls of 10,000", { timeout: 120_000 }, async () => {
+    const service = serviceClient();
+    const owner = userIdOf(stack.userToken);
+    const rows = Array.from({ length: 10_001 }, (_, i) => ({ user_id: owner, name: `bulk-${i}.txt`, content: "x" }));
+    const { data, error } = await service.from("user_documents").insert(rows).select("id");
+    if (error) throw new Error(JSON.stringify(error));
+    const ids = data.map((row) => row.id);
+    try {
+      let calls = 0;
+      const counting = (input, init) => {
+        if (String(input).includes("/rpc/enqueue_jobs")) calls += 1;
+        return fetch(input, init);
+      };
+      const jobs = await enqueueMany(serviceClient(stack.url, { global: { fetch: counting } }), ids, {
+        queue: uniqueQueue(),
+      });
+      assert.equal(calls, 2);
+      assert.equal(jobs.length, ids.length);
+      assert.ok(jobs.every((job, i) => job.user_document_id === ids[i]), "jobs in the order given");
+    } finally {
+      // Their jobs go with them (on delete cascade): the shared stack keeps no idle backlog.
+      for (let i = 0; i < ids.length; i += 500) {
+        await service.from("user_documents").delete().in("id", ids.slice(i, i + 500));
+      }
+    }
   });
 });
 
@@ -192,6 +253,22 @@ describe("transient failures of enqueue", { skip: needsStack }, () => {
       );
       assert.equal(error.transient, true);
       assert.equal(proxy.state.requests, 1);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test("enqueueMany retries a chunk's 503 like enqueue, and not a refusal", async () => {
+    const proxy = await faultyProxy({ status: 503, failures: 2 });
+    try {
+      const docs = [await createDocument(stack.userToken), await createDocument(stack.userToken)];
+      const jobs = await enqueueMany(userClient(stack.userToken, proxy.url), docs, {
+        retry: { initialDelayMs: 20, maxElapsedMs: 5_000 },
+      });
+      assert.deepEqual(jobs.map((j) => j.user_document_id), docs);
+      assert.equal(proxy.state.requests, 3, "two failures, then the call that worked");
+      await rejectsWith(enqueueMany(userClient(stack.userToken, proxy.url), [randomUUID()]), "PT404", 404);
+      assert.equal(proxy.state.requests, 4);
     } finally {
       await proxy.close();
     }

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { enqueueArgs, SupaworkerError, timestampMicros } from "supaworker";
+import { enqueueArgs, enqueueJobsItem, SupaworkerError, timestampMicros } from "supaworker";
 
 describe("timestampMicros", () => {
   test("reads PostgREST's and Realtime's spellings of the same moment alike", () => {
@@ -42,6 +42,27 @@ describe("enqueueArgs", () => {
         p_run_at: "2027-01-01T00:00:00.000Z",
         p_timeout_seconds: 9,
         p_requires: { gpu: true },
+      },
+    );
+  });
+});
+
+describe("enqueueJobsItem", () => {
+  test("an enqueue_jobs element: enqueue_job's arguments without p_, only those given", () => {
+    assert.deepEqual(enqueueJobsItem("d", {}), { user_document_id: "d" });
+    assert.deepEqual(
+      enqueueJobsItem("d", {
+        priority: -1,
+        runAt: new Date(Date.UTC(2027, 0, 1)),
+        concurrencyKey: "tenant-1",
+        rateLimitKey: "ocr",
+      }),
+      {
+        user_document_id: "d",
+        priority: -1,
+        run_at: "2027-01-01T00:00:00.000Z",
+        concurrency_key: "tenant-1",
+        rate_limit_key: "ocr",
       },
     );
   });

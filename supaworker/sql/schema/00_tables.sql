@@ -98,6 +98,12 @@ create table public.queue_settings (
   -- Per-owner limits (migration 0015; null: none).
   max_running_per_user integer check (max_running_per_user >= 1),
   max_pending_per_user integer check (max_pending_per_user >= 1),
+  -- A saturated Data API pool postpones declaring workers dead (migration 0021): the
+  -- tunable, then the reaper's own record of what it last saw (like last_rescue_at).
+  max_rescue_postponement interval not null default interval '5 minutes'
+                       check (max_rescue_postponement >= interval '0'),
+  pool_saturated_at    timestamptz,
+  pool_calm_since      timestamptz,
   constraint queue_settings_backoff_range check (backoff_max_seconds >= backoff_base_seconds)
 );
 comment on table public.queue_settings is
@@ -108,7 +114,12 @@ comment on table public.queue_settings is
   'retention: purge_finished_jobs default age. max_running_per_user: at most this many jobs '
   'of one owner assigned/processing at once, over all workers (null: no cap). '
   'max_pending_per_user: enqueue refuses (PT429) an owner with this many pending, assigned '
-  'or processing jobs (null: no quota).';
+  'or processing jobs (null: no quota). max_rescue_postponement: while the Data API '
+  '(PostgREST) pool is saturated, and for one dead_worker_horizon after it is seen calm '
+  'again, a worker counts as dead only when its heartbeat is older than dead_worker_horizon '
+  '+ this (0: never postponed). pool_saturated_at / pool_calm_since: written by the reaper '
+  '(the last pass that saw the pool saturated, the first that saw it calm after that).';
+
 insert into public.queue_settings (id) values (true);
 
 -- ---------------------------------------------------------------------------------------

@@ -202,24 +202,115 @@ comment on function public.set_worker_status(text, text) is
   'Pause (no new claims; running jobs finish) or resume a worker; returns its row. '
   '22023 unless p_status is active or paused; PT404 unknown worker.';
 
+-- data_api_pool_saturated() -> boolean (private)
+-- Whether the Data API's connection pool is saturated now, judged from pg_stat_activity.
+-- PostgREST logs in as `authenticator` (on Supabase and locally); its pooled connections are
+-- its client backends in this database, minus its LISTEN connection, connections still
+-- starting, and the caller's own backend (the reaper runs inside claims, i.e. on a pooled
+-- connection itself). Saturated: at least one is open, none has been idle for 50 ms (under
+-- saturation a freed connection is taken by a waiting request within a few ms: 3.5 ms at
+-- most in 459 looks with 60 concurrent 2 s reads on a pool of 10), and the busy ones' median
+-- transaction age is at least 0.1 s (a pool cycling through fast requests is busy, not
+-- stuck), in each of three looks 25 ms apart. A request to PostgREST then waits for a
+-- connection, up to db-pool-acquisition-timeout (10 s), and is refused with 504 PGRST003
+-- after it: workers' heartbeats cannot get through, however often they retry.
+-- Returns true (saturated), false, or null: cannot tell, because this role may not read
+-- other roles' backend state (it needs pg_read_all_stats or the privileges of
+-- authenticator; hosted Supabase gives postgres both, the local stack pg_monitor).
+-- Who: reap only.
+create function supaworker_private.data_api_pool_saturated() returns boolean
+language plpgsql volatile set search_path = '' as $$
+declare
+  v_busy boolean;
+begin
+  if not (pg_catalog.pg_has_role('pg_read_all_stats', 'usage')
+          or exists (select from pg_catalog.pg_roles r
+                      where r.rolname = 'authenticator'
+                        and pg_catalog.pg_has_role(r.oid, 'usage'))) then
+    return null;
+  end if;
+  for i in 1..3 loop
+    -- pg_stat_activity is read once per transaction unless the snapshot is cleared.
+    perform pg_catalog.pg_stat_clear_snapshot();
+    select count(*) > 0
+           and count(*) filter (where a.state = 'idle' and a.state_change
+                                  < pg_catalog.clock_timestamp() - interval '50 milliseconds')
+               = 0
+           and coalesce(percentile_cont(0.5) within group (
+                 order by extract(epoch from pg_catalog.clock_timestamp()
+                                             - coalesce(a.xact_start, a.query_start)))
+                 filter (where a.state <> 'idle'), 0) >= 0.1
+      into v_busy
+      from pg_catalog.pg_stat_activity a
+     where a.usename = 'authenticator'
+       and a.datname = pg_catalog.current_database()
+       and a.backend_type = 'client backend'
+       and a.pid <> pg_catalog.pg_backend_pid()
+       and a.state is not null
+       and a.query not ilike 'listen %';
+    if not v_busy then
+      return false;
+    end if;
+    if i < 3 then
+      perform pg_catalog.pg_sleep(0.025);
+    end if;
+  end loop;
+  return true;
+end $$;
+comment on function supaworker_private.data_api_pool_saturated() is
+  'Whether the Data API (PostgREST, login authenticator) pool is saturated: its pooled '
+  'connections open, none idle for 50 ms, the busy ones'' median transaction age >= 0.1 s, '
+  'in three looks 25 ms apart. null when this role cannot read their state in '
+  'pg_stat_activity (no pg_read_all_stats, no privileges of authenticator).';
+
 -- reap() -> integer (private)
 -- The reaper. Locks, in worker_id order, every worker whose jobs this pass may touch (dead
 -- workers that still look active or hold jobs, workers holding an overdue job); dead active
 -- workers go offline (paused ones stay paused); each running job of a dead or unregistered
 -- worker, and each job past timeout_seconds + timeout_grace, counts as a failed attempt
 -- (fail_attempt, guarded: a job completed meanwhile is left alone). Refreshes current_jobs.
+-- Dead = no heartbeat within dead_worker_horizon, except while the Data API pool is
+-- saturated (data_api_pool_saturated) and for one horizon after a pass first sees it calm
+-- again: then a worker is dead only without a heartbeat within dead_worker_horizon +
+-- max_rescue_postponement. A saturated pool refuses every worker's heartbeat (issue 19: 4
+-- jobs rescued from live workers at 160 concurrent 2 s user reads), so stale heartbeats say
+-- nothing then; the horizon of calm gives a live worker time to get a beat through; the
+-- bound keeps a dead worker's jobs from waiting for ever behind a pool that stays full.
+-- When the pool cannot be judged (null) nothing is postponed: the rule before 0021.
 -- Returns the number of jobs rescued. Who: maybe_rescue and reap_stale_jobs only.
 create function supaworker_private.reap() returns integer
 language plpgsql volatile set search_path = '' as $$
 declare
-  v_settings public.queue_settings;
-  v_horizon  timestamptz;
-  v_workers  text[];
-  v_job      record;
-  v_count    integer := 0;
+  v_settings  public.queue_settings;
+  v_horizon   timestamptz;
+  v_saturated boolean;
+  v_calm      timestamptz;
+  v_workers   text[];
+  v_job       record;
+  v_count     integer := 0;
 begin
   select * into v_settings from public.queue_settings;
   v_horizon := now() - v_settings.dead_worker_horizon;
+
+  -- 0. Is the Data API pool saturated? Looked at on every pass (one read of
+  --    pg_stat_activity; 50 ms more only while every connection is busy), so that a
+  --    saturation is on record before the heartbeats it starves are a horizon old. The
+  --    caller holds the settings row (maybe_rescue, reap_stale_jobs).
+  if v_settings.max_rescue_postponement > interval '0' then
+    v_saturated := supaworker_private.data_api_pool_saturated();
+    v_calm := v_settings.pool_calm_since;
+    if v_saturated then
+      update public.queue_settings set pool_saturated_at = now(), pool_calm_since = null;
+    elsif v_saturated is not null and v_settings.pool_saturated_at is not null
+          and v_calm is null then
+      v_calm := now();
+      update public.queue_settings set pool_calm_since = v_calm;
+    end if;
+    if v_saturated or (v_saturated is not null and v_settings.pool_saturated_at is not null
+                       and v_calm > now() - v_settings.dead_worker_horizon) then
+      v_horizon := v_horizon - v_settings.max_rescue_postponement;
+    end if;
+  end if;
 
   -- 1. Lock, in worker_id order, every worker whose jobs this pass may touch: dead workers
   --    that still look active or still hold jobs, and workers holding an overdue job.
@@ -286,7 +377,9 @@ end $$;
 comment on function supaworker_private.reap() is
   'The reaper: marks workers without a heartbeat within dead_worker_horizon offline and '
   'fails the current attempt of their running jobs (and of jobs past timeout_seconds + '
-  'timeout_grace) with a guarded update. Returns the number of jobs rescued.';
+  'timeout_grace) with a guarded update. While the Data API pool is saturated, and for one '
+  'horizon after it is seen calm again, the heartbeat horizon is dead_worker_horizon + '
+  'max_rescue_postponement. Returns the number of jobs rescued.';
 
 -- maybe_rescue() -> integer (private)
 -- Runs reap() when rescue_interval has passed since queue_settings.last_rescue_at, and never
@@ -315,7 +408,8 @@ comment on function supaworker_private.maybe_rescue() is
 
 -- reap_stale_jobs() -> integer
 -- Runs the reaper now, waiting for (not skipping) a rescue in progress; pg_cron runs it every
--- minute (80_cron.sql), claims every rescue_interval. Returns the number of jobs rescued.
+-- minute (80_cron.sql), claims every rescue_interval. A saturated Data API pool postpones
+-- declaring workers dead (reap). Returns the number of jobs rescued.
 -- Who: service_role (and trusted SQL: pg_cron). Raises nothing of its own.
 create function public.reap_stale_jobs() returns integer
 language plpgsql volatile security definer set search_path = '' as $$
@@ -331,7 +425,9 @@ comment on function public.reap_stale_jobs() is
   '(paused ones stay paused); each assigned/processing job of such a worker, of an '
   'unregistered worker, or running longer than timeout_seconds + timeout_grace counts as a '
   'failed attempt (pending with backoff, failed at max_attempts, cancelled if requested). '
-  'Guarded: a job completed meanwhile is never reset. Returns the number of jobs rescued.';
+  'While the Data API (PostgREST) pool is saturated, and for one horizon after, the '
+  'heartbeat horizon is dead_worker_horizon + max_rescue_postponement. Guarded: a job '
+  'completed meanwhile is never reset. Returns the number of jobs rescued.';
 
 -- purge_finished_jobs(p_older_than null) -> integer
 -- Deletes completed and cancelled jobs (and, by cascade, their job_events) finished more than

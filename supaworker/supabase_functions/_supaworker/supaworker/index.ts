@@ -12,13 +12,15 @@ export type { EnqueueOptions, Job, JobStatus } from "./types.ts";
 export {
   cancelJob,
   enqueue,
+  ENQUEUE_JOBS_LIMIT,
   enqueueArgs,
+  enqueueJobsItem,
   enqueueMany,
   getJob,
   getJobForDocument,
   listJobs,
 } from "./jobs.ts";
-export type { EnqueueCallOptions, EnqueueManyOptions, ListJobsOptions } from "./jobs.ts";
+export type { EnqueueCallOptions, EnqueueItem, EnqueueManyOptions, ListJobsOptions } from "./jobs.ts";
 export { timestampMicros, watchJob } from "./watch.ts";
 export type { ChangeSource, WatchOptions } from "./watch.ts";
 export {

@@ -2,7 +2,7 @@
 // The app side: queue documents, read jobs, cancel. Every call runs with the client's
 // identity, so ownership and visibility are the database's decisions (enqueue_job, the RLS
 // policy on processing_queue), never this code's.
-import { invalidArgument } from "./errors.ts";
+import { invalidArgument, SupaworkerError } from "./errors.ts";
 import { type RetryOptions, withRetry } from "./retry.ts";
 import { abortable, type AnySupabaseClient, type CallOptions, rpc, settle } from "./rpc.ts";
 import type { EnqueueOptions, Job, JobStatus } from "./types.ts";
@@ -25,6 +25,8 @@ export function enqueueArgs(documentId: string, options: EnqueueOptions): Record
   }
   if (options.timeoutSeconds !== undefined) args.p_timeout_seconds = options.timeoutSeconds;
   if (options.requires !== undefined) args.p_requires = options.requires;
+  if (options.concurrencyKey !== undefined) args.p_concurrency_key = options.concurrencyKey;
+  if (options.rateLimitKey !== undefined) args.p_rate_limit_key = options.rateLimitKey;
   return args;
 }
 
@@ -50,61 +52,77 @@ export function enqueue(
   );
 }
 
+/** One document of `enqueueMany` with options of its own (they win over the shared ones). */
+export interface EnqueueItem extends EnqueueOptions {
+  documentId: string;
+}
+
+/** The most documents enqueue_jobs takes in one call (its SQL refuses more). */
+export const ENQUEUE_JOBS_LIMIT = 10_000;
+
 export interface EnqueueManyOptions extends EnqueueCallOptions {
-  /** Calls in flight at once (default 8). */
-  concurrency?: number;
+  /** Documents per enqueue_jobs call (default and at most 10,000). */
+  chunkSize?: number;
+}
+
+/** An element of enqueue_jobs' p_jobs: only what was given, as enqueueArgs. */
+export function enqueueJobsItem(documentId: string, options: EnqueueOptions): Record<string, unknown> {
+  const args = enqueueArgs(documentId, options);
+  // enqueue_job's p_x is the element's x (p_user_document_id: user_document_id).
+  return Object.fromEntries(Object.entries(args).map(([key, value]) => [key.slice(2), value]));
 }
 
 /**
- * Queue many documents with the same options; jobs in the order of `documentIds`. On the
- * first error no further document is started, the calls in flight finish, and that error
- * is thrown: the documents before it may be queued (enqueue again: it is idempotent).
+ * Queue many documents in one enqueue_jobs call per 10,000 (`chunkSize`); jobs in the order
+ * given, one per element (a document listed twice: its one job, twice). Each element is a
+ * document id (the shared options) or an EnqueueItem (its own options over the shared ones).
+ * Per document it is what enqueue does (idempotent), and transient failures are retried the
+ * same way, which is safe for the same reason.
+ *
+ * A call is all or nothing: a bad element refuses its whole chunk, with the code enqueue
+ * would give and the element's index in `documents` in the message ("p_jobs[10003]: ...").
+ * Chunks go one after the other and stop at the first error: the chunks before it are
+ * queued (enqueue them again: it is idempotent).
  */
-export function enqueueMany(
+export async function enqueueMany(
   supabase: AnySupabaseClient,
-  documentIds: Iterable<string>,
+  documents: Iterable<string | EnqueueItem>,
   options: EnqueueManyOptions = {},
 ): Promise<Job[]> {
-  const { concurrency = 8, ...rest } = options;
-  if (!Number.isInteger(concurrency) || concurrency < 1) {
-    return Promise.reject(invalidArgument(`concurrency must be a positive integer, got ${concurrency}`));
+  const { chunkSize = ENQUEUE_JOBS_LIMIT, retry, signal, ...shared } = options;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > ENQUEUE_JOBS_LIMIT) {
+    throw invalidArgument(`chunkSize must be an integer from 1 to ${ENQUEUE_JOBS_LIMIT}, got ${chunkSize}`);
   }
-  return enqueueBatch(supabase, [...documentIds], rest, concurrency);
-}
-
-// The one place that knows how a batch is sent. Today: one enqueue_job per document, at most
-// `concurrency` at a time. When the bulk RPC (enqueue_jobs) exists, this becomes one call per
-// chunk and nothing else changes.
-function enqueueBatch(
-  supabase: AnySupabaseClient,
-  documentIds: string[],
-  options: EnqueueCallOptions,
-  concurrency: number,
-): Promise<Job[]> {
-  return mapBounded(documentIds, concurrency, (id) => enqueue(supabase, id, options));
-}
-
-async function mapBounded<T, R>(
-  items: T[],
-  limit: number,
-  run: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  let failure: { error: unknown } | null = null;
-  async function lane(): Promise<void> {
-    while (failure === null && next < items.length) {
-      const index = next++;
-      try {
-        results[index] = await run(items[index] as T);
-      } catch (error) {
-        failure ??= { error };
-      }
+  const items = [...documents].map((item) => {
+    if (typeof item === "string") return enqueueJobsItem(item, shared);
+    const { documentId, ...own } = item;
+    return enqueueJobsItem(documentId, { ...shared, ...own });
+  });
+  const jobs: Job[] = [];
+  for (let offset = 0; offset < items.length; offset += chunkSize) {
+    const chunk = items.slice(offset, offset + chunkSize);
+    try {
+      const rows = await withRetry(
+        async () => (await rpc(supabase, "enqueue_jobs", { p_jobs: chunk }, { signal })) as Job[],
+        retry,
+        signal,
+      );
+      jobs.push(...rows);
+    } catch (error) {
+      throw offset === 0 ? error : shiftIndex(error, offset);
     }
   }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  if (failure !== null) throw (failure as { error: unknown }).error;
-  return results;
+  return jobs;
+}
+
+/** The SQL names a bad element by its index in the call's p_jobs: make it the index in the
+ * caller's array (the chunk's offset added), keeping everything else of the error. */
+function shiftIndex(error: unknown, offset: number): unknown {
+  if (!(error instanceof SupaworkerError)) return error;
+  const message = error.message.replace(/^p_jobs\[(\d+)\]/, (_, i) => `p_jobs[${Number(i) + offset}]`);
+  if (message === error.message) return error;
+  const { code, status, details, hint } = error;
+  return new SupaworkerError(message, { code, status, details, hint }, { cause: error });
 }
 
 /** One job the client may see (RLS: a user sees only their own), or null. Reads retry on

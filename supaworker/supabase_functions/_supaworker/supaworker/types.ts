@@ -65,4 +65,8 @@ export interface EnqueueOptions {
   timeoutSeconds?: number;
   /** Capabilities a worker must offer, e.g. {"gpu": true}. */
   requires?: Record<string, unknown>;
+  /** Jobs sharing this key run at most its concurrency limit at once (1-200 characters). */
+  concurrencyKey?: string;
+  /** Jobs sharing this key start at most at its rate limit (1-200 characters). */
+  rateLimitKey?: string;
 }
