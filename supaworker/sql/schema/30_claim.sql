@@ -74,7 +74,7 @@ begin
       pg_catalog.format('p_prefetch must be between 0 and 1000, got %s', p_prefetch), null);
   end if;
 
-  perform supaworker_private.maybe_rescue();
+  perform supaworker_private.maybe_rescue(p_worker_id);
 
   -- Serialises this worker's own claims, so its free slots cannot be over-committed.
   select * into v_worker from public.vps_workers w where w.worker_id = p_worker_id for update;

@@ -263,7 +263,7 @@ comment on function supaworker_private.data_api_pool_saturated() is
   'in three looks 25 ms apart. null when this role cannot read their state in '
   'pg_stat_activity (no pg_read_all_stats, no privileges of authenticator).';
 
--- reap() -> integer (private)
+-- reap(p_starved false) -> integer (private)
 -- The reaper. Locks, in worker_id order, every worker whose jobs this pass may touch (dead
 -- workers that still look active or hold jobs, workers holding an overdue job); dead active
 -- workers go offline (paused ones stay paused); each running job of a dead or unregistered
@@ -277,8 +277,13 @@ comment on function supaworker_private.data_api_pool_saturated() is
 -- nothing then; the horizon of calm gives a live worker time to get a beat through; the
 -- bound keeps a dead worker's jobs from waiting for ever behind a pool that stays full.
 -- When the pool cannot be judged (null) nothing is postponed: the rule before 0021.
+-- p_starved (maybe_rescue: the claiming worker's own heartbeat is half a horizon old) counts
+-- as a saturated pool seen now. A saturation that no pass saw (no claim got through it, and
+-- pg_cron's minute did not fall in it) leaves no record; the first claim after it comes from
+-- a worker whose own beats were starved too, and its pass would otherwise rescue the jobs
+-- of every other live worker whose beat is still queued behind it (tests/chaos/test_pool.py).
 -- Returns the number of jobs rescued. Who: maybe_rescue and reap_stale_jobs only.
-create function supaworker_private.reap() returns integer
+create function supaworker_private.reap(p_starved boolean default false) returns integer
 language plpgsql volatile set search_path = '' as $$
 declare
   v_settings  public.queue_settings;
@@ -297,7 +302,8 @@ begin
   --    saturation is on record before the heartbeats it starves are a horizon old. The
   --    caller holds the settings row (maybe_rescue, reap_stale_jobs).
   if v_settings.max_rescue_postponement > interval '0' then
-    v_saturated := supaworker_private.data_api_pool_saturated();
+    v_saturated := coalesce(p_starved, false)
+                   or supaworker_private.data_api_pool_saturated();
     v_calm := v_settings.pool_calm_since;
     if v_saturated then
       update public.queue_settings set pool_saturated_at = now(), pool_calm_since = null;
@@ -374,21 +380,26 @@ begin
   perform supaworker_private.refresh_current_jobs(v_workers);
   return v_count;
 end $$;
-comment on function supaworker_private.reap() is
+comment on function supaworker_private.reap(boolean) is
   'The reaper: marks workers without a heartbeat within dead_worker_horizon offline and '
   'fails the current attempt of their running jobs (and of jobs past timeout_seconds + '
   'timeout_grace) with a guarded update. While the Data API pool is saturated, and for one '
   'horizon after it is seen calm again, the heartbeat horizon is dead_worker_horizon + '
-  'max_rescue_postponement. Returns the number of jobs rescued.';
+  'max_rescue_postponement; p_starved (a claimer starved of its own heartbeats) counts as '
+  'a saturated pool. Returns the number of jobs rescued.';
 
--- maybe_rescue() -> integer (private)
+-- maybe_rescue(p_claimer) -> integer (private)
 -- Runs reap() when rescue_interval has passed since queue_settings.last_rescue_at, and never
 -- waits: a claimer that finds the settings row locked (a rescue in progress) goes on with its
--- claim (FOR UPDATE SKIP LOCKED). Returns reap()'s count or 0. Who: claim_jobs.
-create function supaworker_private.maybe_rescue() returns integer
+-- claim (FOR UPDATE SKIP LOCKED). A claimer (the worker p_claimer, alive: it is calling)
+-- whose own last heartbeat is more than half a dead_worker_horizon old could not get its
+-- beats through the Data API either: that is evidence of a starved pool (reap's p_starved).
+-- Returns reap()'s count or 0. Who: claim_jobs.
+create function supaworker_private.maybe_rescue(p_claimer text) returns integer
 language plpgsql volatile set search_path = '' as $$
 declare
-  v_due boolean;
+  v_due     boolean;
+  v_starved boolean;
 begin
   -- At most once per rescue_interval, and never waiting: a claimer that finds the settings
   -- row locked (another rescue in progress) simply goes on with its claim.
@@ -400,11 +411,16 @@ begin
     return 0;
   end if;
   update public.queue_settings set last_rescue_at = now();
-  return supaworker_private.reap();
+  select coalesce(bool_or(w.last_heartbeat < now() - s.dead_worker_horizon / 2), false)
+    into v_starved
+    from public.vps_workers w, public.queue_settings s
+   where w.worker_id = p_claimer and w.status = 'active';
+  return supaworker_private.reap(v_starved);
 end $$;
-comment on function supaworker_private.maybe_rescue() is
+comment on function supaworker_private.maybe_rescue(text) is
   'Runs the reaper if rescue_interval has passed since last_rescue_at and no other rescue '
-  'holds the settings row (FOR UPDATE SKIP LOCKED).';
+  'holds the settings row (FOR UPDATE SKIP LOCKED); a claimer whose own heartbeat is half a '
+  'horizon old tells the reaper the Data API pool was starved (reap''s p_starved).';
 
 -- reap_stale_jobs() -> integer
 -- Runs the reaper now, waiting for (not skipping) a rescue in progress; pg_cron runs it every
