@@ -155,7 +155,7 @@ STATIC_EXAMPLES = ("frontend", "dashboard")
 
 def add_static_examples(app: web.Application) -> None:
     """Serve the browser examples (examples/frontend, examples/dashboard), each with the same
-    config.js, and supabase-js's browser build (from npm, no CDN)."""
+    config.js, supabase-js's browser build (from npm, no CDN) and supaworker's."""
     root = tools.project_root()
     bundle = root / "node_modules" / "@supabase" / "supabase-js" / "dist" / "umd" / "supabase.js"
     if not bundle.exists():
@@ -168,6 +168,10 @@ def add_static_examples(app: web.Application) -> None:
         return handler
 
     app.router.add_get("/vendor/supabase.js", serve(bundle))
+    # supaworker's browser build, one file for both examples (clients/js/scripts/sync.mjs).
+    client = root / "examples" / "vendor" / "supaworker.js"
+    if client.exists():
+        app.router.add_get("/vendor/supaworker.js", serve(client))
     for name in STATIC_EXAMPLES:
         folder = root / "examples" / name
         if not folder.is_dir():

@@ -5,7 +5,7 @@
 // carry app_metadata.queue_admin (PT403), and the queue-admin RLS policies decide which rows
 // of processing_queue and vps_workers a table read or a Realtime subscription returns.
 // supabase-js is the npm package's UMD build; config.js holds the project URL and anon key;
-// the admin_* calls go through the supaworker client's browser build (./supaworker.js,
+// the admin_* calls go through the supaworker client's browser build (/vendor/supaworker.js,
 // generated from clients/js), whose errors carry the database's code (PT403 here).
 /* global supabase, SUPAWORKER_CONFIG */
 import {
@@ -14,7 +14,7 @@ import {
   adminRecentFailures,
   adminRetryJob,
   adminSetWorkerStatus,
-} from "./supaworker.js";
+} from "/vendor/supaworker.js";
 
 const STATUSES = ["pending", "assigned", "processing", "completed", "failed", "cancelled"];
 const RUNNING = new Set(["pending", "assigned", "processing"]);

@@ -1,12 +1,12 @@
 // A user's view of their jobs: supabase-js (the npm package's UMD build, served locally),
 // the user's JWT for every call, Realtime Broadcast on the user's private topic jobs:<user id>
 // (the database sends every change of the user's jobs there; an RLS policy on
-// realtime.messages lets only that user, and queue admins, join it), and the supaworker client's browser build (./supaworker.js, generated from
+// realtime.messages lets only that user, and queue admins, join it), and the supaworker client's browser build (/vendor/supaworker.js, generated from
 // clients/js) to queue documents and read jobs. enqueue() calls enqueue_job as the user, so
 // the database decides ownership; the enqueue-document edge function does the same call for
 // apps that want it behind an HTTP endpoint.
 /* global supabase, SUPAWORKER_CONFIG */
-import { enqueue, listJobs } from "./supaworker.js";
+import { enqueue, listJobs } from "/vendor/supaworker.js";
 
 const state = { client: null, userId: null, names: new Map(), rows: new Map(), channel: null };
 const $ = (id) => document.getElementById(id);

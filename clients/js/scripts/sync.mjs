@@ -6,8 +6,8 @@
 //     functions are bundled from supabase/functions/ only (the CLI does not reliably follow
 //     imports above it), so the functions import a copy inside it, with supabase-js imported
 //     as Deno's npm: specifier like the rest of the functions.
-//   examples/{frontend,dashboard}/supaworker.js  one ESM file for browsers (deno bundle),
-//     served next to each static page by the local stack's gateway.
+//   examples/vendor/supaworker.js  one ESM file for browsers (deno bundle), which the local
+//     stack's gateway serves at /vendor/supaworker.js to both static examples.
 // dist/ (Node, bundlers; not committed) is tsc's job: `npm run build -w clients/js`.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
@@ -19,7 +19,7 @@ const client = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const root = resolve(client, "../..");
 const src = join(client, "src");
 const vendorDir = join(root, "supaworker/supabase_functions/_supaworker/supaworker");
-const browserCopies = ["frontend", "dashboard"].map((name) => join(root, "examples", name, "supaworker.js"));
+const browserBundlePath = join(root, "examples", "vendor", "supaworker.js");
 const check = process.argv.includes("--check");
 
 function vendored(file) {
@@ -48,7 +48,7 @@ for (const file of readdirSync(src).filter((f) => f.endsWith(".ts")).sort()) {
   wanted.set(join(vendorDir, file), vendored(file));
 }
 const bundle = browserBundle();
-for (const path of browserCopies) wanted.set(path, bundle);
+wanted.set(browserBundlePath, bundle);
 
 const stale = [];
 for (const [path, text] of wanted) {
