@@ -10,14 +10,15 @@ is the benchmarks' own (bench/_common.py); the migrations and supaworker/ are no
 
 What is installed, and what was adapted to run against the current tables:
 
-- `OLD_CLAIM_JOBS` below is d021068's function body verbatim; the only edit is `create` ->
+- `OLD_CLAIM_JOBS` below is d021068's function body verbatim but for two edits: `create` ->
   `create or replace`, so that it replaces supaworker_private.claim_jobs under its own name
-  and signature. claim_next_job and complete_and_claim (the worker's two claim calls, both
-  unchanged wrappers of claim_jobs) then run it. It returns the current row type
+  and signature, and `maybe_rescue()` -> `maybe_rescue(p_worker_id)` (migration 0024 gave
+  the reaper's entry the claimer's id). claim_next_job and complete_and_claim (the worker's
+  two claim calls, both unchanged wrappers of claim_jobs) then run it. It returns the current
+  row type
   (`returning q.*` now carries the flow-control columns: fair_tag, user_priority, owner_seq,
   concurrency_key, rate_limit_key, snooze_count; nothing reads them here) and calls today's
-  supaworker_private.maybe_rescue and raise_error, the ones the current claim calls (on this
-  branch unchanged since d021068; main's migration 0021 changes maybe_rescue for both).
+  supaworker_private.maybe_rescue and raise_error, the ones the current claim calls.
 - Its two indexes, which migration 0014 replaced by fair_tag versions of the same names, are
   created under other names for the block: `bench_preflow_claim_idx` (queue, priority desc,
   run_at, created_at) and `bench_preflow_claim_order_idx` (priority desc, run_at,
@@ -64,7 +65,8 @@ OLD_INDEXES = (
     " (priority desc, run_at, created_at) where status = 'pending'",
 )
 
-# d021068:supaworker/sql/schema/30_claim.sql, claim_jobs, verbatim but for `or replace`.
+# d021068:supaworker/sql/schema/30_claim.sql, claim_jobs, verbatim but for `or replace` and
+# maybe_rescue's argument (0024).
 OLD_CLAIM_JOBS = """\
 create or replace function supaworker_private.claim_jobs(
   p_worker_id text,
@@ -93,7 +95,7 @@ begin
       pg_catalog.format('p_prefetch must be between 0 and 1000, got %s', p_prefetch), null);
   end if;
 
-  perform supaworker_private.maybe_rescue();
+  perform supaworker_private.maybe_rescue(p_worker_id);
 
   -- Serialises this worker's own claims, so its free slots cannot be over-committed.
   select * into v_worker from public.vps_workers w where w.worker_id = p_worker_id for update;

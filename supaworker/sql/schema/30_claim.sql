@@ -48,6 +48,7 @@ declare
   v_running integer;
   v_slots   integer;
   v_queues  text[];
+  v_queue   text;     -- the one queue of v_queues, when it holds one
   v_claimed integer := 0;
   v_turn    public.processing_queue;
   v_best    public.processing_queue;
@@ -86,6 +87,14 @@ begin
    where q.assigned_to = p_worker_id and q.status in ('assigned', 'processing');
   v_slots := least(p_limit, v_worker.max_concurrent_jobs + p_prefetch - v_running);
   v_queues := coalesce(p_queues, v_worker.queues);
+  -- Most workers serve one queue. `queue = any (array)` lets the planner use neither
+  -- processing_queue_claim_idx's order nor its queue prefix, so it walks the all-queues order
+  -- (processing_queue_claim_order_idx) past every other queue's pending rows (bench/
+  -- fair_claim.py --other-backlog); an equality on the one queue lets it read that queue's
+  -- slice of claim_idx in claim order.
+  if pg_catalog.cardinality(v_queues) = 1 then
+    v_queue := v_queues[1];
+  end if;
   select s.max_running_per_user into v_cap from public.queue_settings s;
   v_keyed := exists (select from public.concurrency_limits)
              or exists (select from public.rate_limits);
@@ -103,6 +112,7 @@ begin
          and not q.cancel_requested
          and q.run_at <= now()
          and (v_queues is null or q.queue = any (v_queues))
+         and (v_queue is null or q.queue = v_queue)
          and (q.requires = '{}'::jsonb
               or supaworker_private.requires_met(q.requires, v_worker.capabilities))
        order by q.priority desc, q.fair_tag, q.created_at
@@ -132,6 +142,7 @@ begin
          and not q.cancel_requested
          and q.run_at <= now()
          and (v_queues is null or q.queue = any (v_queues))
+         and (v_queue is null or q.queue = v_queue)
          and (q.requires = '{}'::jsonb
               or supaworker_private.requires_met(q.requires, v_worker.capabilities))
          and (q.user_id is null or q.user_id <> all (v_skip))
