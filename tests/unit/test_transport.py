@@ -216,16 +216,38 @@ def test_the_sync_status_of_a_success_is_known_too() -> None:
     sync.close()
 
 
+def _pgrst(code: str, message: str) -> str:
+    """An error body as PostgREST writes it: all four keys, hint and details null when empty
+    (older postgrest-py versions refuse a body without them)."""
+    return json.dumps({"code": code, "message": message, "hint": None, "details": None})
+
+
 @respx.mock
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
         (502, "<html>Bad Gateway</html>", ServerError),
-        (504, '{"code":"PGRST003","message":"Timed out acquiring a connection"}', ServerError),
-        (400, '{"code":"22P02","message":"invalid input syntax for type uuid"}', InvalidArgument),
-        (429, '{"code":"PT429","message":"max_pending_per_user is 5"}', QuotaExceeded),
+        (
+            504,
+            _pgrst("PGRST003", "Timed out acquiring a connection"),
+            ServerError,
+        ),
+        (
+            400,
+            _pgrst("22P02", "invalid input syntax for type uuid"),
+            InvalidArgument,
+        ),
+        (
+            429,
+            _pgrst("PT429", "max_pending_per_user is 5"),
+            QuotaExceeded,
+        ),
         (401, '{"message":"Invalid API key"}', PermissionDenied),
-        (404, '{"code":"PGRST202","message":"Could not find the function"}', NotFound),
+        (
+            404,
+            _pgrst("PGRST202", "Could not find the function"),
+            NotFound,
+        ),
     ],
 )
 def test_the_sync_transport_maps_answers_as_the_async_one(
