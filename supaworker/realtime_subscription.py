@@ -25,7 +25,6 @@ __all__ = [
     "Change",
     "Event",
     "close_quietly",
-    "record_of",
     "subscribe",
 ]
 
@@ -51,13 +50,6 @@ class BroadcastBinding:
 
 def realtime_url(supabase_url: str) -> str:
     return supabase_url.rstrip("/") + "/realtime/v1"
-
-
-def record_of(payload: Any) -> dict[str, Any]:
-    """The new row of a postgres_changes payload ({} when there is none)."""
-    data = payload.get("data", {}) if isinstance(payload, dict) else {}
-    record = data.get("record") if isinstance(data, dict) else None
-    return record if isinstance(record, dict) else {}
 
 
 async def subscribe(

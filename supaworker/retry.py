@@ -46,11 +46,17 @@ class RetryPolicy:
     first_delay: float = 0.1
     max_delay: float = 2.0
 
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th failure in a row (>= 1), whatever the
+        budget: `first_delay` doubling up to `max_delay`, jittered over its upper half."""
+        # The exponent is capped: a caller without a budget (the heartbeat) may fail for hours.
+        ceiling = min(self.max_delay, self.first_delay * 2.0 ** min(failures - 1, 30))
+        # "Full jitter": many API processes cut off by one outage do not return in step.
+        return random.uniform(ceiling / 2, ceiling)
+
     def delay(self, failures: int, elapsed: float) -> float | None:
         """Seconds to wait before the next try, or None to give up."""
-        ceiling = min(self.max_delay, self.first_delay * 2 ** (failures - 1))
-        # "Full jitter": many API processes cut off by one outage do not return in step.
-        wait = random.uniform(ceiling / 2, ceiling)
+        wait = self.backoff(failures)
         return wait if elapsed + wait <= self.within else None
 
     def _next(self, exc: Exception, function: str, failures: int, began: float) -> float:

@@ -195,11 +195,23 @@ def _refusal_from_body(function: str, status: int, content: bytes) -> Exception:
     )
 
 
+# Failures of either HTTP library, by what they say about the request's outcome.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+)
+_NO_ANSWER_IN_TIME = (httpx.TimeoutException, TimeoutError)  # aiohttp's timeouts are these
+
+
 def _translate_transport(function: str, exc: Exception) -> Exception:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    """An httpx or aiohttp failure: not sent (safe to retry), no answer in time, or a
+    connection lost mid-request (both: the outcome is unknown)."""
+    if isinstance(exc, _NOT_SENT):
         return ConnectionFailed(f"{function}: cannot reach the Supabase API ({exc})")
-    if isinstance(exc, httpx.TimeoutException):
-        return RequestTimeout(f"{function}: no answer in time; the outcome is unknown ({exc})")
+    if isinstance(exc, _NO_ANSWER_IN_TIME):
+        return RequestTimeout(f"{function}: no answer in time; the outcome is unknown ({exc!r})")
     return RequestTimeout(f"{function}: the connection failed mid-request ({exc!r})")
 
 
@@ -220,17 +232,10 @@ def _aiohttp_timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
 def _env_proxy(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY / NO_PROXY name for `url`, as httpx honours them. Read once:
     aiohttp's own `trust_env` reads the environment and ~/.netrc again on every request."""
-    if urllib.request.proxy_bypass(urllib.parse.urlsplit(url).hostname or ""):
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
-    return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
-
-
-def _translate_aiohttp(function: str, exc: Exception) -> Exception:
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return ConnectionFailed(f"{function}: cannot reach the Supabase API ({exc})")
-    if isinstance(exc, TimeoutError):
-        return RequestTimeout(f"{function}: no answer in time; the outcome is unknown ({exc!r})")
-    return RequestTimeout(f"{function}: the connection failed mid-request ({exc!r})")
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class AsyncRpcTransport:
@@ -286,7 +291,7 @@ class AsyncRpcTransport:
                 status = response.status
                 content = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate_aiohttp(function, exc) from exc
+            raise _translate_transport(function, exc) from exc
         _http_status.set(status)
         if not 200 <= status < 300:
             raise _refusal_from_body(function, status, content)

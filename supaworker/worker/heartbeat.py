@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from typing import Protocol
@@ -27,6 +26,7 @@ from typing import Protocol
 from supaworker.client import AsyncQueueClient
 from supaworker.exceptions import ConfigurationError, NotFound, QueueError
 from supaworker.models import HeartbeatReply, WorkerStatus
+from supaworker.retry import RetryPolicy
 from supaworker.worker.ledger import StopReason
 
 log = logging.getLogger("supaworker.worker")
@@ -36,11 +36,10 @@ RETRY_FIRST = 0.2
 
 
 def retry_delay(failures: int, interval: float) -> float:
-    """Seconds to wait after the `failures`-th failed beat in a row (>= 1): 0.2 s doubling,
-    never more than `interval`, times a jitter in [0.5, 1) so that workers refused together
-    do not come back in step."""
-    ceiling = min(interval, RETRY_FIRST * 2.0 ** min(failures - 1, 30))
-    return ceiling * random.uniform(0.5, 1.0)
+    """Seconds to wait after the `failures`-th failed beat in a row (>= 1): the queue's one
+    backoff (`RetryPolicy.backoff`), 0.2 s doubling, never more than `interval`, jittered so
+    that workers refused together do not come back in step."""
+    return RetryPolicy(first_delay=RETRY_FIRST, max_delay=interval).backoff(failures)
 
 
 class HeartbeatTarget(Protocol):

@@ -123,24 +123,22 @@ comment on function supaworker_private.reap(boolean) is
 create function supaworker_private.maybe_rescue(p_claimer text) returns integer
 language plpgsql volatile set search_path = '' as $$
 declare
-  v_due     boolean;
-  v_starved boolean;
+  v_horizon interval;
 begin
   -- At most once per rescue_interval, and never waiting: a claimer that finds the settings
   -- row locked (another rescue in progress) simply goes on with its claim.
-  select true into v_due
+  select s.dead_worker_horizon into v_horizon
     from public.queue_settings s
    where s.last_rescue_at is null or s.last_rescue_at <= now() - s.rescue_interval
    for update skip locked;
-  if v_due is null then
+  if not found then
     return 0;
   end if;
   update public.queue_settings set last_rescue_at = now();
-  select coalesce(bool_or(w.last_heartbeat < now() - s.dead_worker_horizon / 2), false)
-    into v_starved
-    from public.vps_workers w, public.queue_settings s
-   where w.worker_id = p_claimer and w.status = 'active';
-  return supaworker_private.reap(v_starved);
+  return supaworker_private.reap(exists (
+    select from public.vps_workers w
+     where w.worker_id = p_claimer and w.status = 'active'
+       and w.last_heartbeat < now() - v_horizon / 2));
 end $$;
 comment on function supaworker_private.maybe_rescue(text) is
   'Runs the reaper if rescue_interval has passed since last_rescue_at and no other rescue '
