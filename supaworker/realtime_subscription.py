@@ -1,7 +1,7 @@
-"""Subscribing through supabase-py's Realtime client to `postgres_changes` and to Broadcast
-(private topics, issue 20), and knowing when the subscription is really live: for
-postgres_changes after "Subscribed to PostgreSQL", not merely joined; for Broadcast alone once
-joined (the join of a private topic is where its RLS policies are checked)."""
+"""Subscribing through supabase-py's Realtime client to Broadcast messages sent from the
+database (private topics, issue 20), live once joined: the join of a private topic is where
+its RLS policies on realtime.messages are checked. supaworker publishes no table, so it has
+no postgres_changes subscription (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime import AsyncRealtimeClient
-from realtime.types import (
-    BroadcastPayload,
-    PostgresChangesPayload,
-    RealtimeChannelOptions,
-    RealtimeSubscribeStates,
-)
-from realtime.types import RealtimePostgresChangesListenEvent as Event
+from realtime.types import BroadcastPayload, RealtimeChannelOptions, RealtimeSubscribeStates
 
-__all__ = [
-    "Binding",
-    "BroadcastBinding",
-    "Change",
-    "Event",
-    "close_quietly",
-    "subscribe",
-]
-
-Change = PostgresChangesPayload
-
-
-@dataclass(frozen=True)
-class Binding:
-    event: Event
-    table: str
-    on_change: Callable[[Change], None]
-    filter: str | None = None
+__all__ = ["BroadcastBinding", "close_quietly", "subscribe"]
 
 
 @dataclass(frozen=True)
@@ -56,37 +33,28 @@ async def subscribe(
     supabase_url: str,
     key: str,
     channel_name: str,
-    bindings: Sequence[Binding | BroadcastBinding],
+    bindings: Sequence[BroadcastBinding],
     *,
     timeout: float = 10,
     access_token: str | None = None,
     private: bool = False,
 ) -> AsyncRealtimeClient:
-    """Connect, join, and return once changes flow; raise ConnectionError otherwise.
+    """Connect, join, and return once joined; raise ConnectionError otherwise.
 
     `private` joins the private topic (`config.private`), authorised by the RLS policies on
     realtime.messages (the service role bypasses them). Reconnection is left to the caller
     (realtime-py's own gives up after a few tries)."""
-    changes = [b for b in bindings if isinstance(b, Binding)]
     client = AsyncRealtimeClient(
         realtime_url(supabase_url), token=key, auto_reconnect=False, hb_interval=15
     )
     live = asyncio.Event()
     errors: list[str] = []
 
-    def on_system(payload: Any) -> None:
-        # realtime-py passes a pydantic model for successful system messages.
-        if (
-            getattr(payload, "extension", None) == "postgres_changes"
-            and getattr(payload, "status", None) == "ok"
-        ):
-            live.set()
-
     def on_state(state: Any, error: Exception | None) -> None:
         if error is not None:
             errors.append(str(error))
             live.set()
-        elif not changes and state == RealtimeSubscribeStates.SUBSCRIBED:
+        elif state == RealtimeSubscribeStates.SUBSCRIBED:
             live.set()
         elif state in (RealtimeSubscribeStates.CHANNEL_ERROR, RealtimeSubscribeStates.TIMED_OUT):
             errors.append(str(state))
@@ -105,11 +73,7 @@ async def subscribe(
         }
         channel = client.channel(channel_name, params)
         for b in bindings:
-            if isinstance(b, Binding):
-                channel.on_postgres_changes(b.event, b.on_change, table=b.table, filter=b.filter)
-            else:
-                channel.on_broadcast(b.event, _payload_to(b.on_message))
-        channel.on_system(on_system)
+            channel.on_broadcast(b.event, _payload_to(b.on_message))
         await channel.subscribe(on_state)
         await asyncio.wait_for(live.wait(), timeout)
         if errors:

@@ -20,7 +20,7 @@ from supabase import Client, ClientOptions, create_client
 from supaworker_local import stack as dev_stack
 from supaworker_local.config import StackConfig
 
-pytest_plugins = ["tests.worker_fixtures"]
+pytest_plugins = ["tests.worker_fixtures", "tests.realtime.js_clients"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STATE_DIR = Path(os.environ.get("SUPAWORKER_TEST_STATE_DIR", ROOT / ".supaworker-test"))

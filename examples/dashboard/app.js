@@ -1,9 +1,13 @@
-// The operator dashboard: queue depth, workers, failures and jobs of every user, live.
+// The operator dashboard: queue depth, workers, failures and jobs of every user. Workers are
+// live (the private Broadcast topic `workers`); jobs are read again every 2 s, because no
+// topic carries every user's jobs and processing_queue is not in the Realtime publication
+// (its DELETEs would reach every subscriber with other users' job ids: migration 0026).
 //
 // The page decides nothing about who is an admin. It signs in with a pasted access token and
 // shows what the database answers: the admin_* functions refuse anyone whose JWT does not
 // carry app_metadata.queue_admin (PT403), and the queue-admin RLS policies decide which rows
-// of processing_queue and vps_workers a table read or a Realtime subscription returns.
+// of processing_queue and vps_workers a table read returns, and the RLS policy on
+// realtime.messages who may join `workers`.
 // supabase-js is the npm package's UMD build; config.js holds the project URL and anon key;
 // the admin_* calls go through the supaworker client's browser build (/vendor/supaworker.js,
 // generated from clients/js), whose errors carry the database's code (PT403 here).
@@ -27,9 +31,10 @@ const FINISHED_JOBS = 50;   // plus the most recently finished ones
 const FAILURES = 20;
 const REFRESH_DELAY_MS = 300;     // stats are re-read once a burst of changes is over ...
 const REFRESH_MAX_WAIT_MS = 2000; // ... or at least this often while changes keep coming
+const JOBS_POLL_MS = 2000;        // the job lists are read again this often
 
 const state = {
-  session: 0, client: null, channel: null, ticker: null, live: false,
+  session: 0, client: null, workersChannel: null, ticker: null, jobsTimer: null, live: false,
   workers: new Map(), jobs: new Map(), failures: [],
   skewMs: 0, horizonSeconds: 30,
   refreshTimer: null, refreshFirst: 0, refreshing: false, refreshAgain: false,
@@ -264,22 +269,51 @@ async function loadSummary() {
 
 async function loadAll() {
   const session = state.session;
-  const [workers, active, recent] = await Promise.all([
+  const [workers] = await Promise.all([
     state.client.from("vps_workers").select("*").order("worker_id"),
+    loadJobs(),
+    loadSummary(),
+  ]);
+  if (session !== state.session) return;
+  if (workers.error) return reportError("workers", workers.error);
+  workers.data.forEach(putWorker);
+  renderWorkers();
+}
+
+// The running or waiting jobs and the latest ones, merged by updated_at; a status change
+// since the last read is logged and re-reads the stats.
+async function loadJobs() {
+  const session = state.session;
+  const [active, recent] = await Promise.all([
     state.client.from("processing_queue").select(JOB_COLUMNS)
       .in("status", [...RUNNING]).order("updated_at", { ascending: false }).limit(ACTIVE_JOBS),
     state.client.from("processing_queue").select(JOB_COLUMNS)
       .order("updated_at", { ascending: false }).limit(FINISHED_JOBS),
-    loadSummary(),
   ]);
   if (session !== state.session) return;
-  for (const [what, reply] of [["workers", workers], ["jobs", active], ["jobs", recent]]) {
-    if (reply.error) return reportError(what, reply.error);
+  for (const reply of [active, recent]) {
+    if (reply.error) return reportError("jobs", reply.error);
   }
-  workers.data.forEach(putWorker);
-  [...active.data, ...recent.data].forEach(putJob);
-  renderWorkers();
+  let moved = false;
+  for (const job of [...active.data, ...recent.data]) {
+    const known = putJob(job);
+    if (known && known.status !== job.status && isNewer(known, job)) {
+      log(`jobs: ${job.id} ${known.status} -> ${job.status}`);
+      moved = true;
+    }
+  }
   renderJobs();
+  if (moved) scheduleRefresh();
+}
+
+async function pollJobs() {
+  const session = state.session;
+  try {
+    await loadJobs();
+  } catch (e) {
+    log(`jobs: read failed: ${e.message}`);
+  }
+  if (session === state.session) state.jobsTimer = setTimeout(pollJobs, JOBS_POLL_MS);
 }
 
 // Stats and failures are re-read (not patched) after changes, debounced.
@@ -314,23 +348,6 @@ async function refreshSummary() {
 
 // ---- Realtime ---------------------------------------------------------------------------
 
-function onJobChange(change) {
-  if (change.errors) log(`realtime processing_queue: ${change.errors}`);
-  if (change.eventType === "DELETE") {
-    state.jobs.delete(change.old.id);
-  } else {
-    if (!isNewer(state.jobs.get(change.new.id), change.new)) return;
-    const known = putJob(change.new);
-    if (known && known.status === change.new.status) {
-      renderJobs();
-      return; // progress only: the counts did not change
-    }
-    log(`realtime processing_queue ${change.eventType} ${change.new.id} -> ${change.new.status}`);
-  }
-  renderJobs();
-  scheduleRefresh();
-}
-
 function onWorkerChange(change) {
   if (change.errors) log(`realtime vps_workers: ${change.errors}`);
   if (change.eventType === "DELETE") return; // workers are never deleted by the queue
@@ -345,26 +362,6 @@ function onWorkerChange(change) {
 
 function subscribe() {
   const session = state.session;
-  state.channel = state.client
-    .channel("queue-admin")
-    .on("postgres_changes", { event: "*", schema: "public", table: "processing_queue" }, onJobChange)
-    .on("system", {}, (message) => {
-      if (message.extension !== "postgres_changes" || session !== state.session) return;
-      state.live = message.status === "ok";
-      if (state.live) {
-        $("realtime-status").textContent = "realtime: subscribed";
-        loadAll().catch((e) => log(`reload failed: ${e.message}`)); // catch up on missed changes
-      } else {
-        $("realtime-status").textContent = `realtime: ${message.status} ${message.message}`;
-      }
-    })
-    .subscribe((status, error) => {
-      log(`channel ${status}${error ? `: ${error.message}` : ""}`);
-      if (status !== "SUBSCRIBED" && session === state.session) {
-        state.live = false;
-        $("realtime-status").textContent = `realtime: ${status.toLowerCase()}`;
-      }
-    });
   // Workers: the private Broadcast topic `workers` (queue admins only, by the RLS policy on
   // realtime.messages), sent when a worker registers or its status changes. vps_workers is
   // not published any more: every heartbeat would be a Realtime message (issue 20).
@@ -375,7 +372,12 @@ function subscribe() {
     )
     .subscribe((status, error) => {
       log(`workers channel ${status}${error ? `: ${error.message}` : ""}`);
-      if (status === "SUBSCRIBED" && session === state.session) {
+      if (session !== state.session) return;
+      state.live = status === "SUBSCRIBED";
+      $("realtime-status").textContent = state.live
+        ? "realtime: subscribed"
+        : `realtime: ${status.toLowerCase()}`;
+      if (state.live) {
         loadAll().catch((e) => log(`reload failed: ${e.message}`)); // catch up on missed changes
       }
     });
@@ -398,11 +400,10 @@ async function reset() {
   state.session += 1;
   state.live = false;
   clearTimeout(state.refreshTimer);
+  clearTimeout(state.jobsTimer);
   clearInterval(state.ticker);
   state.refreshTimer = null;
-  if (state.client && state.channel) await state.client.removeChannel(state.channel);
   if (state.client && state.workersChannel) await state.client.removeChannel(state.workersChannel);
-  state.channel = null;
   state.workersChannel = null;
   state.workers.clear();
   state.jobs.clear();
@@ -416,12 +417,11 @@ async function reset() {
 function refuse(error) {
   state.session += 1; // drop whatever is still in flight for this token
   state.live = false;
-  if (state.client && state.channel) state.client.removeChannel(state.channel).catch(() => {});
   if (state.client && state.workersChannel) {
     state.client.removeChannel(state.workersChannel).catch(() => {});
   }
-  state.channel = null;
   state.workersChannel = null;
+  clearTimeout(state.jobsTimer);
   clearInterval(state.ticker);
   for (const id of ["depth", "workers", "failures", "jobs", "summary"]) $(id).replaceChildren();
   $("dashboard").hidden = true;
@@ -463,6 +463,7 @@ async function signIn() {
   applyStats(data);
   await loadAll();
   subscribe();
+  state.jobsTimer = setTimeout(pollJobs, JOBS_POLL_MS);
   state.ticker = setInterval(() => {
     renderWorkers(); // heartbeat ages
     renderFailures();
@@ -491,14 +492,13 @@ async function act(button) {
       return;
     }
     log(`${action} ${target}: now ${data.status}`);
-    // While subscribed, Realtime brings this change like any other (a moment later); without
-    // it, show the database's reply.
-    if (!state.live) {
-      if (isWorker) putWorker(data);
-      else putJob(data);
-      renderWorkers();
-      renderJobs();
-    }
+    // A job's new state is the reply, shown at once (the job lists are read every 2 s); a
+    // worker's arrives on the `workers` topic a moment later, so its reply is shown only
+    // while that topic is not joined.
+    if (!isWorker) putJob(data);
+    else if (!state.live) putWorker(data);
+    renderWorkers();
+    renderJobs();
     scheduleRefresh();
   } finally {
     button.disabled = false;

@@ -305,7 +305,7 @@ function watchJob(supabase, jobId, onChange, options = {}) {
     const follow = (owner) => {
       if (done) return;
       if (owner === null) {
-        unsubscribe = followRow(supabase, jobId, offer, catchUp, options.onStatus);
+        unsubscribe = pollRow(catchUp, options.pollIntervalMs ?? 1e3, options.onStatus);
         return;
       }
       unsubscribe = followOwner(supabase, owner, {
@@ -339,27 +339,22 @@ function watchJob(supabase, jobId, onChange, options = {}) {
     });
   });
 }
-function followRow(supabase, jobId, offer, catchUp, onStatus) {
-  const topic = `supaworker-job-${jobId}-${Math.random().toString(36).slice(2, 10)}`;
+function pollRow(catchUp, intervalMs, onStatus) {
   let live = true;
-  const channel = supabase.channel(topic).on("postgres_changes", {
-    event: "UPDATE",
-    schema: "public",
-    table: "processing_queue",
-    filter: `id=eq.${jobId}`
-  }, (change) => offer(change.new, "change")).on("system", {}, (message) => {
-    if (!live || message.extension !== "postgres_changes" || message.status !== "ok") return;
-    void catchUp(false);
-    onStatus?.("LIVE");
-  }).subscribe((status) => {
-    if (!live) return;
-    if (status === "SUBSCRIBED") void catchUp(false);
-    onStatus?.(status);
-  });
+  let timer;
+  const next = () => {
+    timer = setTimeout(() => {
+      if (!live) return;
+      void catchUp(false).finally(() => {
+        if (live) next();
+      });
+    }, intervalMs);
+  };
+  onStatus?.("POLLING");
+  next();
   return () => {
     live = false;
-    supabase.removeChannel(channel).catch(() => {
-    });
+    clearTimeout(timer);
   };
 }
 var ownerTopics = /* @__PURE__ */ new WeakMap();

@@ -30,9 +30,7 @@ from supaworker.config import WORKER_CAPABILITY, WorkerSettings
 from supaworker.exceptions import ConfigurationError, QueueError, RpcError, SupaworkerError
 from supaworker.models import Job, JobStatus, WorkerStatus
 from supaworker.realtime_subscription import (
-    Binding,
     BroadcastBinding,
-    Event,
     close_quietly,
     subscribe,
 )
@@ -423,21 +421,16 @@ async def _follow(
     """Print a line per change; Realtime pushes them, a slow poll is the safety net.
 
     A job with an owner is followed on the owner's private Broadcast topic `jobs:<user_id>`
-    (75_status_topics.sql; the service role may join any); one without (enqueued by the
-    service role for no user) through postgres_changes on its row."""
+    (75_status_topics.sql; the service role may join any). One without (enqueued by the
+    service role for no user) has no topic and processing_queue is not published (0026),
+    so it is polled, as is every job with --no-realtime."""
     changed = asyncio.Event()
     subscription = None
-    if realtime:
+    if realtime and owner is not None:
         try:
-            if owner is not None:
-                subscription = await subscribe(
-                    url, key, f"jobs:{owner}", [_on_owner_message(job_id, changed)], private=True
-                )
-            else:
-                binding = Binding(
-                    Event.Update, "processing_queue", lambda _p: changed.set(), f"id=eq.{job_id}"
-                )
-                subscription = await subscribe(url, key, f"watch-{job_id}", [binding])
+            subscription = await subscribe(
+                url, key, f"jobs:{owner}", [_on_owner_message(job_id, changed)], private=True
+            )
         except (ConnectionError, OSError, TimeoutError) as exc:
             typer.echo(f"(Realtime unavailable: {exc}; polling)", err=True)
     poll = 5.0 if subscription is not None else 0.5

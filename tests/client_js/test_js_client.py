@@ -4,16 +4,21 @@ users. The same client under Deno: tests/functions/test_deno_integration.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
+from supaworker.client import QueueClient
 from supaworker_local.config import StackConfig
 from tests.client_js.conftest import TSC
 from tests.conftest import ROOT, StackUser
+
+Admin = psycopg.Connection[tuple[object, ...]]
 
 
 def test_typecheck(node: str) -> None:
@@ -48,7 +53,17 @@ def test_node_tests_pass(
     js_client_built: None,
     stack: StackConfig,
     make_user: Callable[..., StackUser],
+    queue: QueueClient,
+    admin_db: Admin,
+    unique: Callable[[str], str],
 ) -> None:
+    # A job without an owner, as an app's own user_documents with a nullable owner makes
+    # (watch.test.mjs follows it by polling: no topic carries it).
+    name = unique("node-ownerless")
+    ownerless = queue.enqueue(make_user().create_document(admin_db), queue=name)
+    admin_db.execute(
+        "update public.processing_queue set user_id = null where id = %s", (ownerless.id,)
+    )
     env = {
         **os.environ,
         "SUPABASE_URL": stack.api_url,
@@ -56,6 +71,7 @@ def test_node_tests_pass(
         "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
         "SUPAWORKER_TEST_USER_TOKEN": make_user().token,
         "SUPAWORKER_TEST_OTHER_USER_TOKEN": make_user().token,
+        "SUPAWORKER_TEST_OWNERLESS_JOB": json.dumps({"id": str(ownerless.id), "queue": name}),
         "NO_COLOR": "1",
     }
     # The files by name: given a folder, Node 20 also runs every other .mjs under a `test`

@@ -334,7 +334,7 @@ def _change(message: Message) -> tuple[str, str, str]:
     return data["table"], data["type"], data["record"]["id"]
 
 
-async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
+async def test_realtime_sends_worker_changes_to_admins_only_and_no_job_changes(
     stack: StackConfig,
     api: Api,
     queue: QueueClient,
@@ -342,10 +342,11 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
     make_user: Callable[..., StackUser],
     unique: Callable[[str], str],
 ) -> None:
-    """Jobs: postgres_changes (admins see every row, users their own). Workers: the private
-    Broadcast topic `workers` (vps_workers is not published: heartbeats would be messages),
-    which only admins may join."""
-    admin, owner, other = make_user(admin=True), make_user(), make_user()
+    """Workers: the private Broadcast topic `workers` (vps_workers is not published: heartbeats
+    would be messages), which only admins may join. Jobs: processing_queue is not published
+    (0026), so a postgres_changes subscription to it is refused, for an admin too, as hosted
+    Realtime refuses a table outside the publication; the dashboard reads jobs on a timer."""
+    admin, owner = make_user(admin=True), make_user()
     name, worker = unique("dash-rt"), unique("w-dash-rt")
     topic, workers = "realtime:queue-admin", "realtime:workers"
     config = {
@@ -364,20 +365,17 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
             client = await WireClient.connect(websocket_url(stack, stack.anon_key), "1.0.0")
             clients[role] = client
             _, joined = await client.join(topic, config, access_token=user.token)
-            assert joined.status == "ok", joined.payload
+            assert joined.status == "ok", joined.payload  # the join; the changes come apart
             subscribed = await client.subscribed(topic)
-            assert subscribed.status == "ok", subscribed.payload
+            assert subscribed.status == "error", subscribed.payload
+            assert "Unable to subscribe to changes" in subscribed.payload["message"]
             _, joined = await client.join(workers, {"private": True}, access_token=user.token)
             assert joined.status == ("ok" if role == "admin" else "error"), joined.payload
 
         svc = stack.service_role_key
         assert api.call(svc, _register(worker)).status == 200
         assert api.call(svc, rpc.set_worker_status(worker, WorkerStatus.PAUSED)).status == 200
-        own = str(queue.enqueue(owner.create_document(admin_db), queue=name).id)
-        foreign = str(queue.enqueue(other.create_document(admin_db), queue=name).id)
-
-        def is_change(m: Message) -> bool:
-            return m.topic == topic and m.event == "postgres_changes"
+        queue.enqueue(owner.create_document(admin_db), queue=name)
 
         def is_worker(m: Message) -> bool:
             return (
@@ -386,18 +384,15 @@ async def test_realtime_sends_worker_and_all_job_changes_to_admins_only(
                 and m.payload["payload"]["record"]["worker_id"] == worker
             )
 
-        admin_got = await clients["admin"].collect(3)
+        admin_got = await clients["admin"].collect(2)
         assert [
             (m.payload["payload"]["type"], m.payload["payload"]["record"]["status"])
             for m in admin_got
             if is_worker(m)
         ] == [("INSERT", "active"), ("UPDATE", "paused")]
-        assert [_change(m) for m in admin_got if is_change(m)] == [
-            ("processing_queue", "INSERT", own),
-            ("processing_queue", "INSERT", foreign),
-        ]
-        owner_seen = [_change(m) for m in await clients["owner"].collect(2) if is_change(m)]
-        assert owner_seen == [("processing_queue", "INSERT", own)]
+        assert [m for m in admin_got if m.event == "postgres_changes"] == []
+        owner_got = await clients["owner"].collect(1)
+        assert [m for m in owner_got if m.event in ("postgres_changes", "broadcast")] == []
     finally:
         for client in clients.values():
             await client.close()

@@ -114,17 +114,19 @@ def test_admin_pauses_a_worker_and_retries_a_failed_job_live(
     assert seen["depthBefore"] == [name, "1", "0", "0", "0", "1", "0"]
     assert seen["depthAfter"] == [name, "0", "0", "0", "1", "0", "1"]
 
-    # Changes arrived through Realtime, including the ones the page caused (it also shows its
-    # own RPC replies at once, so the log is the proof) and the resume made elsewhere.
+    # Worker changes arrived through Realtime (the `workers` topic), including the one the
+    # page caused and the resume made elsewhere; the page's own replies show at once and the
+    # retried job's completion (made by the worker) came with a read of the job lists.
     log = seen["log"]
     for line in (
         f"realtime vps_workers UPDATE {worker.worker_id} -> paused",
         f"realtime vps_workers UPDATE {worker.worker_id} -> active",
-        f"realtime processing_queue UPDATE {failed.id} -> pending",
-        f"realtime processing_queue UPDATE {failed.id} -> completed",
-        f"realtime processing_queue UPDATE {parked.id} -> cancelled",
+        f"retry {failed.id}: now pending",
+        f"cancel {parked.id}: now cancelled",
     ):
         assert line in log, log
+    assert re.search(rf"jobs: {failed.id} \w+ -> completed", log), log
+    assert "postgres_changes" not in log and "processing_queue" not in log, log
     # The database agrees with the page.
     assert queue.get(failed.id).status == "completed"
     assert queue.get(parked.id).status == "cancelled"

@@ -204,3 +204,25 @@ def test_watch_follows_a_job_to_its_end(
     # The job lasts 1.5 s and the safety poll runs every 5 s: seeing several progress steps
     # before the end means the changes were pushed by Realtime.
     assert len({line for line in lines[:-1] if "step" in line}) >= 2, lines
+
+
+def test_watch_polls_a_job_without_an_owner(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    start_worker: Start,
+    submit: Submit,
+    admin_db: psycopg.Connection[tuple[object, ...]],
+    unique: Callable[[str], str],
+) -> None:
+    """No topic carries a job without an owner (an app's user_documents may allow one), and
+    processing_queue is not published: `watch` reads it every 0.5 s instead."""
+    name = unique("q")
+    (job,) = submit(queue_name=name, payload={"mode": "progress", "steps": 3, "step_seconds": 0.7})
+    admin_db.execute("update public.processing_queue set user_id = null where id = %s", (job.id,))
+    worker = start_worker("--queue", name)
+    out = cli("watch", str(job.id), "--timeout", "30")
+    worker.stop()
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith("completed")
+    assert out.stderr == ""  # no Realtime subscription tried, none refused
+    assert len({line for line in lines[:-1] if "step" in line}) >= 2, lines

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.security.state import Db
+from tests.security.state import TABLES, Db
 
 pytestmark = pytest.mark.stack
 
@@ -54,28 +54,18 @@ def test_no_dynamic_sql_in_any_function(admin_db: Db) -> None:
         assert not re.search(r"\bexecute\b", code, re.IGNORECASE), name
 
 
-def test_published_tables_are_row_level_secured_and_closed_to_anon(admin_db: Db) -> None:
-    """Realtime sends a change to a subscriber only if that subscriber may SELECT the row, so
-    each published table must have RLS on, no grant to anon, and only filtering policies."""
+def test_no_supaworker_table_is_published(admin_db: Db) -> None:
+    """Realtime sends every DELETE of a published table to each of its postgres_changes
+    subscribers, RLS skipped, reduced to the primary key: the ids of other users' jobs. So
+    nothing of supaworker is published (0022, 0023, 0026); job status goes to private
+    Broadcast topics (tests/security/test_status_topics.py)."""
     published = admin_db.execute(
-        "select c.relname, c.relrowsecurity, has_table_privilege('anon', c.oid, 'select')"
-        " from pg_publication_tables t join pg_class c"
-        " on c.relname = t.tablename and c.relnamespace = t.schemaname::regnamespace"
-        " where t.pubname = 'supabase_realtime' and t.schemaname = 'public'"
+        "select schemaname || '.' || tablename from pg_publication_tables"
+        " where pubname = 'supabase_realtime'"
+        " and (schemaname like 'supaworker%%' or tablename = any(%s))",
+        (list(TABLES),),
     ).fetchall()
-    assert {r[0] for r in published} == {"processing_queue"}
-    for table, rls, anon_select in published:
-        assert rls and not anon_select, table
-    policies = admin_db.execute(
-        "select tablename, policyname, cmd, roles::text[], qual from pg_policies"
-        " where schemaname = 'public' and tablename = any(%s)",
-        ([r[0] for r in published],),
-    ).fetchall()
-    assert policies
-    for table, policy, cmd, roles, qual in policies:
-        assert cmd == "SELECT" and roles == ["authenticated"], (table, policy)
-        # Own rows (auth.uid() = user_id) or the queue-admin claim: never `true`.
-        assert "auth.uid()" in str(qual) or "is_queue_admin()" in str(qual), (table, qual)
+    assert published == []
 
 
 def test_public_holds_only_tables_and_nothing_else_anon_could_read(admin_db: Db) -> None:

@@ -1,9 +1,9 @@
 // Following one job until it ends: its owner's private Broadcast topic `jobs:<user_id>` (every
 // change of that user's jobs, sent by the database; only the owner and queue admins may join
-// it, by the RLS policy on realtime.messages), or postgres_changes on its row for a job without
-// an owner, plus a fresh read whenever the subscription (re)starts. Realtime delivers nothing that happened while the
-// socket was down, so without the read a job that finished during a reconnect would be
-// watched forever. Reads and changes are merged by updated_at (set by a trigger on every
+// it, by the RLS policy on realtime.messages), or a read every second for a job without an
+// owner (no topic carries it), plus a fresh read whenever the subscription (re)starts.
+// Realtime delivers nothing that happened while the socket was down, so without the read a
+// job that finished during a reconnect would be watched forever. Reads and changes are merged by updated_at (set by a trigger on every
 // update), so each version of the row is reported once, oldest first, and a late event
 // never overwrites a newer read.
 import { SupaworkerError } from "./errors.ts";
@@ -23,8 +23,11 @@ export interface WatchOptions {
   /** The Realtime channel's status as it changes: "SUBSCRIBED" (joined), "LIVE" (Realtime
    * confirmed the subscription: changes arrive from now on), both again after each
    * reconnect; "CHANNEL_ERROR", "TIMED_OUT", "CLOSED". For a "live" indicator;
-   * the watch itself needs nothing from the caller. */
+   * the watch itself needs nothing from the caller. "POLLING" for a job without an owner. */
   onStatus?: (status: string) => void;
+  /** A job without an owner (enqueued by the service role for no user) has no topic: it is
+   * read this often (default 1000 ms). */
+  pollIntervalMs?: number;
 }
 
 /**
@@ -119,7 +122,7 @@ export function watchJob(
     const follow = (owner: string | null) => {
       if (done) return;
       if (owner === null) {
-        unsubscribe = followRow(supabase, jobId, offer, catchUp, options.onStatus);
+        unsubscribe = pollRow(catchUp, options.pollIntervalMs ?? 1000, options.onStatus);
         return;
       }
       unsubscribe = followOwner(supabase, owner, {
@@ -149,41 +152,28 @@ export function watchJob(
   });
 }
 
-/** A job without an owner: postgres_changes on its row (its own channel). */
-function followRow(
-  supabase: AnySupabaseClient,
-  jobId: string,
-  offer: (job: Job, source: ChangeSource) => void,
+/** A job without an owner: no topic carries it (processing_queue is not published, so there is
+ * no postgres_changes either), so it is read every `intervalMs` until the watch ends. */
+function pollRow(
   catchUp: (first: boolean) => Promise<Job | null>,
+  intervalMs: number,
   onStatus?: (status: string) => void,
 ): () => void {
-  const topic = `supaworker-job-${jobId}-${Math.random().toString(36).slice(2, 10)}`;
   let live = true;
-  const channel = supabase
-    .channel(topic)
-    .on(
-      "postgres_changes",
-      { event: "UPDATE", schema: "public", table: "processing_queue", filter: `id=eq.${jobId}` },
-      (change) => offer(change.new as Job, "change"),
-    )
-    // Supabase Realtime confirms the postgres_changes subscription separately from the join;
-    // changes are delivered from then on, so this is the read that closes the gap.
-    .on("system", {}, (message: { extension?: string; status?: string }) => {
-      if (!live || message.extension !== "postgres_changes" || message.status !== "ok") return;
-      void catchUp(false);
-      onStatus?.("LIVE");
-    })
-    .subscribe((status) => {
-      // realtime-js rejoins by itself after CHANNEL_ERROR / TIMED_OUT and a dropped
-      // socket; every rejoin ends in SUBSCRIBED again, and then we read.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const next = () => {
+    timer = setTimeout(() => {
       if (!live) return;
-      if (status === "SUBSCRIBED") void catchUp(false);
-      onStatus?.(status);
-    });
+      void catchUp(false).finally(() => {
+        if (live) next();
+      });
+    }, intervalMs);
+  };
+  onStatus?.("POLLING");
+  next();
   return () => {
     live = false;
-    // Leaving the channel is best effort: the outcome does not depend on it.
-    supabase.removeChannel(channel).catch(() => {});
+    clearTimeout(timer);
   };
 }
 

@@ -13,6 +13,7 @@ import {
   cuttableProxy,
   fakeWorker,
   needsStack,
+  serviceClient,
   stack,
   uniqueQueue,
   userClient,
@@ -149,6 +150,41 @@ describe("watchJob", { skip: needsStack }, () => {
     } finally {
       await anon.removeAllChannels();
     }
+  });
+
+  // A job whose document has no owner (an app's own user_documents may allow that): the
+  // test stack's job is made so by pytest (tests/client_js/test_js_client.py).
+  const ownerless = process.env.SUPAWORKER_TEST_OWNERLESS_JOB
+    ? JSON.parse(process.env.SUPAWORKER_TEST_OWNERLESS_JOB)
+    : null;
+  test("a job without an owner has no topic: it is read every pollIntervalMs until it ends", {
+    skip: !ownerless && "set SUPAWORKER_TEST_OWNERLESS_JOB ({id, queue})",
+  }, async () => {
+    const service = serviceClient();
+    const seen = [];
+    const statuses = [];
+    const watching = watchJob(service, ownerless.id, (j, source) => seen.push({ status: j.status, source }), {
+      timeoutMs: 30_000,
+      pollIntervalMs: 100,
+      onStatus: (status) => statuses.push(status),
+    });
+    watching.catch(() => {});
+    await until(seen, (v) => v.status === "pending");
+    const worker = await fakeWorker(ownerless.queue);
+    try {
+      const claimed = await worker.claim();
+      await claimed.start();
+      await until(seen, (v) => v.status === "processing");
+      await claimed.complete({ polled: true });
+      const done = await watching;
+      assert.equal(done.status, "completed");
+      assert.deepEqual(done.result, { polled: true });
+    } finally {
+      await worker.stop();
+    }
+    assert.deepEqual(statuses, ["POLLING"]);
+    assert.ok(seen.every((v) => v.source === "read"), JSON.stringify(seen));
+    assert.equal(service.getChannels().length, 0, "no Realtime channel for it");
   });
 
   test("timeoutMs and signal end a watch of a job that does not end", async () => {

@@ -367,24 +367,20 @@ create policy job_events_select_own on public.job_events
 -- ---------------------------------------------------------------------------------------
 -- Realtime
 -- ---------------------------------------------------------------------------------------
--- Replica identity: DEFAULT (primary key) for both tables, on purpose.
---  * Realtime checks RLS and filters of INSERT/UPDATE against the NEW row, which is always
---    complete, so `user_id=eq.<uid>` subscriptions work without FULL.
---  * For DELETE, Realtime skips RLS and reduces old_record to the primary key on RLS tables
---    anyway, so FULL would not give subscribers more data.
---  * processing_queue is the hot table (claims, progress, completions); FULL would write the
---    whole old row (payload, result) to WAL on every update for nothing.
---  * job_events is insert-only, where replica identity plays no role.
--- A subscriber that needs the previous status reads from_status on job_events.
+-- Replica identity: DEFAULT (primary key) for both tables, on purpose. processing_queue is
+-- the hot table (claims, progress, completions): FULL would write the whole old row
+-- (payload, result) to WAL on every update, for nobody now that it is not published; and
+-- for an app that publishes it again (below), Realtime checks RLS and filters of INSERT and
+-- UPDATE against the NEW row, which is always complete, and reduces a DELETE's old record to
+-- the primary key on RLS tables whatever the identity. job_events is insert-only.
 alter table public.processing_queue replica identity default;
 alter table public.job_events replica identity default;
 
--- Published to Supabase Realtime: the jobs, for frontends that follow their own rows with
--- postgres_changes (kept for existing subscribers; the private Broadcast topics of
--- 75_status_topics.sql are the cheaper and tighter path). Not published (issue 20):
--- vps_workers (each heartbeat updates its row, and every update of a published table is a
--- message to each subscriber that may see it; workers get pause, resume and cancel as
--- Broadcast `control` messages, 35_wakeups.sql, admins the `workers` topic) and job_events
--- (the history has no live subscriber; every row would be decoded for nothing).
--- Every Supabase project has the supabase_realtime publication.
-alter publication supabase_realtime add table public.processing_queue;
+-- Nothing of supaworker is in the supabase_realtime publication (issue 20): Realtime would
+-- send every DELETE of a published table to each of its postgres_changes subscribers, RLS
+-- skipped (other users' job ids), and decode every change of the hot table for whoever
+-- listens. Owners follow their jobs on private Broadcast topics (75_status_topics.sql),
+-- workers hear wake-ups and control messages on theirs (35_wakeups.sql), admins the
+-- `workers` topic. vps_workers left in 0022 (a heartbeat was a message), job_events in 0023,
+-- processing_queue in 0026. An app may publish processing_queue again for its own
+-- postgres_changes subscribers (docs/upgrading.md: what that costs and leaks).

@@ -31,8 +31,8 @@
 --  * `workers`: event `worker`, {type: INSERT|UPDATE, record (the vps_workers row)}, when a
 --    worker registers or its status changes (never for a heartbeat); queue admins only.
 -- Worker topics (`worker:<id>`, 35_wakeups.sql) have no policy: the service role only.
--- The postgres_changes path stays for existing subscribers: processing_queue stays in the
--- supabase_realtime publication (docs/architecture.md: which to use and why).
+-- processing_queue is not in the supabase_realtime publication (0026, 00_tables.sql): these
+-- topics are the only Realtime path of job status (docs/architecture.md: why).
 
 -- broadcast_job_changes(): AFTER INSERT / UPDATE / DELETE on processing_queue, FOR EACH
 -- STATEMENT with the statement's transition tables (one trigger per event: a trigger with
