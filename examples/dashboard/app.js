@@ -1,7 +1,10 @@
 // The operator dashboard: queue depth, workers, failures and jobs of every user. Workers are
-// live (the private Broadcast topic `workers`); jobs are read again every 2 s, because no
-// topic carries every user's jobs and processing_queue is not in the Realtime publication
-// (its DELETEs would reach every subscriber with other users' job ids: migration 0026).
+// live (the private Broadcast topic `workers`). No topic carries every user's jobs, and
+// processing_queue is not in the Realtime publication (its DELETEs would reach every
+// subscriber with other users' job ids: migration 0026), so the job lists are read every 2 s,
+// and the owners of the running and waiting jobs shown (up to 20) are followed live on their
+// `jobs:<user_id>` topics, which a queue admin may join: their status and progress move at
+// once, and the database sends those messages anyway, for the owners.
 //
 // The page decides nothing about who is an admin. It signs in with a pasted access token and
 // shows what the database answers: the admin_* functions refuse anyone whose JWT does not
@@ -32,9 +35,11 @@ const FAILURES = 20;
 const REFRESH_DELAY_MS = 300;     // stats are re-read once a burst of changes is over ...
 const REFRESH_MAX_WAIT_MS = 2000; // ... or at least this often while changes keep coming
 const JOBS_POLL_MS = 2000;        // the job lists are read again this often
+const LIVE_OWNERS = 20;           // owners of shown running or waiting jobs followed live
 
 const state = {
   session: 0, client: null, workersChannel: null, ticker: null, jobsTimer: null, live: false,
+  ownerChannels: new Map(), // user_id -> the channel of jobs:<user_id>
   workers: new Map(), jobs: new Map(), failures: [],
   skewMs: 0, horizonSeconds: 30,
   refreshTimer: null, refreshFirst: 0, refreshing: false, refreshAgain: false,
@@ -303,6 +308,7 @@ async function loadJobs() {
     }
   }
   renderJobs();
+  followOwners();
   if (moved) scheduleRefresh();
 }
 
@@ -347,6 +353,64 @@ async function refreshSummary() {
 }
 
 // ---- Realtime ---------------------------------------------------------------------------
+
+// The owners of the newest running or waiting jobs shown, each on its own topic: joined when
+// one appears, left when none of its jobs is shown running or waiting any more.
+function followOwners() {
+  const wanted = new Set();
+  const newestFirst = [...state.jobs.values()]
+    .sort((a, b) => micros(b.updated_at) - micros(a.updated_at));
+  for (const job of newestFirst) {
+    if (wanted.size >= LIVE_OWNERS) break;
+    if (RUNNING.has(job.status) && job.user_id) wanted.add(job.user_id);
+  }
+  for (const [owner, channel] of state.ownerChannels) {
+    if (wanted.has(owner)) continue;
+    state.client.removeChannel(channel).catch(() => {});
+    state.ownerChannels.delete(owner);
+  }
+  for (const owner of wanted) {
+    if (state.ownerChannels.has(owner)) continue;
+    const channel = state.client
+      .channel(`jobs:${owner}`, { config: { private: true } })
+      .on("broadcast", { event: "job" }, ({ payload }) => onOwnerMessage(payload))
+      .subscribe((status) => log(`owner channel jobs:${owner} ${status}`));
+    state.ownerChannels.set(owner, channel);
+  }
+}
+
+function leaveOwners() {
+  for (const channel of state.ownerChannels.values()) {
+    state.client.removeChannel(channel).catch(() => {});
+  }
+  state.ownerChannels.clear();
+}
+
+// A jobs:<user_id> message: the changes one statement made to that user's jobs (no payload
+// or result; a DELETE is {id}). A job not shown yet waits for the next read, which brings
+// the whole row.
+function onOwnerMessage(message) {
+  if (!message || !Array.isArray(message.records)) return;
+  let moved = false;
+  for (const record of message.records) {
+    if (message.type === "DELETE") {
+      moved = state.jobs.delete(record.id) || moved;
+      continue;
+    }
+    const known = state.jobs.get(record.id);
+    if (!known || !isNewer(known, record) || known.updated_at === record.updated_at) continue;
+    putJob(record);
+    if (known.status !== record.status) {
+      log(`realtime jobs:${record.user_id} ${message.type} ${record.id} -> ${record.status}`);
+      moved = true;
+    }
+  }
+  renderJobs();
+  if (moved) {
+    followOwners();
+    scheduleRefresh();
+  }
+}
 
 function onWorkerChange(change) {
   if (change.errors) log(`realtime vps_workers: ${change.errors}`);
@@ -405,6 +469,7 @@ async function reset() {
   state.refreshTimer = null;
   if (state.client && state.workersChannel) await state.client.removeChannel(state.workersChannel);
   state.workersChannel = null;
+  if (state.client) leaveOwners();
   state.workers.clear();
   state.jobs.clear();
   state.failures = [];
@@ -421,6 +486,7 @@ function refuse(error) {
     state.client.removeChannel(state.workersChannel).catch(() => {});
   }
   state.workersChannel = null;
+  if (state.client) leaveOwners();
   clearTimeout(state.jobsTimer);
   clearInterval(state.ticker);
   for (const id of ["depth", "workers", "failures", "jobs", "summary"]) $(id).replaceChildren();

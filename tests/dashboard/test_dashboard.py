@@ -115,17 +115,21 @@ def test_admin_pauses_a_worker_and_retries_a_failed_job_live(
     assert seen["depthAfter"] == [name, "0", "0", "0", "1", "0", "1"]
 
     # Worker changes arrived through Realtime (the `workers` topic), including the one the
-    # page caused and the resume made elsewhere; the page's own replies show at once and the
-    # retried job's completion (made by the worker) came with a read of the job lists.
+    # page caused and the resume made elsewhere; the page's own replies show at once. The
+    # retried job's owner was followed on their topic while the job was waiting, and its
+    # completion (made by the worker) came from that topic or from the 2 s read of the job
+    # lists, whichever was first (the other then brings nothing newer).
     log = seen["log"]
     for line in (
         f"realtime vps_workers UPDATE {worker.worker_id} -> paused",
         f"realtime vps_workers UPDATE {worker.worker_id} -> active",
         f"retry {failed.id}: now pending",
         f"cancel {parked.id}: now cancelled",
+        f"owner channel jobs:{failed.user_id} SUBSCRIBED",
     ):
         assert line in log, log
-    assert re.search(rf"jobs: {failed.id} \w+ -> completed", log), log
+    completed = rf"(realtime jobs:{failed.user_id} UPDATE|jobs:) {failed.id} (\w+ )?-> completed"
+    assert len(re.findall(completed, log)) == 1, log
     assert "postgres_changes" not in log and "processing_queue" not in log, log
     # The database agrees with the page.
     assert queue.get(failed.id).status == "completed"
