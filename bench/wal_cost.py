@@ -1,6 +1,7 @@
 """Where a job's WAL goes, per relation and record type (issue 20, write amplification).
 
     .venv/bin/python bench/wal_cost.py [--jobs 2000] [--concurrency 1,32] [--rounds 1]
+        [--variants before,after] [--progress N] [--no-write]
 
 Every byte of WAL is decoded by hosted Realtime's logical replication (wal_level = logical),
 whatever the publication holds, so each byte a job writes is paid twice. On the bench stack
@@ -14,18 +15,23 @@ queue (documents created beforehand, not counted):
   worker   the jobs enqueued by `single` processed by one `supaworker run --burst` at each
            --concurrency (its defaults otherwise: complete_and_claim, batched completions,
            the no-op handler), from before the process starts to after it exits
+  progress with --progress N: 1,000 jobs claimed and started in SQL (not counted), then N
+           report_progress calls per job, one transaction each; figures per call
 Each workload starts from empty queue tables (realtime.messages and owner_clock emptied too)
-right after a CHECKPOINT, so the full-page images (FPI) it writes are
-the first touch of every page after a checkpoint: a worst case that a steady load pays once
-per page and checkpoint_timeout (5 min); they are counted in their own column. The WAL
-between the two LSNs is read with pg_walinspect (contrib, created in the bench database) and
-each record is attributed to the relation of its first block (heap, index, TOAST; commit and
-other block-less records by resource manager); "alignment, page headers" is the difference
+right after a CHECKPOINT, so the full-page images (FPI) it writes are the first touch of
+every page after a checkpoint: a worst case that a steady load pays once per page and
+checkpoint_timeout (5 min); they are counted in their own column. The WAL between the two
+LSNs is read with pg_walinspect (contrib, created in the bench database) and each record is
+attributed to the relation of its first block (heap, index, TOAST; commit and other
+block-less records by resource manager); "alignment, page headers" is the difference
 between the LSN distance and the records' lengths.
 
---variants before,after also measures the schema before migration 0027 (its cuts reverted
-for the block, bench/_wal_before.py) against this tree's, alternately in each round, in the
-same database: the before -> after table of docs/benchmarks.md ("WAL per job").
+--variants before,after measures the schema before migration 0027 (its cuts reverted for
+the block, bench/_wal_before.py) against this tree's, alternately in each round, in the same
+database: the before -> after table of docs/benchmarks.md ("WAL per job"). --variants also
+takes an experiment of bench/_wal_before.EXPERIMENTS (a cut evaluated and not made:
+fillfactor70, no_clock_level_idx, no_events_fk), run on top of this tree, e.g.
+`--variants after,no_events_fk --no-write`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -148,15 +155,23 @@ def prepared(config: StackConfig, n: int) -> tuple[str, list[str]]:
     return f"wal-{uuid.uuid4().hex[:6]}", docs
 
 
-def measured(config: StackConfig, run: Any) -> dict[str, Any]:
-    """CHECKPOINT, then run(), then the WAL it wrote."""
+def measured(config: StackConfig, run: Any, per: int) -> dict[str, Any]:
+    """CHECKPOINT, then run(), then the WAL it wrote (`per`: what the figures divide by)."""
     with admin(config) as conn:
         conn.execute("checkpoint")
         start = lsn(conn)
     run()
     with admin(config) as conn:
         end = lsn(conn)
-        return attribute(conn, start, end)
+        # pg_walinspect reads only flushed WAL: a commit after `end` flushes past it.
+        with conn.transaction():
+            conn.execute("select pg_current_xact_id()")
+        for _ in range(100):
+            row = conn.execute("select pg_current_wal_flush_lsn() >= %s::pg_lsn", (end,)).fetchone()
+            if row and row[0]:
+                break
+            time.sleep(0.05)
+        return {**attribute(conn, start, end), "per": per}
 
 
 def enqueue_single(config: StackConfig, queue: str, docs: list[str]) -> None:
@@ -196,15 +211,52 @@ def process(config: StackConfig, queue: str, jobs: int, concurrency: int) -> Non
         raise RuntimeError(f"the worker completed {done} of {jobs} jobs")
 
 
-def one_round(config: StackConfig, jobs: int, concurrencies: list[int]) -> dict[str, Any]:
+def progress(config: StackConfig, queue: str, docs: list[str], steps: int) -> dict[str, Any]:
+    """The documents' jobs claimed and started (not counted), then `steps` report_progress
+    calls per job, each its own transaction (the worker's ProgressForwarder sends at most 4
+    a second per job); the WAL per call."""
+    enqueue_bulk(config, queue, docs)
+    worker = f"{queue}-progress"
+    with psycopg.connect(config.db_url, autocommit=True) as conn:
+        conn.execute(
+            "select public.register_worker(p_worker_id => %s, p_max_concurrent_jobs => %s,"
+            " p_queues => array[%s])",
+            (worker, len(docs), queue),
+        )
+        running = conn.execute(
+            "select id, attempt from public.claim_next_job(%s, %s, null, true)",
+            (worker, len(docs)),
+        ).fetchall()
+
+        def report() -> None:
+            for step in range(steps):
+                for job_id, attempt in running:
+                    conn.execute(
+                        "select public.report_progress(%s, %s, %s::integer, %s::numeric, %s)",
+                        (job_id, worker, attempt, (step + 1) * 100 / (steps + 1), f"step {step}"),
+                    )
+
+        result = measured(config, report, len(running) * steps)
+        conn.execute("select public.deregister_worker(%s)", (worker,))
+    return result
+
+
+def one_round(
+    config: StackConfig, jobs: int, concurrencies: list[int], steps: int
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     queue, docs = prepared(config, jobs)
-    out["bulk"] = measured(config, lambda: enqueue_bulk(config, queue, docs))
+    out["bulk"] = measured(config, lambda: enqueue_bulk(config, queue, docs), jobs)
     for c in concurrencies:
         queue, docs = prepared(config, jobs)
-        single = measured(config, lambda q=queue, d=docs: enqueue_single(config, q, d))
+        single = measured(config, lambda q=queue, d=docs: enqueue_single(config, q, d), jobs)
         out.setdefault("single", single)  # the first one (the same writes each time)
-        out[f"worker x{c}"] = measured(config, lambda q=queue, c=c: process(config, q, jobs, c))
+        out[f"worker x{c}"] = measured(
+            config, lambda q=queue, c=c: process(config, q, jobs, c), jobs
+        )
+    if steps:
+        queue, docs = prepared(config, min(jobs, 1000))  # p_limit's maximum
+        out["progress (per call)"] = progress(config, queue, docs, steps)
     return out
 
 
@@ -227,48 +279,83 @@ def types_of(result: dict[str, Any], relation: str, jobs: int) -> str:
     return ", ".join(f"{r['type']} {r['count'] / jobs:.2g}" for r in rows[:4])
 
 
+def compact(result: dict[str, Any]) -> dict[str, Any]:
+    """A result for bench/results: totals and [records, bytes, FPI bytes] per relation."""
+    rel: dict[str, list[int]] = {}
+    for r in result["records"]:
+        slot = rel.setdefault(r["relation"], [0, 0, 0])
+        slot[0] += r["count"]
+        slot[1] += r["bytes"]
+        slot[2] += r["fpi"]
+    return {"total": result["total"], "per": result["per"], "relations": rel}
+
+
 def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The round whose total is the median (its breakdown is quoted as a whole)."""
     ordered = sorted(results, key=lambda r: r["total"])
     return ordered[(len(ordered) - 1) // 2]
 
 
-def breakdown(result: dict[str, Any], jobs: int) -> str:
-    rel = per_job(result, jobs)
-    order = sorted(rel, key=lambda k: -(rel[k]["bytes"] + rel[k]["fpi"]))
+def breakdown(results: list[dict[str, Any]]) -> str:
+    """One workload's WAL per relation; with two variants each figure is "before → after"
+    (record types and counts: the last variant's)."""
+    rels = [per_job(r, r["per"]) for r in results]
+    last, result = rels[-1], results[-1]
+    jobs = result["per"]
+    names = {name for rel in rels for name in rel}
+    zero = {"bytes": 0.0, "fpi": 0.0, "records": 0.0}
+
+    def size(name: str) -> float:
+        return max(rel.get(name, zero)["bytes"] + rel.get(name, zero)["fpi"] for rel in rels)
+
+    def cells(key: str, name: str | None = None) -> str:
+        if name is None:
+            values = [
+                sum(v[key] for v in rel.values())
+                if key == "fpi"
+                else r["total"] / r["per"] - sum(v["fpi"] for v in rel.values())
+                for rel, r in zip(rels, results, strict=True)
+            ]
+        else:
+            values = [rel.get(name, zero)[key] for rel in rels]
+        return " → ".join(fmt(v) for v in values)
+
     rows = [
         [
             f"`{name}`",
-            fmt(rel[name]["records"], 2),
-            fmt(rel[name]["bytes"]),
-            fmt(rel[name]["fpi"]),
+            fmt(last.get(name, zero)["records"], 2),
+            cells("bytes", name),
+            cells("fpi", name),
             types_of(result, name, jobs) or "-",
         ]
-        for name in order
-        if round(rel[name]["bytes"] + rel[name]["fpi"]) != 0 or rel[name]["records"] >= 0.005
+        for name in sorted(names, key=lambda k: -size(k))
+        if round(size(name)) != 0 or any(rel.get(name, zero)["records"] >= 0.005 for rel in rels)
     ]
-    total_fpi = sum(v["fpi"] for v in rel.values())
     rows.append(
         [
             "**total**",
-            fmt(sum(v["records"] for v in rel.values()), 2),
-            fmt(result["total"] / jobs - total_fpi),
-            fmt(total_fpi),
+            fmt(sum(v["records"] for v in last.values()), 2),
+            cells("bytes"),
+            cells("fpi"),
             "",
         ]
     )
     return table(
-        ["relation", "records / job", "bytes / job (no FPI)", "FPI bytes / job", "record types"],
+        ["relation", "records", "bytes (no FPI)", "FPI bytes", "record types"],
         rows,
     )
 
 
 def variant_of(name: str, config: StackConfig) -> AbstractContextManager[Any]:
+    """`after`: this tree; `before`: 0027 reverted; an experiment of _wal_before.EXPERIMENTS
+    (a cut evaluated and not made) on top of this tree."""
     if name == "after":
         return nullcontext()
     from bench import _wal_before
 
-    return _wal_before.installed(config)
+    if name == "before":
+        return _wal_before.installed(config)
+    return _wal_before.experiment(config, name)
 
 
 def main() -> None:
@@ -279,7 +366,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32", help="worker concurrencies, e.g. 1,32")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--variants", default="after", help="'after' (this tree) or 'before,after' (0027 reverted)"
+        "--variants",
+        default="after",
+        help="comma-separated: after (this tree), before (0027 reverted), or an experiment: "
+        "fillfactor70, no_clock_level_idx, no_events_fk (bench/_wal_before.py)",
+    )
+    parser.add_argument(
+        "--progress", type=int, default=0, help="also N report_progress calls per job (1,000 jobs)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     a = parser.parse_args()
@@ -292,7 +385,7 @@ def main() -> None:
                 "'full_page_writes', 'wal_compression', 'checkpoint_timeout', 'server_version')"
             ).fetchall()
         )
-    if "before" in a.variants:
+    if a.variants != "after":
         from bench import _wal_before
 
         _wal_before.restore(config)
@@ -302,7 +395,7 @@ def main() -> None:
     for i in range(a.rounds):
         for v in variants if i % 2 == 0 else list(reversed(variants)):
             with variant_of(v, config):
-                runs[v].append(one_round(config, a.jobs, concurrencies))
+                runs[v].append(one_round(config, a.jobs, concurrencies, a.progress))
             print(f"round {i + 1} {v}: done", file=sys.stderr)
 
     workloads = list(runs[variants[0]][0])
@@ -330,25 +423,41 @@ def main() -> None:
                         "fpi": fpi,
                         "total": res["total"],
                     }[key]
-                    pair.append(value / a.jobs)
+                    pair.append(value / res["per"])
                 change = (pair[-1] / pair[0] - 1) * 100 if pair[0] else float("nan")
                 cells.append(" → ".join(fmt(p) for p in pair) + f" ({change:+.0f} %)")
             rows.append(cells)
         lines += [
-            "WAL bytes per job, before (0027 reverted) → after (this tree), same database, "
-            "same run:",
+            f"WAL bytes per job, {' → '.join(variants)} (before: 0027 reverted; after: this "
+            "tree), same database, same run:",
             "",
             table(["workload", "without FPI", "FPI", "total (LSN distance)"], rows),
             "",
         ]
-    for v in variants:
-        for w in workloads:
-            lines += [f"**{w}** ({v}):", "", breakdown(chosen[v][w], a.jobs), ""]
+    label = f" ({' → '.join(variants)})" if len(variants) > 1 else ""
+    for w in workloads:
+        lines += [
+            f"**{w}**{label}, per {'call' if w.startswith('progress') else 'job'}:",
+            "",
+            breakdown([chosen[v][w] for v in variants]),
+            "",
+        ]
     text = "\n".join(lines)
     print(text)
     if not a.no_write:
         _report.save_results(
-            "wal_cost", {"machine": machine(), "settings": settings, "jobs": a.jobs, "runs": runs}
+            "wal_cost",
+            {
+                "machine": machine(),
+                "settings": settings,
+                "jobs": a.jobs,
+                "rounds": a.rounds,
+                "totals": {v: [{w: r[w]["total"] for w in r} for r in runs[v]] for v in variants},
+                # Per workload, the median round's bytes per relation: [records, bytes, FPI].
+                "median_round": {
+                    v: {w: compact(r) for w, r in c.items()} for v, c in chosen.items()
+                },
+            },
         )
         _report.write_section("wal_cost", "WAL per job, per relation (issue 20)", text)
 
