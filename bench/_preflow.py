@@ -24,11 +24,14 @@ What is installed, and what was adapted to run against the current tables:
   run_at, created_at) and `bench_preflow_claim_order_idx` (priority desc, run_at,
   created_at), both `where status = 'pending'`, as in d021068's 00_tables.sql. The fair_tag
   indexes stay (they index pending rows only; a claim's UPDATE inserts nothing into them).
-- processing_queue_active_by_owner_idx (migration 0015; user_id, status, for pending,
-  assigned and processing rows) is dropped for the block: every claim's UPDATE inserts into
-  it, and before flow control that write did not exist. The other indexes flow control added
-  (owner_order_idx: pending rows; running_by_key_idx: rows with a concurrency key) take no
-  write from a claim of these benchmarks' jobs and stay.
+- No other index is swapped. Migration 0015 added processing_queue_active_by_owner_idx
+  (user_id, status; pending, assigned and processing rows), which every claim's UPDATE
+  wrote and which this module used to drop for the block; since migration 0027 it and
+  processing_queue_user_id_idx (user_id, every row; there before flow control) are one
+  index, processing_queue_owner_status_idx (user_id, status, every row), which a claim's
+  UPDATE writes once as it wrote user_id_idx before flow control. The other indexes flow
+  control added (owner_order_idx: pending rows; running_by_key_idx: rows with a concurrency
+  key) take no write from a claim of these benchmarks' jobs and stay.
 
 Not reverted (they are outside the claim): the enqueue side (fair tags, owner_clock, quotas;
 the benchmarks seed before they time anything), the job-event trigger's extra `when` for
@@ -38,8 +41,8 @@ snoozes, and the new columns' width in each row.
 (a benchmark that creates them once, `create_old_indexes`, and drops them with `restore` at
 its end). `restore(conn)` is idempotent and runs at the start of each benchmark as well, so
 a run that was killed inside the block leaves nothing behind once the next one starts: it
-re-creates claim_jobs from this tree's supaworker/sql/schema/30_claim.sql, drops the
-bench_preflow_* indexes and re-creates active_by_owner_idx from 00_tables.sql.
+re-creates claim_jobs from this tree's supaworker/sql/schema/30_claim.sql and drops the
+bench_preflow_* indexes.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ from bench._common import ROOT
 PREFLOW_REF = "d021068"
 
 SCHEMA = ROOT / "supaworker" / "sql" / "schema"
-FLOW_INDEX = "processing_queue_active_by_owner_idx"
 
 OLD_INDEXES = (
     "create index if not exists bench_preflow_claim_idx on public.processing_queue"
@@ -151,14 +153,6 @@ def _current_claim_jobs() -> str:
     return match.group(0).replace("create function", "create or replace function", 1)
 
 
-def _current_flow_index() -> str:
-    text = (SCHEMA / "00_tables.sql").read_text()
-    match = re.search(rf"^create index {FLOW_INDEX} .*?;", text, re.M | re.S)
-    if match is None:
-        raise RuntimeError(f"{FLOW_INDEX} not found in supaworker/sql/schema/00_tables.sql")
-    return match.group(0).replace("create index", "create index if not exists", 1)
-
-
 def claim_source(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute(
         "select prosrc from pg_proc where oid ="
@@ -174,7 +168,6 @@ def restore(conn: psycopg.Connection[Any], *, keep_old_indexes: bool = False) ->
     if not keep_old_indexes:
         conn.execute("drop index if exists public.bench_preflow_claim_idx")
         conn.execute("drop index if exists public.bench_preflow_claim_order_idx")
-    conn.execute(_current_flow_index())
 
 
 def create_old_indexes(conn: psycopg.Connection[Any]) -> None:
@@ -188,7 +181,6 @@ def create_old_indexes(conn: psycopg.Connection[Any]) -> None:
 def install(conn: psycopg.Connection[Any]) -> None:
     conn.execute(OLD_CLAIM_JOBS)
     create_old_indexes(conn)
-    conn.execute(f"drop index if exists public.{FLOW_INDEX}")
 
 
 @contextmanager

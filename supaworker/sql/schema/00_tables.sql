@@ -219,12 +219,12 @@ create index processing_queue_claim_idx on public.processing_queue
 -- The reaper, heartbeats and free-slot counts: running jobs by owner.
 create index processing_queue_running_idx on public.processing_queue (assigned_to)
   where status in ('assigned', 'processing');
--- RLS (owner reads) and Realtime filters on user_id.
-create index processing_queue_user_id_idx on public.processing_queue (user_id);
--- Per-owner limits (migration 0015): the claim counts an owner's running jobs
--- (status assigned/processing, at most the cap), enqueue its active ones (at most the quota).
-create index processing_queue_active_by_owner_idx on public.processing_queue (user_id, status)
-  where status in ('pending', 'assigned', 'processing');
+-- An owner's jobs: RLS (owner reads, user_id = auth.uid()) on the user_id prefix; the
+-- per-owner limits (migration 0015) on (user_id, status): the claim counts an owner's running
+-- jobs (assigned/processing, at most the cap), enqueue its active ones (at most the quota).
+-- One index over every row since migration 0027 (it was two: user_id, and (user_id, status)
+-- over active rows), so a job's enqueue and claim each write one entry here instead of two.
+create index processing_queue_owner_status_idx on public.processing_queue (user_id, status);
 -- purge_finished_jobs and the throughput figures of queue_stats.
 create index processing_queue_finished_idx on public.processing_queue (completed_at)
   where status in ('completed', 'failed', 'cancelled');
@@ -306,7 +306,7 @@ alter table supaworker_private.rate_buckets enable row level security;
 -- job_events: append-only history, written by triggers on processing_queue
 -- ---------------------------------------------------------------------------------------
 create table public.job_events (
-  id          bigint generated always as identity primary key,
+  id          bigint generated always as identity,
   job_id      uuid not null references public.processing_queue (id) on delete cascade,
   user_id     uuid,
   event       text not null check (event in (
@@ -317,13 +317,15 @@ create table public.job_events (
   worker_id   text,
   attempt     integer,
   message     text,
-  created_at  timestamptz not null default now()
+  created_at  timestamptz not null default now(),
+  -- (job_id, id): one job's events in order (job_history, owners' reads by job), and the
+  -- cascade's lookup, in the one index the table has (migration 0027: a status change writes
+  -- one index entry here, not three; id is an identity, unique by construction).
+  constraint job_events_pkey primary key (job_id, id)
 );
 comment on table public.job_events is
   'Append-only history of processing_queue: one row per status change or cancel request, '
   'written by a trigger. Deleted only together with its job (purge, document deletion).';
-create index job_events_job_id_idx on public.job_events (job_id, id);
-create index job_events_user_id_idx on public.job_events (user_id, id);
 
 -- ---------------------------------------------------------------------------------------
 -- Row-level security

@@ -272,7 +272,7 @@ comment on function supaworker_private.next_fair_tag(text, integer, uuid, intege
 -- assigned and processing jobs plus p_adding would exceed it. Takes the owner's quota lock
 -- (a waiting transaction-level advisory lock: enqueues of one owner may wait for each other,
 -- the claim never takes it) before counting, so two enqueues cannot both see "one below".
--- Cost: one count through processing_queue_active_by_owner_idx, bounded by the quota.
+-- Cost: one count through processing_queue_owner_status_idx, bounded by the quota.
 -- Who: enqueue_job (and the bulk enqueue), before anything is written. Errors: PT429.
 create function supaworker_private.check_pending_quota(p_user_id uuid, p_adding integer)
 returns void language plpgsql volatile set search_path = '' as $$

@@ -23,7 +23,7 @@
 -- later turns keep their places (processing_queue_owner_order_idx). With
 -- queue_settings.max_running_per_user set, an owner with that many assigned/processing jobs
 -- (over all workers) is skipped, and so is one whose jobs another claim is taking at that
--- moment (a try-lock per owner; the count under processing_queue_active_by_owner_idx). With
+-- moment (a try-lock per owner; the count under processing_queue_owner_status_idx). With
 -- rows in concurrency_limits or rate_limits, a job whose key is at its limit, or whose
 -- bucket has no token, is left for later (admit_keys; a taken token is spent). These cases
 -- take one turn per statement, at most v_slots + 32 turns looked at; otherwise the claim is
