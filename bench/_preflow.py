@@ -50,6 +50,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -143,14 +144,40 @@ end $$;
 """
 
 
-def _current_claim_jobs() -> str:
-    text = (SCHEMA / "30_claim.sql").read_text()
+def claim_jobs_in(path: Path) -> str:
+    """claim_jobs as a schema file or a migration defines it, as `create or replace`."""
+    text = path.read_text()
     match = re.search(
-        r"^create function supaworker_private\.claim_jobs\(.*?^end \$\$;", text, re.M | re.S
+        r"^create (?:or replace )?function supaworker_private\.claim_jobs\(.*?^end \$\$;",
+        text,
+        re.M | re.S,
     )
     if match is None:
-        raise RuntimeError("claim_jobs not found in supaworker/sql/schema/30_claim.sql")
-    return match.group(0).replace("create function", "create or replace function", 1)
+        raise RuntimeError(f"claim_jobs not found in {path.relative_to(ROOT)}")
+    return re.sub(
+        r"^create (?:or replace )?function", "create or replace function", match.group(0), count=1
+    )
+
+
+def _current_claim_jobs() -> str:
+    return claim_jobs_in(SCHEMA / "30_claim.sql")
+
+
+@contextmanager
+def migration_claim(
+    conn: psycopg.Connection[Any], migration: str | None, *, keep_old_indexes: bool = True
+) -> Iterator[None]:
+    """claim_jobs as migration `migration` (supaworker/sql/migrations/NNNN_name.sql) left it,
+    for the block, then the current one (nothing when `migration` is None). For a change to
+    the claim measured against the claim it replaced, on the same rows (fair_claim.py)."""
+    if migration is None:
+        yield
+        return
+    conn.execute(claim_jobs_in(ROOT / "supaworker" / "sql" / "migrations" / migration))
+    try:
+        yield
+    finally:
+        restore(conn, keep_old_indexes=keep_old_indexes)
 
 
 def claim_source(conn: psycopg.Connection[Any]) -> str:

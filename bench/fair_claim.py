@@ -20,7 +20,9 @@
    is seeded with `--pending` jobs plus as many as the rounds can claim, so the backlog never
    falls below `--pending`. `--other-backlog N` first enqueues N pending jobs in a second
    queue, older than the measured ones (the claims name their own queue; the old claim's
-   plan then changes, see docs/benchmarks.md).
+   plan then changes, see docs/benchmarks.md). `--before-0028` adds the two turn-by-turn
+   rows with migration 0025's claim_jobs in place for them (bench/_preflow.migration_claim),
+   the claim that 0028 replaced, on the same rows in the same rounds.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ def claim_cost(config: StackConfig, queue: str, limit: int, n: int) -> list[floa
 
 
 LIMITS = (1, 16)
+BEFORE_0028 = "0025_one_queue_claim.sql"  # the claim_jobs that migration 0028 replaced
 
 
 def main() -> None:
@@ -157,6 +160,11 @@ def main() -> None:
         type=int,
         default=0,
         help="pending jobs enqueued first in another queue (older than the measured ones)",
+    )
+    parser.add_argument(
+        "--before-0028",
+        action="store_true",
+        help="also the turn-by-turn rows with the claim before migration 0028 (0025's)",
     )
     args = parser.parse_args()
     config = ensure_stack()
@@ -174,20 +182,24 @@ def main() -> None:
         f" delete from public.rate_limits where key = '{key}'"
     )
     capped = plain.replace("= null", "= 2", 1)
-    # (row name, settings for it, run with the pre-flow-control claim in place)
-    modes = [
-        (f"before flow control ({_preflow.PREFLOW_REF}'s claim, FIFO)", plain, True),
-        ("fast path (no limits)", plain, False),
-        ("max_running_per_user = 2", capped, False),
-        (
-            "+ a concurrency and a rate limit row",
-            capped
-            + f"; insert into public.concurrency_limits (key, max_running) values ('{key}', 5);"
-            " insert into public.rate_limits (key, per_second, burst)"
-            f" values ('{key}', 100000, 100000)",
-            False,
-        ),
+    keyed = (
+        capped + f"; insert into public.concurrency_limits (key, max_running) values ('{key}', 5);"
+        " insert into public.rate_limits (key, per_second, burst)"
+        f" values ('{key}', 100000, 100000)"
+    )
+    # (row name, settings for it, run with the pre-flow-control claim in place, or with the
+    # claim_jobs of this migration)
+    modes: list[tuple[str, str, bool, str | None]] = [
+        (f"before flow control ({_preflow.PREFLOW_REF}'s claim, FIFO)", plain, True, None),
+        ("fast path (no limits)", plain, False, None),
+        ("max_running_per_user = 2", capped, False, None),
+        ("+ a concurrency and a rate limit row", keyed, False, None),
     ]
+    if args.before_0028:
+        modes += [
+            ("max_running_per_user = 2, 0025's claim (before 0028)", capped, False, BEFORE_0028),
+            ("+ a concurrency and a rate limit row, 0025's claim", keyed, False, BEFORE_0028),
+        ]
     cells = [(m, limit) for m in range(len(modes)) for limit in LIMITS]
     queue = f"cost-{uuid.uuid4().hex[:6]}"
     most = args.rounds * args.claims * len(modes) * sum(LIMITS)  # what the rounds can claim
@@ -204,13 +216,16 @@ def main() -> None:
         for r in range(args.rounds):
             random.shuffle(cells)
             for m, limit in cells:
-                name, sql, preflow = modes[m]
+                name, sql, preflow, migration = modes[m]
                 with admin(config) as conn:
                     conn.execute(sql)
                     # Every row starts from the same table: no dead index entries or heap
                     # versions left by the rows before it (autovacuum would come at random).
                     conn.execute("vacuum public.processing_queue")
-                    with _preflow.installed(conn, active=preflow, keep_old_indexes=True):
+                    with (
+                        _preflow.installed(conn, active=preflow, keep_old_indexes=True),
+                        _preflow.migration_claim(conn, migration),
+                    ):
                         got = claim_cost(config, queue, limit, args.claims)
                 times[(m, limit)] += got
                 p50s[(m, limit)].append(median(got))

@@ -69,6 +69,37 @@ def test_the_cap_holds_over_workers_and_frees_as_jobs_finish(
     assert len(svc.claim(two, 10)) == 3
 
 
+def test_the_cap_holds_for_a_worker_of_several_queues(
+    admin_db: Admin,
+    svc: Svc,
+    make_user: Callable[..., StackUser],
+    unique: Callable[[str], str],
+    limits: Callable[..., None],
+) -> None:
+    """The turn-by-turn claim has one selection for a worker of one queue (an equality, 0028)
+    and one for a worker of several: the latter takes turns over its queues, leaves other
+    queues alone and counts an owner's cap over all of them."""
+    first, second, elsewhere = unique("cap-q1"), unique("cap-q2"), unique("cap-q3")
+    a, b = make_user(), make_user()
+    sql_enqueue(admin_db, make_documents(admin_db, a, 3), first)
+    sql_enqueue(admin_db, make_documents(admin_db, a, 3), second)
+    sql_enqueue(admin_db, make_documents(admin_db, b, 1), second)
+    sql_enqueue(admin_db, make_documents(admin_db, b, 2), elsewhere)
+    limits(running=2)
+    worker = unique("w-cap-many")
+    svc.register(worker, slots=10, queues=[first, second])
+    claimed = svc.claim(worker, 10)
+    assert len(claimed) == 3 and {j["queue"] for j in claimed} <= {first, second}
+    assert running_by_owner(admin_db, elsewhere) == {}
+    by_owner = {**running_by_owner(admin_db, first)}
+    for owner, n in running_by_owner(admin_db, second).items():
+        by_owner[owner] = by_owner.get(owner, 0) + n
+    assert by_owner == {str(a.id): 2, str(b.id): 1}  # A's cap over both queues
+    limits()
+    assert len(svc.claim(worker, 10)) == 4  # the rest of A's, never the third queue's
+    assert running_by_owner(admin_db, elsewhere) == {}
+
+
 def test_a_rescue_never_pushes_an_owner_over_the_cap(
     admin_db: Admin,
     svc: Svc,

@@ -137,20 +137,40 @@ begin
     v_budget := v_slots + 32;
     while v_claimed < v_slots and v_budget > 0 loop
       v_budget := v_budget - 1;
-      select * into v_turn from public.processing_queue q
-       where q.status = 'pending'
-         and not q.cancel_requested
-         and q.run_at <= now()
-         and (v_queues is null or q.queue = any (v_queues))
-         and (v_queue is null or q.queue = v_queue)
-         and (q.requires = '{}'::jsonb
-              or supaworker_private.requires_met(q.requires, v_worker.capabilities))
-         and (q.user_id is null or q.user_id <> all (v_skip))
-         and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
-         and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
-       order by q.priority desc, q.fair_tag, q.created_at
-       limit 1
-       for update skip locked;
+      -- Two statements, not one with `v_queue is null or ...`: this one runs once per turn,
+      -- so PL/pgSQL soon plans it generically, and there only a bare `q.queue = v_queue`
+      -- lets the plan read the queue's slice of claim_idx in claim order (one with the
+      -- disjunction walked every queue's pending rows on every turn: bench/fair_claim.py
+      -- --other-backlog).
+      if v_queue is not null then
+        select * into v_turn from public.processing_queue q
+         where q.status = 'pending'
+           and q.queue = v_queue
+           and not q.cancel_requested
+           and q.run_at <= now()
+           and (q.requires = '{}'::jsonb
+                or supaworker_private.requires_met(q.requires, v_worker.capabilities))
+           and (q.user_id is null or q.user_id <> all (v_skip))
+           and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
+           and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
+         order by q.priority desc, q.fair_tag, q.created_at
+         limit 1
+         for update skip locked;
+      else
+        select * into v_turn from public.processing_queue q
+         where q.status = 'pending'
+           and (v_queues is null or q.queue = any (v_queues))
+           and not q.cancel_requested
+           and q.run_at <= now()
+           and (q.requires = '{}'::jsonb
+                or supaworker_private.requires_met(q.requires, v_worker.capabilities))
+           and (q.user_id is null or q.user_id <> all (v_skip))
+           and (q.concurrency_key is null or q.concurrency_key <> all (v_full))
+           and (q.rate_limit_key is null or q.rate_limit_key <> all (v_dry))
+         order by q.priority desc, q.fair_tag, q.created_at
+         limit 1
+         for update skip locked;
+      end if;
       exit when not found;
       if v_cap is not null and v_turn.user_id is not null then
         -- max_running_per_user. Only claims raise an owner's running count, so only claims

@@ -182,7 +182,7 @@ language sql
 immutable
 security definer
 set search_path = ''
-as $$ select 27 $$;
+as $$ select 28 $$;
 
 comment on function public.supaworker_schema_version() is
   'The number of the newest supaworker migration applied to this database.';
