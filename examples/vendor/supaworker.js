@@ -259,7 +259,7 @@ function watchJob(supabase, jobId, onChange, options = {}) {
         job
       });
     };
-    const catchUp = async (first) => {
+    const catchUp = async (first, retry = true) => {
       try {
         const job = await getJob(supabase, jobId);
         if (job === null) {
@@ -277,7 +277,7 @@ function watchJob(supabase, jobId, onChange, options = {}) {
         if (first || !(error instanceof SupaworkerError && error.transient)) finish({
           error
         });
-        else setTimeout(() => void catchUp(false), 500);
+        else if (retry && !done) setTimeout(() => void catchUp(false), 500);
         return null;
       }
     };
@@ -305,7 +305,8 @@ function watchJob(supabase, jobId, onChange, options = {}) {
     const follow = (owner) => {
       if (done) return;
       if (owner === null) {
-        unsubscribe = pollRow(catchUp, options.pollIntervalMs ?? 1e3, options.onStatus);
+        const interval = options.pollIntervalMs ?? 1e3;
+        unsubscribe = pollRow(() => catchUp(false, false), interval, options.onStatus);
         return;
       }
       unsubscribe = followOwner(supabase, owner, {
@@ -339,13 +340,13 @@ function watchJob(supabase, jobId, onChange, options = {}) {
     });
   });
 }
-function pollRow(catchUp, intervalMs, onStatus) {
+function pollRow(read, intervalMs, onStatus) {
   let live = true;
   let timer;
   const next = () => {
     timer = setTimeout(() => {
       if (!live) return;
-      void catchUp(false).finally(() => {
+      void read().finally(() => {
         if (live) next();
       });
     }, intervalMs);

@@ -57,13 +57,16 @@ def test_node_tests_pass(
     admin_db: Admin,
     unique: Callable[[str], str],
 ) -> None:
-    # A job without an owner, as an app's own user_documents with a nullable owner makes
-    # (watch.test.mjs follows it by polling: no topic carries it).
-    name = unique("node-ownerless")
-    ownerless = queue.enqueue(make_user().create_document(admin_db), queue=name)
-    admin_db.execute(
-        "update public.processing_queue set user_id = null where id = %s", (ownerless.id,)
-    )
+    # Jobs without an owner, as an app's own user_documents with a nullable owner makes
+    # (watch.test.mjs follows them by polling: no topic carries them), each in its own queue.
+    ownerless = []
+    for n in range(2):
+        name = unique(f"node-ownerless-{n}")
+        job = queue.enqueue(make_user().create_document(admin_db), queue=name)
+        admin_db.execute(
+            "update public.processing_queue set user_id = null where id = %s", (job.id,)
+        )
+        ownerless.append({"id": str(job.id), "queue": name})
     env = {
         **os.environ,
         "SUPABASE_URL": stack.api_url,
@@ -71,7 +74,7 @@ def test_node_tests_pass(
         "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
         "SUPAWORKER_TEST_USER_TOKEN": make_user().token,
         "SUPAWORKER_TEST_OTHER_USER_TOKEN": make_user().token,
-        "SUPAWORKER_TEST_OWNERLESS_JOB": json.dumps({"id": str(ownerless.id), "queue": name}),
+        "SUPAWORKER_TEST_OWNERLESS_JOBS": json.dumps(ownerless),
         "NO_COLOR": "1",
     }
     # The files by name: given a folder, Node 20 also runs every other .mjs under a `test`

@@ -114,11 +114,11 @@ export async function fakeWorker(queue) {
 }
 
 /**
- * An HTTP proxy in front of the stack that answers the first `failures` requests whose path
- * matches with `status` (a gateway in trouble), then forwards everything. `requests` counts
- * the matching requests it saw.
+ * An HTTP proxy in front of the stack that answers `failures` requests whose path matches with
+ * `status` (a gateway in trouble), after letting the first `after` of them through, then
+ * forwards everything. `requests` counts the matching requests it saw.
  */
-export async function faultyProxy({ status = 503, failures = 2, match = "/rest/v1/rpc/" } = {}) {
+export async function faultyProxy({ status = 503, failures = 2, match = "/rest/v1/rpc/", after = 0 } = {}) {
   const target = new URL(stack.url);
   const state = { requests: 0 };
   const server = createServer(async (req, res) => {
@@ -126,7 +126,7 @@ export async function faultyProxy({ status = 503, failures = 2, match = "/rest/v
     for await (const chunk of req) chunks.push(chunk);
     if (req.url.startsWith(match)) {
       state.requests += 1;
-      if (state.requests <= failures) {
+      if (state.requests > after && state.requests <= after + failures) {
         res.writeHead(status, { "Content-Type": "text/html" });
         res.end(`<html><body>${status} from the test proxy</body></html>`);
         return;

@@ -12,6 +12,7 @@ import {
   createDocument,
   cuttableProxy,
   fakeWorker,
+  faultyProxy,
   needsStack,
   serviceClient,
   stack,
@@ -152,13 +153,14 @@ describe("watchJob", { skip: needsStack }, () => {
     }
   });
 
-  // A job whose document has no owner (an app's own user_documents may allow that): the
-  // test stack's job is made so by pytest (tests/client_js/test_js_client.py).
-  const ownerless = process.env.SUPAWORKER_TEST_OWNERLESS_JOB
-    ? JSON.parse(process.env.SUPAWORKER_TEST_OWNERLESS_JOB)
-    : null;
+  // Jobs whose document has no owner (an app's own user_documents may allow that): the test
+  // stack's two are made so by pytest (tests/client_js/test_js_client.py), each in its queue.
+  const [ownerless, ownerlessToo] = process.env.SUPAWORKER_TEST_OWNERLESS_JOBS
+    ? JSON.parse(process.env.SUPAWORKER_TEST_OWNERLESS_JOBS)
+    : [];
+  const needsOwnerless = !ownerlessToo && "set SUPAWORKER_TEST_OWNERLESS_JOBS ([{id, queue}] x 2)";
   test("a job without an owner has no topic: it is read every pollIntervalMs until it ends", {
-    skip: !ownerless && "set SUPAWORKER_TEST_OWNERLESS_JOB ({id, queue})",
+    skip: needsOwnerless,
   }, async () => {
     const service = serviceClient();
     const seen = [];
@@ -185,6 +187,33 @@ describe("watchJob", { skip: needsStack }, () => {
     assert.deepEqual(statuses, ["POLLING"]);
     assert.ok(seen.every((v) => v.source === "read"), JSON.stringify(seen));
     assert.equal(service.getChannels().length, 0, "no Realtime channel for it");
+  });
+
+  test("polling a job without an owner through failing reads: one read at a time, the watch lives on", {
+    skip: needsOwnerless,
+  }, async () => {
+    // The first read passes, then every read of the job is a 504 (transient: supabase-js does
+    // not retry it, the watch does not end on it) for the whole window.
+    const proxy = await faultyProxy({ status: 504, failures: 1e9, match: "/rest/v1/processing_queue", after: 1 });
+    const intervalMs = 100;
+    const windowMs = 2000;
+    try {
+      const controller = new AbortController();
+      const watching = watchJob(serviceClient(proxy.url), ownerlessToo.id, undefined, {
+        pollIntervalMs: intervalMs,
+        signal: controller.signal,
+      });
+      watching.catch(() => {});
+      await sleep(windowMs);
+      controller.abort();
+      assert.equal((await watching.catch((e) => e)).code, "aborted"); // not the 504
+      // At most one read per interval (plus the first): a retry chain per failed read would
+      // make about three times as many.
+      assert.ok(proxy.state.requests >= 3, `${proxy.state.requests} reads: no polling`);
+      assert.ok(proxy.state.requests <= 2 + windowMs / intervalMs, `${proxy.state.requests} reads`);
+    } finally {
+      await proxy.close();
+    }
   });
 
   test("timeoutMs and signal end a watch of a job that does not end", async () => {

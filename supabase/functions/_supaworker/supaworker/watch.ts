@@ -80,7 +80,11 @@ export function watchJob(
       if (FINAL_STATUSES.has(job.status)) finish({ job });
     };
 
-    const catchUp = async (first: boolean): Promise<Job | null> => {
+    // `retry`: whether a transient failure is read again in 500 ms. On a Broadcast topic the
+    // rejoin is the only moment that calls for a read; the poll of a job without an owner
+    // reads again anyway, so it passes false (a retry chain per failed poll would multiply
+    // the reads while PostgREST is in trouble).
+    const catchUp = async (first: boolean, retry = true): Promise<Job | null> => {
       try {
         const job = await getJob(supabase, jobId);
         if (job === null) {
@@ -93,10 +97,9 @@ export function watchJob(
         return job;
       } catch (error) {
         // A read that fails for good (bad id, bad token) fails the watch; a transient one (a
-        // pooled connection that died with the socket) is repeated shortly: on a Broadcast
-        // topic the rejoin is the only moment that calls for a read.
+        // pooled connection that died with the socket) is repeated (see `retry`).
         if (first || !(error instanceof SupaworkerError && error.transient)) finish({ error });
-        else setTimeout(() => void catchUp(false), 500);
+        else if (retry && !done) setTimeout(() => void catchUp(false), 500);
         return null;
       }
     };
@@ -123,7 +126,8 @@ export function watchJob(
     const follow = (owner: string | null) => {
       if (done) return;
       if (owner === null) {
-        unsubscribe = pollRow(catchUp, options.pollIntervalMs ?? 1000, options.onStatus);
+        const interval = options.pollIntervalMs ?? 1000;
+        unsubscribe = pollRow(() => catchUp(false, false), interval, options.onStatus);
         return;
       }
       unsubscribe = followOwner(supabase, owner, {
@@ -154,9 +158,10 @@ export function watchJob(
 }
 
 /** A job without an owner: no topic carries it (processing_queue is not published, so there is
- * no postgres_changes either), so it is read every `intervalMs` until the watch ends. */
+ * no postgres_changes either), so it is read every `intervalMs` until the watch ends: one read
+ * at a time, the next `intervalMs` after the last one ended, whatever its outcome. */
 function pollRow(
-  catchUp: (first: boolean) => Promise<Job | null>,
+  read: () => Promise<unknown>,
   intervalMs: number,
   onStatus?: (status: string) => void,
 ): () => void {
@@ -165,7 +170,7 @@ function pollRow(
   const next = () => {
     timer = setTimeout(() => {
       if (!live) return;
-      void catchUp(false).finally(() => {
+      void read().finally(() => {
         if (live) next();
       });
     }, intervalMs);
