@@ -398,7 +398,8 @@ function onOwnerMessage(message) {
       continue;
     }
     const known = state.jobs.get(record.id);
-    if (!known || !isNewer(known, record) || known.updated_at === record.updated_at) continue;
+    // Only a strictly newer version: a read may already have brought this one.
+    if (!known || micros(record.updated_at) <= micros(known.updated_at)) continue;
     putJob(record);
     if (known.status !== record.status) {
       log(`realtime jobs:${record.user_id} ${message.type} ${record.id} -> ${record.status}`);
@@ -460,16 +461,26 @@ function emailOf(token) {
   }
 }
 
-async function reset() {
-  state.session += 1;
+// Ends what a signed-in session runs: its channels, the job reads and the ticker. Resolves
+// once the `workers` channel is left.
+function endSession() {
+  state.session += 1; // drop whatever is still in flight for this token
   state.live = false;
-  clearTimeout(state.refreshTimer);
-  clearTimeout(state.jobsTimer);
-  clearInterval(state.ticker);
-  state.refreshTimer = null;
-  if (state.client && state.workersChannel) await state.client.removeChannel(state.workersChannel);
+  const left = state.client && state.workersChannel
+    ? state.client.removeChannel(state.workersChannel)
+    : Promise.resolve();
   state.workersChannel = null;
   if (state.client) leaveOwners();
+  clearTimeout(state.jobsTimer);
+  clearInterval(state.ticker);
+  return left;
+}
+
+async function reset() {
+  const left = endSession();
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = null;
+  await left;
   state.workers.clear();
   state.jobs.clear();
   state.failures = [];
@@ -480,15 +491,7 @@ async function reset() {
 }
 
 function refuse(error) {
-  state.session += 1; // drop whatever is still in flight for this token
-  state.live = false;
-  if (state.client && state.workersChannel) {
-    state.client.removeChannel(state.workersChannel).catch(() => {});
-  }
-  state.workersChannel = null;
-  if (state.client) leaveOwners();
-  clearTimeout(state.jobsTimer);
-  clearInterval(state.ticker);
+  endSession().catch(() => {});
   for (const id of ["depth", "workers", "failures", "jobs", "summary"]) $(id).replaceChildren();
   $("dashboard").hidden = true;
   $("refusal").hidden = false;
