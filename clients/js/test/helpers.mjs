@@ -3,6 +3,8 @@
 // given by the environment (tests/client_js/test_js_client.py sets it from the test stack):
 //   SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY,
 //   SUPAWORKER_TEST_USER_TOKEN, SUPAWORKER_TEST_OTHER_USER_TOKEN
+// and, for watch.test.mjs, SUPAWORKER_TEST_OWNERLESS_JOBS: [{id, queue}, ...], jobs without an
+// owner that pytest makes (no client can: a document always has one in the default schema).
 import { createServer } from "node:http";
 import { createConnection, createServer as createTcpServer } from "node:net";
 import { randomUUID } from "node:crypto";
